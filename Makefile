@@ -1,0 +1,33 @@
+# `make demo` and `make test` are all a fresh machine needs: both create .venv first.
+# A GPU box installs the CUDA build of TensorFlow instead: `make venv TF=gpu`.
+PYTHON ?= python3
+TF ?= cpu
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(VENV)/.installed-$(TF)
+
+$(VENV)/.installed-$(TF): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[$(TF),dev]"
+	touch $@
+
+demo: venv
+	$(BIN)/gesture-cache demo --out data/demo
+
+test: venv lint
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: venv
+	$(BIN)/python benchmarks/extract.py --quick
+	$(BIN)/python benchmarks/train.py --quick
+
+clean:
+	rm -rf $(VENV) data/demo .pytest_cache

@@ -1,0 +1,11 @@
+"""gesture_cache: extract C3D features once into a verifiable cache, then train fast."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+
+__version__ = "0.1.0"
+
+from gesture_cache.cache import Cache, CacheError, open_cache  # noqa: E402
+
+__all__ = ["Cache", "CacheError", "open_cache", "__version__"]

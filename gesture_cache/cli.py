@@ -1,0 +1,170 @@
+"""The `gesture-cache` command: parses arguments and calls the modules; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+
+from gesture_cache import cache, meta, report, synth
+from gesture_cache.config import ExtractConfig
+
+# TensorFlow loads in seconds, so the commands that need it import their module when run.
+
+EXIT_FAILED, EXIT_SETUP = 1, 2
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    csv_path = synth.make_dataset(args.out, args.per_class, args.seed)
+    print(f"wrote {args.per_class * len(synth.GESTURES)} videos and {csv_path}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    rows = meta.read_meta(args.meta, args.video_root, args.path_column, args.label_column)
+    table = meta.check_rows(rows)
+    print(table.to_string(index=False))
+    bad = int((~table["usable"]).sum())
+    print(f"\n{len(table) - bad} of {len(table)} rows usable" + (f", {bad} not" if bad else ""))
+    return EXIT_FAILED if bad else 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from gesture_cache import extract
+
+    names = {f.name for f in fields(ExtractConfig)}
+    config = ExtractConfig(**{k: v for k, v in vars(args).items() if k in names})
+    summary = extract.run_extraction(args.meta, args.out, config)
+    print(report.extract_summary(summary, args.out))
+    if not summary.ok:
+        print("error: nothing could be cached", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_FAILED if config.strict and summary.failures_recorded else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    manifest = cache.read_manifest(args.cache)
+    failures = cache.read_failures(args.cache)
+    if args.json:
+        print(json.dumps({**manifest, "failures": list(failures.values())}, indent=2))
+    else:
+        print(report.cache_info(manifest, failures))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    problems = cache.verify_cache(args.cache)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    if problems:
+        return EXIT_FAILED
+    print(f"OK {args.cache}: {cache.read_manifest(args.cache)['videos']} videos verified")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    manifest = cache.merge_caches(args.out, args.caches)
+    print(f"merged {len(args.caches)} caches into {args.out}: {manifest['videos']} videos")
+    return 0
+
+
+def add_extract_arguments(p: argparse.ArgumentParser) -> None:
+    d = ExtractConfig()
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--weights", help="Keras-2 HDF5 C3D Sports-1M weights file")
+    weights.add_argument(
+        "--random-weights",
+        type=int,
+        metavar="SEED",
+        help="random C3D weights from SEED (for tests and demos only)",
+    )
+    p.add_argument("--frames", type=int, default=d.frames, help="frames per video, F")
+    p.add_argument("--clip-stride", type=int, default=d.clip_stride)
+    p.add_argument("--sampling", choices=["pad", "uniform"], default=d.sampling)
+    p.add_argument("--pad", choices=["edge", "zero"], default=d.pad)
+    p.add_argument("--preprocess", choices=["c3d", "reference"], default=d.preprocess)
+    p.add_argument("--mean-file", help="C3D mean cube .npy (16, 128, 171, 3), BGR")
+    p.add_argument("--pool5-pad", choices=["caffe", "symmetric"], default=d.pool5_pad)
+    p.add_argument("--layer", choices=["fc7", "fc6"], default=d.layer)
+    p.add_argument(
+        "--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"], default=d.precision
+    )
+    p.add_argument("--batch-clips", type=int, default=d.batch_clips)
+    p.add_argument("--decode-workers", type=int, default=d.decode_workers)
+
+
+def add_meta_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("meta", help="meta CSV with file_path and action columns")
+    p.add_argument("--video-root", help="folder the CSV's paths are relative to")
+    p.add_argument("--path-column", default="file_path")
+    p.add_argument("--label-column", default="action")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gesture-cache",
+        description="Extract C3D features from gesture videos once, then train fast.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("synth", help="write synthetic gesture videos and meta.csv")
+    p.add_argument("--out", required=True)
+    p.add_argument("--per-class", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_synth)
+
+    p = commands.add_parser("check", help="probe every row of a meta CSV without C3D")
+    add_meta_arguments(p)
+    p.set_defaults(run=cmd_check)
+
+    p = commands.add_parser("extract", help="build (or resume) a feature cache")
+    add_meta_arguments(p)
+    p.add_argument("--out", required=True, help="cache folder")
+    add_extract_arguments(p)
+    d = ExtractConfig()
+    p.add_argument("--shard-size", type=int, default=d.shard_size, help="videos per shard")
+    p.add_argument("--dtype", choices=["float16", "float32"], default=d.dtype)
+    p.add_argument("--num-shards", type=int, default=d.num_shards)
+    p.add_argument("--shard-index", type=int, default=d.shard_index)
+    p.add_argument("--retry-failed", action="store_true")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any video failed")
+    p.set_defaults(run=cmd_extract)
+
+    p = commands.add_parser("info", help="describe a cache")
+    p.add_argument("cache")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_info)
+
+    p = commands.add_parser("verify", help="check a cache's hashes, shapes and values")
+    p.add_argument("cache")
+    p.set_defaults(run=cmd_verify)
+
+    p = commands.add_parser("merge", help="combine caches with the same fingerprint")
+    p.add_argument("out")
+    p.add_argument("caches", nargs="+")
+    p.set_defaults(run=cmd_merge)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as error:  # every error class of ours is a ValueError
+        print(f"gesture-cache {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_SETUP
+
+
+if __name__ == "__main__":
+    sys.exit(main())
