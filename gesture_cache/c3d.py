@@ -115,7 +115,8 @@ def load_keras2_weights(model: keras.Model, path: str | Path) -> None:
                 if tuple(array.shape) != tuple(variable.shape):
                     raise WeightsError(
                         f"weights file {path}, layer {layer.name!r}: {variable.name} has shape "
-                        f"{tuple(array.shape)} in the file, the model expects {tuple(variable.shape)}"
+                        f"{tuple(array.shape)} in the file, the model expects "
+                        f"{tuple(variable.shape)}"
                     )
                 variable.assign(array)
 

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gesture_cache import synth
+from gesture_cache.c3d import build_c3d, randomize_weights
+from gesture_cache.config import ExtractConfig
+from gesture_cache.extract import run_extraction
+from tests.helpers import save_keras2_weights
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "videos"
+
+
+@pytest.fixture(scope="session")
+def shared_videos() -> Path:
+    if not (SHARED_VIDEOS / "tree.avi").exists():
+        pytest.skip("../shared/fixtures/videos is not here")
+    return SHARED_VIDEOS
+
+
+@pytest.fixture(scope="session")
+def synth_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two synthetic videos per gesture."""
+    return synth.make_dataset(tmp_path_factory.mktemp("synth"), per_class=2, seed=1)
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Keras-2 layout weights file holding seeded random C3D weights."""
+    model = build_c3d()
+    randomize_weights(model, seed=7)
+    return save_keras2_weights(model, tmp_path_factory.mktemp("weights") / "c3d_keras2.h5")
+
+
+@pytest.fixture(scope="session")
+def small_cache(tmp_path_factory: pytest.TempPathFactory, synth_csv: Path) -> Path:
+    """8 synthetic videos, one 16-frame clip each, random weights: about 10 s of C3D."""
+    out = tmp_path_factory.mktemp("cache") / "cache"
+    config = ExtractConfig(random_weights=0, frames=16, shard_size=3)
+    summary = run_extraction(synth_csv, out, config)
+    assert summary.cached == 8
+    return out

@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gesture_cache import open_cache
+from gesture_cache.c3d import build_c3d, randomize_weights
+from gesture_cache.cache import (
+    CacheError,
+    CacheWriter,
+    merge_caches,
+    read_failures,
+    read_shard_columns,
+    verify_cache,
+)
+from gesture_cache.config import ExtractConfig
+from gesture_cache.extract import SetupError, run_extraction
+from gesture_cache.meta import MetaError, read_meta
+from tests.helpers import save_keras2_weights, write_video
+
+FAST = {"random_weights": 0, "frames": 16, "shard_size": 4}
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    pd.DataFrame(rows, columns=["file_path", "action"]).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory) -> tuple[Path, dict[str, str | None]]:
+    """A CSV of every kind of awkward input; the value is the expected failure reason
+    (None: cached)."""
+    root = tmp_path_factory.mktemp("awkward")
+    write_video(root / "ok.avi", 20)
+    (root / "zero.avi").write_bytes(b"")
+    (root / "text.mp4").write_text("not a video at all\n" * 100)
+    full = write_video(root / "full.avi", 40, seed=1).read_bytes()
+    (root / "truncated.avi").write_bytes(full[: len(full) * 6 // 10])
+    (root / "header_only.avi").write_bytes(full[:600])
+    write_video(root / "one_frame.avi", 1)
+    write_video(root / "long.avi", 300, 32, 24)
+    write_video(root / "odd.avi", 5, 17, 9)
+    write_video(root / "big.avi", 4, 1920, 1080)
+    write_video(root / "grey.avi", 12, grey=True)
+    write_video(root / "sub dir" / "vid one.avi", 10)
+    write_video(root / "vidéo_ñ.avi", 10)
+    write_video(root / "it's.avi", 10)
+    expected = {
+        "ok.avi": None,
+        "missing.avi": "missing",
+        "zero.avi": "empty_file",
+        "text.mp4": ("unreadable", "no_frames"),
+        "truncated.avi": None,
+        "header_only.avi": ("unreadable", "no_frames"),
+        "one_frame.avi": None,
+        "long.avi": None,
+        "odd.avi": None,
+        "big.avi": None,
+        "grey.avi": None,
+        "sub dir/vid one.avi": None,
+        "vidéo_ñ.avi": None,
+        "it's.avi": None,
+        "no_label.avi": "empty_label",
+    }
+    rows = [(name, "wave") for name in expected if name != "no_label.avi"]
+    rows[rows.index(("sub dir/vid one.avi", "wave"))] = ('  "sub dir\\vid one.avi" ', "wave")
+    rows += [("ok.avi", "wave"), ("no_label.avi", "")]  # a duplicate row, an empty label
+    write_video(root / "no_label.avi", 5)
+    return write_csv(root / "meta.csv", rows), expected
+
+
+def test_every_awkward_row_is_cached_or_recorded(tmp_path, awkward):
+    csv, expected = awkward
+    out = tmp_path / "cache"
+    summary = run_extraction(csv, out, ExtractConfig(**FAST))
+    cache = open_cache(out)
+    failures = read_failures(out)
+    for video_id, reason in expected.items():
+        if reason is None:
+            assert video_id in cache.video_ids, video_id
+            assert video_id not in failures
+        else:
+            assert video_id not in cache.video_ids, video_id
+            assert failures[video_id]["reason"] in np.atleast_1d(reason), failures[video_id]
+            assert failures[video_id]["message"]
+    assert summary.duplicate_rows == 1 and summary.ok
+    assert verify_cache(out) == []
+    assert cache.mask.any(axis=1).all()  # the one-frame video keeps a valid clip
+    assert cache.manifest["videos"] == len(cache) == sum(v is None for v in expected.values())
+    widths = np.concatenate(
+        [read_shard_columns(out / s["file"], ("width",))["width"] for s in cache.manifest["shards"]]
+    )
+    assert 1920 in widths
+
+
+def test_rerun_resumes_and_skips_done_and_failed(tmp_path, awkward):
+    csv, expected = awkward
+    out = tmp_path / "cache"
+    run_extraction(csv, out, ExtractConfig(**FAST))
+    manifest_before = (out / "manifest.json").read_text()
+    again = run_extraction(csv, out, ExtractConfig(**FAST))
+    assert again.cached == 0 and sum(again.failed.values()) == 0
+    assert again.skipped == len(expected)
+    assert (out / "manifest.json").read_text() == manifest_before
+    retried = run_extraction(csv, out, ExtractConfig(**FAST, retry_failed=True))
+    assert sum(retried.failed.values()) == sum(r is not None for r in expected.values())
+    assert retried.cached == 0
+
+
+def test_changed_extractor_settings_are_refused(tmp_path, synth_csv):
+    out = tmp_path / "cache"
+    shutil.copytree(synth_csv.parent, tmp_path / "videos")
+    csv = write_csv(tmp_path / "one.csv", [("videos/Shake_Hand/shake_hand_000.avi", "shake")])
+    run_extraction(csv, out, ExtractConfig(**FAST))
+    with pytest.raises(CacheError, match="differs in: frames"):
+        run_extraction(csv, out, ExtractConfig(**{**FAST, "frames": 32}))
+
+
+def test_second_writer_is_refused(small_cache):
+    manifest = open_cache(small_cache).manifest
+    with CacheWriter(small_cache, manifest["extractor"], (1, 4096), "float16", 4):
+        with pytest.raises(CacheError, match="being written by another extraction"):
+            CacheWriter(small_cache, manifest["extractor"], (1, 4096), "float16", 4)
+
+
+def test_csv_problems_stop_before_any_work(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\na.avi,x\n")
+    with pytest.raises(
+        MetaError, match=r"no column 'file_path', 'action'.*found \['path', 'label'\]"
+    ):
+        run_extraction(bad, tmp_path / "out", ExtractConfig(**FAST))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("file_path,action\n")
+    with pytest.raises(MetaError, match="no rows"):
+        read_meta(empty)
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_are_required(tmp_path, synth_csv):
+    with pytest.raises(SetupError, match="--weights FILE.h5 or --random-weights"):
+        run_extraction(synth_csv, tmp_path / "out", ExtractConfig(frames=16))
+
+
+def test_csv_paths_are_cleaned_and_other_columns_kept(tmp_path):
+    csv = tmp_path / "meta.csv"
+    csv.write_text('file_path,action,group,subject\n" a\\b c.avi ", click ,g1,anna\n')
+    (row,) = read_meta(csv)
+    assert row.video_id == "a/b c.avi" and row.label == "click" and row.group == "g1"
+    assert row.path == tmp_path / "a" / "b c.avi" and row.extra == {"subject": "anna"}
+    (rooted,) = read_meta(csv, video_root="/data")
+    assert rooted.path == Path("/data/a/b c.avi")
+
+
+def test_partitions_merge_into_the_whole(tmp_path, synth_csv, small_cache):
+    parts = []
+    for index in range(2):
+        config = ExtractConfig(**{**FAST, "num_shards": 2, "shard_index": index, "shard_size": 3})
+        run_extraction(synth_csv, tmp_path / f"part{index}", config)
+        parts.append(tmp_path / f"part{index}")
+    sizes = [open_cache(p).manifest["videos"] for p in parts]
+    assert sum(sizes) == 8 and 0 < sizes[0] < 8
+    merge_caches(tmp_path / "merged", parts)
+    merged, whole = open_cache(tmp_path / "merged"), open_cache(small_cache)
+    assert verify_cache(tmp_path / "merged") == []
+    assert merged.fingerprint == whole.fingerprint
+    order = np.argsort(merged.video_ids)
+    reference = np.argsort(whole.video_ids)
+    np.testing.assert_array_equal(merged.video_ids[order], whole.video_ids[reference])
+    np.testing.assert_array_equal(merged.features[order], whole.features[reference])
+
+
+def test_features_beyond_float16_are_refused_or_kept_as_float32(tmp_path, synth_csv):
+    model = build_c3d()
+    randomize_weights(model, seed=7)
+    kernel = model.get_layer("fc7").kernel
+    kernel.assign(kernel.numpy() * 1e6)
+    weights = save_keras2_weights(model, tmp_path / "huge.h5")
+    csv = write_csv(
+        tmp_path / "one.csv",
+        [(str(synth_csv.parent / "Shake_Hand" / "shake_hand_000.avi"), "shake")],
+    )
+    config = ExtractConfig(weights=str(weights), frames=16)
+    summary = run_extraction(csv, tmp_path / "f16", config)
+    assert summary.failed == {"float16_overflow": 1} and not summary.ok
+    stored = run_extraction(
+        csv, tmp_path / "f32", ExtractConfig(weights=str(weights), frames=16, dtype="float32")
+    )
+    assert stored.cached == 1
+    features = open_cache(tmp_path / "f32").features
+    assert features.dtype == np.float32 and np.abs(features).max() > 65504
+    assert np.isfinite(features).all()
