@@ -52,6 +52,7 @@ class ExtractSummary:
     failed: Counter = field(default_factory=Counter)
     clips: int = 0
     seconds: float = 0.0
+    setup_seconds: float = 0.0  # reading the CSV, building C3D, loading weights
     videos_in_cache: int = 0
     failures_recorded: int = 0
 
@@ -164,7 +165,7 @@ def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig)
     spec = extractor_spec(config)
     extractor = Extractor(spec, config.weights, config.mean_file)
     shape = (extractor.layout.num_clips, extractor.feature_dim)
-    summary = ExtractSummary()
+    summary = ExtractSummary(setup_seconds=time.perf_counter() - started)
     with CacheWriter(out, spec, shape, config.dtype, config.shard_size) as writer:
         todo = plan(rows, writer, config.retry_failed, summary)
         with tqdm(total=len(todo), unit="video", desc="extract", dynamic_ncols=True) as bar:

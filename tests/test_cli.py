@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+
+from gesture_cache import open_cache
+from gesture_cache.cli import main
+
+
+def test_synth_writes_videos_and_csv(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path), "--per-class", "1", "--seed", "3"]) == 0
+    table = pd.read_csv(tmp_path / "meta.csv")
+    assert list(table.columns) == ["file_path", "action"] and len(table) == 4
+    assert all((tmp_path / p).stat().st_size > 0 for p in table["file_path"])
+
+
+def test_check_reports_every_row_and_fails_on_bad_ones(tmp_path, synth_csv, capsys):
+    assert main(["check", str(synth_csv)]) == 0
+    assert "8 of 8 rows usable" in capsys.readouterr().out
+    csv = tmp_path / "meta.csv"
+    csv.write_text(f"file_path,action\n{synth_csv.parent}/Shake_Hand/shake_hand_000.avi,a\n"
+                   "gone.avi,b\n")
+    assert main(["check", str(csv)]) == 1
+    out = capsys.readouterr().out
+    assert "missing" in out and "1 of 2 rows usable, 1 not" in out
+
+
+def test_check_shows_what_the_container_claims(tmp_path, shared_videos, capsys):
+    csv = tmp_path / "meta.csv"
+    csv.write_text("file_path,action\ntree.avi,tree\nMegamind.avi,face\n")
+    assert main(["check", str(csv), "--video-root", str(shared_videos)]) == 0
+    out = capsys.readouterr().out
+    assert "claims 444 frames, 68 decode" in out
+
+
+def test_extract_real_videos_then_info_and_verify(tmp_path, shared_videos, capsys):
+    csv = tmp_path / "meta.csv"
+    csv.write_text("file_path,action\ntree.avi,tree\nMegamind.avi,face\n")
+    out = tmp_path / "cache"
+    code = main(["extract", str(csv), "--video-root", str(shared_videos), "--out", str(out),
+                 "--random-weights", "1", "--frames", "32", "--clip-stride", "16"])
+    assert code == 0
+    cache = open_cache(out)
+    assert sorted(cache.video_ids) == ["Megamind.avi", "tree.avi"]
+    assert cache.features.shape == (2, 2, 4096)
+    capsys.readouterr()
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["class_counts"] == {"face": 1, "tree": 1} and info["failures"] == []
+    assert main(["info", str(out)]) == 0
+    assert "RANDOM (seed 1)" in capsys.readouterr().out
+    assert main(["verify", str(out)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_exit_codes(tmp_path, synth_csv, small_cache, capsys):
+    only_bad = tmp_path / "bad.csv"
+    only_bad.write_text("file_path,action\nnope.avi,x\n")
+    assert main(["extract", str(only_bad), "--out", str(tmp_path / "c1"),
+                 "--random-weights", "0", "--frames", "16"]) == 1
+    assert "nothing could be cached" in capsys.readouterr().err
+
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text(f"file_path,action\nnope.avi,x\n{synth_csv.parent}/"
+                     "Shake_Hand/shake_hand_000.avi,y\n")
+    args = ["extract", str(mixed), "--out", str(tmp_path / "c2"), "--random-weights", "0",
+            "--frames", "16"]
+    assert main(args) == 0
+    assert main([*args, "--strict"]) == 1  # resumes: nothing new, but a recorded failure
+
+    assert main(["extract", str(mixed), "--out", str(tmp_path / "c3"), "--frames", "16"]) == 2
+    assert "--random-weights" in capsys.readouterr().err
+    missing_columns = tmp_path / "cols.csv"
+    missing_columns.write_text("video,label\na.avi,x\n")
+    assert main(["extract", str(missing_columns), "--out", str(tmp_path / "c4"),
+                 "--random-weights", "0"]) == 2
+    assert "found ['video', 'label']" in capsys.readouterr().err
+
+
+def test_merge_refuses_different_fingerprints(tmp_path, small_cache, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(small_cache, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["fingerprint"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["merge", str(tmp_path / "m"), str(small_cache), str(other)]) == 2
+    assert "another extractor" in capsys.readouterr().err
