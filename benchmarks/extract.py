@@ -34,8 +34,12 @@ def main() -> None:
     parser.add_argument("--precision", default="float32")
     args = parser.parse_args()
     n_videos = 8 if args.quick else args.videos
-    config = ExtractConfig(random_weights=0, batch_clips=args.batch_clips,
-                           decode_workers=args.decode_workers, precision=args.precision)
+    config = ExtractConfig(
+        random_weights=0,
+        batch_clips=args.batch_clips,
+        decode_workers=args.decode_workers,
+        precision=args.precision,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         csv = synth.make_dataset(Path(tmp) / "videos", per_class=max(1, n_videos // 4), seed=0)
@@ -51,17 +55,26 @@ def main() -> None:
         summary = run_extraction(csv, Path(tmp) / "cache", config)
         pipeline_seconds = summary.seconds - summary.setup_seconds
         pipeline_rate = summary.clips / pipeline_seconds
-        print(f"pipeline: {summary.clips} clips, {pipeline_rate:.2f} clips/s "
-              f"(+{summary.setup_seconds:.1f} s one-time model build)")
+        print(
+            f"pipeline: {summary.clips} clips, {pipeline_rate:.2f} clips/s "
+            f"(+{summary.setup_seconds:.1f} s one-time model build)"
+        )
 
-    print(json.dumps({
-        "model_clips_per_s": round(model_rate, 3),
-        "pipeline_clips_per_s": round(pipeline_rate, 3),
-        "ratio": round(pipeline_rate / model_rate, 3),
-        "clips": summary.clips, "setup_seconds": round(summary.setup_seconds, 2),
-        "batch_clips": config.batch_clips, "decode_workers": config.decode_workers,
-        "precision": config.precision, "machine": platform.node(),
-    }))
+    print(
+        json.dumps(
+            {
+                "model_clips_per_s": round(model_rate, 3),
+                "pipeline_clips_per_s": round(pipeline_rate, 3),
+                "ratio": round(pipeline_rate / model_rate, 3),
+                "clips": summary.clips,
+                "setup_seconds": round(summary.setup_seconds, 2),
+                "batch_clips": config.batch_clips,
+                "decode_workers": config.decode_workers,
+                "precision": config.precision,
+                "machine": platform.node(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ class Cache:
 
     path: Path
     manifest: dict
-    features: np.ndarray  # (N, T, D), the manifest's dtype
+    features: np.ndarray | None  # (N, T, D), the manifest's dtype; None if not loaded
     mask: np.ndarray  # (N, T) bool
     labels: np.ndarray  # (N,) class names
     video_ids: np.ndarray
@@ -168,20 +168,22 @@ class Cache:
         return len(self.video_ids)
 
 
-def open_cache(path: str | Path) -> Cache:
-    """Check the manifest and every shard's sha256, then load the whole cache into memory."""
+def open_cache(path: str | Path, load_features: bool = True) -> Cache:
+    """Check the manifest and every shard's sha256, then load the cache into memory
+    (all but the features with `load_features=False`, for streaming)."""
     folder = Path(path)
     manifest = read_manifest(folder)
     T, D = manifest["feature_shape"]
     N = manifest["videos"]
-    features = np.empty((N, T, D), manifest["dtype"])
+    features = np.empty((N, T, D), manifest["dtype"]) if load_features else None
     mask = np.empty((N, T), bool)
     text: dict[str, list[np.ndarray]] = {c: [] for c in TEXT_COLUMNS}
     start = 0
     for shard in manifest["shards"]:
         with h5py.File(folder / shard["file"], "r") as f:
             n = f["features"].shape[0]
-            f["features"].read_direct(features, dest_sel=np.s_[start : start + n])
+            if load_features:
+                f["features"].read_direct(features, dest_sel=np.s_[start : start + n])
             mask[start : start + n] = f["mask"][()]
             for column in TEXT_COLUMNS:
                 text[column].append(f[column].asstr()[()])

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from gesture_cache import cache, meta, report, synth
-from gesture_cache.config import ExtractConfig
+from gesture_cache.config import ExtractConfig, TrainConfig, load_config_file, make_train_config
 
 # TensorFlow loads in seconds, so the commands that need it import their module when run.
 
@@ -68,6 +68,52 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     manifest = cache.merge_caches(args.out, args.caches)
     print(f"merged {len(args.caches)} caches into {args.out}: {manifest['videos']} videos")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gesture_cache import train
+
+    file_values = load_config_file(args.config) if args.config else {}
+    names = {f.name for f in fields(TrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in names}
+    config = make_train_config(file_values, overrides)
+    result = train.train(args.cache, args.out, config, resume=args.resume)
+    print(report.metrics_table(result.metrics))
+    state = "interrupted (--resume continues it)" if result.interrupted else "finished"
+    print(f"\nrun {state} after {result.epochs} epochs: {args.out}")
+    return 130 if result.interrupted else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from gesture_cache import train
+
+    metrics = train.evaluate_run(args.run, args.cache)
+    print(json.dumps(metrics, indent=2) if args.json else report.metrics_table(metrics))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from gesture_cache import predict
+
+    results = predict.predict_videos(
+        args.run,
+        args.videos,
+        args.weights,
+        args.random_weights,
+        args.mean_file,
+        args.top_k,
+        args.allow_other_weights,
+    )
+    print(json.dumps(results, indent=2) if args.json else report.predictions_table(results))
+    return EXIT_FAILED if any("error" in r for r in results) else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gesture_cache import demo
+
+    result = demo.run_demo(args.out)
+    print(report.demo_summary(result))
     return 0
 
 
@@ -147,6 +193,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("caches", nargs="+")
     p.set_defaults(run=cmd_merge)
+
+    p = commands.add_parser("train", help="train a classifier on a cache")
+    p.add_argument("cache")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--config", help="TOML or YAML file of hyperparameters (flags override it)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--preset", choices=["compact", "reference"])
+    p.add_argument("--units", help="recurrent layer sizes, e.g. 1024,256,64")
+    p.add_argument("--cell", choices=["lstm", "gru"])
+    p.add_argument("--dense", type=int, help="size of the dense layer (0: none)")
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--patience", type=int, help="epochs without val-loss progress before stopping")
+    p.add_argument("--test-size", type=float, help="fraction held out for testing (0.25)")
+    p.add_argument("--val-size", type=float, help="fraction for validation (0.15)")
+    p.add_argument(
+        "--class-weight",
+        action="store_true",
+        default=None,
+        help="weight classes inversely to their frequency",
+    )
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-normalize", dest="normalize", action="store_false", default=None)
+    p.add_argument(
+        "--memory-limit",
+        dest="memory_limit_mb",
+        type=float,
+        metavar="MB",
+        help="stream the cache from disk when it is larger (4096)",
+    )
+    p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("evaluate", help="metrics of a run on its test split or a cache")
+    p.add_argument("run")
+    p.add_argument("--cache", help="evaluate on all of this cache (same extractor fingerprint)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("predict", help="label new videos with a trained run")
+    p.add_argument("run")
+    p.add_argument("videos", nargs="+")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--weights", help="the C3D weights file the cache was built with")
+    weights.add_argument("--random-weights", type=int, metavar="SEED")
+    p.add_argument("--mean-file", help="the mean cube, if the cache was built with one")
+    p.add_argument("--allow-other-weights", action="store_true")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_predict)
+
+    p = commands.add_parser("demo", help="synth -> extract -> train -> evaluate in minutes")
+    p.add_argument("--out", default="data/demo")
+    p.set_defaults(run=cmd_demo)
     return parser
 
 

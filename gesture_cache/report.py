@@ -6,7 +6,13 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import ConfusionMatrixDisplay
+
 if TYPE_CHECKING:
+    from gesture_cache.demo import DemoResult
     from gesture_cache.extract import ExtractSummary
 
 
@@ -54,3 +60,91 @@ def cache_info(manifest: dict, failures: dict[str, dict]) -> str:
     for reason, count in sorted(Counter(r["reason"] for r in failures.values()).items()):
         lines.append(f"  {reason}: {count}")
     return "\n".join(lines)
+
+
+def metrics_table(metrics: dict) -> str:
+    """Accuracy, macro-F1, per-class scores and the confusion matrix as text."""
+    classes = metrics["classes"]
+    per_class = pd.DataFrame(metrics["per_class"]).T[["precision", "recall", "f1", "support"]]
+    per_class = per_class.astype({"support": int})
+    matrix = pd.DataFrame(metrics["confusion_matrix"], index=classes, columns=classes)
+    matrix.index.name, matrix.columns.name = "true", "predicted"
+    warning = (
+        "\n(features from RANDOM C3D weights: a demo, not a result)"
+        if metrics.get("random_weights")
+        else ""
+    )
+    return (
+        f"accuracy {metrics['accuracy']:.3f}   macro-F1 {metrics['macro_f1']:.3f}   "
+        f"on {metrics['videos']} videos{warning}\n\n"
+        f"{per_class.to_string(float_format=lambda v: f'{v:.3f}')}\n\n"
+        f"confusion matrix (rows: true, columns: predicted)\n{matrix.to_string()}"
+    )
+
+
+def plot_learning_curves(history: pd.DataFrame, path: Path) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        axis.plot(history["epoch"] + 1, history[metric], label=f"train {metric}")
+        if f"val_{metric}" in history:
+            axis.plot(history["epoch"] + 1, history[f"val_{metric}"], label=f"val {metric}")
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_confusion_matrix(metrics: dict, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(6, 5))
+    display = ConfusionMatrixDisplay(
+        np.array(metrics["confusion_matrix"]), display_labels=metrics["classes"]
+    )
+    display.plot(ax=axis, colorbar=False, xticks_rotation=30)
+    axis.set_title(f"test accuracy {metrics['accuracy']:.3f}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def feature_heatmap(features: np.ndarray, mask: np.ndarray, title: str, dims: int = 256):
+    """One video's clip features (T, D) as an image; padded clips are greyed out."""
+    figure, axis = plt.subplots(figsize=(10, 3))
+    shown = np.ma.masked_array(
+        features[:, :dims].astype(np.float32),
+        np.repeat(~mask[:, None], min(dims, features.shape[1]), axis=1),
+    )
+    image = axis.imshow(shown, aspect="auto", cmap="viridis", interpolation="nearest")
+    axis.set_xlabel(f"feature (first {dims})")
+    axis.set_ylabel("clip")
+    axis.set_title(title)
+    figure.colorbar(image, ax=axis)
+    return figure
+
+
+def predictions_table(results: list[dict]) -> str:
+    lines = []
+    for result in results:
+        if "error" in result:
+            lines.append(f"{result['video']}: ERROR {result['error']}")
+            continue
+        ranked = ", ".join(f"{r['label']} {r['probability']:.2f}" for r in result["top_k"])
+        lines.append(f"{result['video']}: {result['label']}   ({ranked})")
+    return "\n".join(lines)
+
+
+def demo_summary(result: DemoResult) -> str:
+    training = result.training
+    return "\n".join(
+        [
+            metrics_table(training.metrics),
+            "",
+            f"videos      {result.csv.parent} ({result.csv.name})",
+            f"cache       {result.cache} ({result.extraction.videos_in_cache} videos, "
+            f"extracted in {result.extraction.seconds:.0f} s)",
+            f"run         {result.run} ({training.epochs} epochs): model.keras, metrics.json, "
+            "history.csv, learning_curves.png, confusion_matrix.png",
+            f"next        gesture-cache train {result.cache} --out runs/try1 --units 128 --lr 3e-4",
+        ]
+    )

@@ -52,7 +52,8 @@ def draw_frame(background: np.ndarray, pose: dict, scale: float, colour: tuple) 
 
 
 def make_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    """A dim two-colour gradient with sensor-like noise (the hand is always brighter)."""
+    top, bottom = rng.integers(0, 90, 3), rng.integers(0, 90, 3)
     ramp = np.linspace(0, 1, height)[:, None, None]
     background = (1 - ramp) * top + ramp * bottom
     background = np.broadcast_to(background, (height, width, 3)).astype(np.float32)
@@ -71,7 +72,7 @@ def write_video(path: Path, gesture: str, rng: np.random.Generator) -> None:
         "sweep": rng.uniform(0.5, 0.7),
     }
     scale = rng.uniform(0.7, 1.3) * width / 160
-    colour = tuple(int(c) for c in rng.integers(60, 256, 3))
+    colour = tuple(int(c) for c in rng.integers(150, 256, 3))
     background = make_background(rng, width, height)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
     for i in range(n_frames):

@@ -20,8 +20,9 @@ def test_check_reports_every_row_and_fails_on_bad_ones(tmp_path, synth_csv, caps
     assert main(["check", str(synth_csv)]) == 0
     assert "8 of 8 rows usable" in capsys.readouterr().out
     csv = tmp_path / "meta.csv"
-    csv.write_text(f"file_path,action\n{synth_csv.parent}/Shake_Hand/shake_hand_000.avi,a\n"
-                   "gone.avi,b\n")
+    csv.write_text(
+        f"file_path,action\n{synth_csv.parent}/Shake_Hand/shake_hand_000.avi,a\ngone.avi,b\n"
+    )
     assert main(["check", str(csv)]) == 1
     out = capsys.readouterr().out
     assert "missing" in out and "1 of 2 rows usable, 1 not" in out
@@ -39,8 +40,22 @@ def test_extract_real_videos_then_info_and_verify(tmp_path, shared_videos, capsy
     csv = tmp_path / "meta.csv"
     csv.write_text("file_path,action\ntree.avi,tree\nMegamind.avi,face\n")
     out = tmp_path / "cache"
-    code = main(["extract", str(csv), "--video-root", str(shared_videos), "--out", str(out),
-                 "--random-weights", "1", "--frames", "32", "--clip-stride", "16"])
+    code = main(
+        [
+            "extract",
+            str(csv),
+            "--video-root",
+            str(shared_videos),
+            "--out",
+            str(out),
+            "--random-weights",
+            "1",
+            "--frames",
+            "32",
+            "--clip-stride",
+            "16",
+        ]
+    )
     assert code == 0
     cache = open_cache(out)
     assert sorted(cache.video_ids) == ["Megamind.avi", "tree.avi"]
@@ -58,15 +73,37 @@ def test_extract_real_videos_then_info_and_verify(tmp_path, shared_videos, capsy
 def test_exit_codes(tmp_path, synth_csv, small_cache, capsys):
     only_bad = tmp_path / "bad.csv"
     only_bad.write_text("file_path,action\nnope.avi,x\n")
-    assert main(["extract", str(only_bad), "--out", str(tmp_path / "c1"),
-                 "--random-weights", "0", "--frames", "16"]) == 1
+    assert (
+        main(
+            [
+                "extract",
+                str(only_bad),
+                "--out",
+                str(tmp_path / "c1"),
+                "--random-weights",
+                "0",
+                "--frames",
+                "16",
+            ]
+        )
+        == 1
+    )
     assert "nothing could be cached" in capsys.readouterr().err
 
     mixed = tmp_path / "mixed.csv"
-    mixed.write_text(f"file_path,action\nnope.avi,x\n{synth_csv.parent}/"
-                     "Shake_Hand/shake_hand_000.avi,y\n")
-    args = ["extract", str(mixed), "--out", str(tmp_path / "c2"), "--random-weights", "0",
-            "--frames", "16"]
+    mixed.write_text(
+        f"file_path,action\nnope.avi,x\n{synth_csv.parent}/Shake_Hand/shake_hand_000.avi,y\n"
+    )
+    args = [
+        "extract",
+        str(mixed),
+        "--out",
+        str(tmp_path / "c2"),
+        "--random-weights",
+        "0",
+        "--frames",
+        "16",
+    ]
     assert main(args) == 0
     assert main([*args, "--strict"]) == 1  # resumes: nothing new, but a recorded failure
 
@@ -74,8 +111,19 @@ def test_exit_codes(tmp_path, synth_csv, small_cache, capsys):
     assert "--random-weights" in capsys.readouterr().err
     missing_columns = tmp_path / "cols.csv"
     missing_columns.write_text("video,label\na.avi,x\n")
-    assert main(["extract", str(missing_columns), "--out", str(tmp_path / "c4"),
-                 "--random-weights", "0"]) == 2
+    assert (
+        main(
+            [
+                "extract",
+                str(missing_columns),
+                "--out",
+                str(tmp_path / "c4"),
+                "--random-weights",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert "found ['video', 'label']" in capsys.readouterr().err
 
 

@@ -1,0 +1,159 @@
+"""Splits and tf.data pipelines over a cache.
+
+The split is drawn from a seed over sorted video ids (stratified by label, grouped when the
+CSV had a `group` column), so the same cache and seed give the same split on every machine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import tensorflow as tf
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from gesture_cache.cache import Cache
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+def split_videos(
+    video_ids: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    test_size: float,
+    val_size: float,
+    seed: int,
+) -> np.ndarray:
+    """'train', 'val' or 'test' for each video, in the order given."""
+    if not 0 < test_size < 1 or not 0 <= val_size < 1 or test_size + val_size >= 1:
+        raise ValueError(
+            f"--test-size {test_size} and --val-size {val_size} must be fractions "
+            "that leave videos to train on"
+        )
+    order = np.argsort(video_ids, kind="stable")
+    ids, y, g = video_ids[order], labels[order], groups[order]
+    grouped = bool(np.all(g != ""))
+    rest, test = _split(np.arange(len(ids)), y, g if grouped else None, test_size, seed)
+    split = np.full(len(ids), "train", dtype=object)
+    split[test] = "test"
+    if val_size:
+        sub = rest
+        _, val = _split(sub, y[sub], g[sub] if grouped else None, val_size / (1 - test_size), seed)
+        split[val] = "val"
+    result = np.empty(len(ids), dtype=object)
+    result[order] = split
+    return result.astype(str)
+
+
+def _split(
+    indices: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, taken) positions of `indices`; `taken` is about `fraction` of them."""
+    if groups is not None:
+        folds = max(2, round(1 / fraction))
+        splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+        keep, take = next(splitter.split(indices, labels, groups))
+        return indices[keep], indices[take]
+    try:
+        return train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
+    except ValueError as error:  # too few videos of some class to stratify
+        log.warning("split cannot be stratified (%s); drawing it unstratified", error)
+        return train_test_split(indices, test_size=fraction, random_state=seed)
+
+
+def valid_first(features: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move each video's valid clips to the front (keeping their order): right-padded masks."""
+    order = np.argsort(~mask, axis=1, kind="stable")
+    return (
+        np.take_along_axis(features, order[:, :, None], axis=1),
+        np.take_along_axis(mask, order, axis=1),
+    )
+
+
+def standardisation(features: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance per feature over the valid clips given (the training split).
+
+    scikit-learn's StandardScaler treats constant features as spread 1; a tiny epsilon would
+    turn fc7 dimensions that are zero in every training video into huge test-time values.
+    """
+    scaler = StandardScaler().fit(features[mask].astype(np.float64))
+    return scaler.mean_.astype(np.float32), (scaler.scale_**2).astype(np.float32)
+
+
+def streaming_standardisation(cache: Cache, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`standardisation` over the chosen rows, reading one shard at a time."""
+    scaler = StandardScaler()
+    shard_of, start_of = _shard_positions(cache)
+    for shard in np.unique(shard_of[rows]):
+        chosen = rows[shard_of[rows] == shard]
+        with h5py.File(Path(cache.path) / cache.manifest["shards"][shard]["file"], "r") as f:
+            block = f["features"][()][chosen - start_of[shard]]
+        scaler.partial_fit(block[cache.mask[chosen]].astype(np.float64))
+    return scaler.mean_.astype(np.float32), (scaler.scale_**2).astype(np.float32)
+
+
+def in_memory_dataset(
+    features: np.ndarray, mask: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int
+) -> tf.data.Dataset:
+    """from_tensor_slices -> shuffle -> batch -> float32 -> prefetch."""
+    features, mask = valid_first(features, mask)
+    dataset = tf.data.Dataset.from_tensor_slices(((features, mask), y))
+    if shuffle:
+        dataset = dataset.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    return (
+        dataset.batch(batch_size)
+        .map(_to_float32, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def streaming_dataset(
+    cache: Cache, rows: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int
+) -> tf.data.Dataset:
+    """Reads the chosen rows shard by shard (for caches larger than --memory-limit)."""
+    T, D = cache.manifest["feature_shape"]
+    shard_of, start_of = _shard_positions(cache)
+    label_of = dict(zip(rows.tolist(), y.tolist()))
+    rng = np.random.default_rng(seed)
+
+    def videos() -> Iterator:
+        shards = np.unique(shard_of[rows])
+        for shard in rng.permutation(shards) if shuffle else shards:
+            chosen = rows[shard_of[rows] == shard]
+            name = cache.manifest["shards"][shard]["file"]
+            with h5py.File(Path(cache.path) / name, "r") as f:
+                block = f["features"][()]
+            for row in rng.permutation(chosen) if shuffle else chosen:
+                features, mask = valid_first(
+                    block[None, row - start_of[shard]], cache.mask[None, row]
+                )
+                yield (features[0], mask[0]), label_of[row]
+
+    signature = (
+        (tf.TensorSpec((T, D), cache.manifest["dtype"]), tf.TensorSpec((T,), tf.bool)),
+        tf.TensorSpec((), tf.int32),
+    )
+    dataset = tf.data.Dataset.from_generator(videos, output_signature=signature)
+    if shuffle:
+        dataset = dataset.shuffle(4 * batch_size, seed=seed)
+    return (
+        dataset.batch(batch_size)
+        .map(_to_float32, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _shard_positions(cache: Cache) -> tuple[np.ndarray, np.ndarray]:
+    counts = [s["videos"] for s in cache.manifest["shards"]]
+    return np.repeat(np.arange(len(counts)), counts), np.concatenate([[0], np.cumsum(counts)])
+
+
+def _to_float32(inputs: tuple, y: tf.Tensor) -> tuple:
+    features, mask = inputs
+    return (tf.cast(features, tf.float32), mask), y
