@@ -152,6 +152,7 @@ def train(
             epochs=config.epochs,
             callbacks=callbacks,
             class_weight=weights,
+            shuffle=False,  # tf.data already shuffles, from the seed
             verbose=2,
         )
     except KeyboardInterrupt:

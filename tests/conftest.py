@@ -42,3 +42,11 @@ def small_cache(tmp_path_factory: pytest.TempPathFactory, synth_csv: Path) -> Pa
     summary = run_extraction(synth_csv, out, config)
     assert summary.cached == 8
     return out
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    """`gesture-cache demo` itself: 64 synthetic videos, 2 clips each, trained compact preset."""
+    from gesture_cache.demo import run_demo
+
+    return run_demo(tmp_path_factory.mktemp("demo"))

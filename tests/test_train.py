@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from gesture_cache import CacheError
+from gesture_cache.cli import main
+from gesture_cache.config import TrainConfig, load_config_file, make_train_config
+from gesture_cache.model import trainable_parameters
+from gesture_cache.train import train
+
+QUICK = {"epochs": 4, "patience": 4}
+
+
+@pytest.mark.slow
+def test_demo_reaches_090_on_held_out_videos(demo):
+    metrics = demo.training.metrics
+    assert metrics["accuracy"] >= 0.9, metrics
+    assert metrics["videos"] == 16 and np.sum(metrics["confusion_matrix"]) == 16
+    assert metrics["random_weights"] is True
+    for name in (
+        "config.json",
+        "split.csv",
+        "model.keras",
+        "history.csv",
+        "metrics.json",
+        "learning_curves.png",
+        "confusion_matrix.png",
+    ):
+        assert (demo.run / name).stat().st_size > 0, name
+    assert not (demo.run / "backup").exists()  # removed once training ended normally
+
+
+@pytest.mark.slow
+def test_run_folder_records_config_and_a_disjoint_split(demo):
+    config = json.loads((demo.run / "config.json").read_text())
+    assert config["hparams"]["units"] == [64] and config["hparams"]["preset"] == "compact"
+    assert (
+        config["cache"]["fingerprint"]
+        == json.loads((demo.cache / "manifest.json").read_text())["fingerprint"]
+    )
+    assert config["extractor"]["frames"] == 32 and config["status"] == "finished"
+    split = pd.read_csv(demo.run / "split.csv")
+    assert split["video_id"].is_unique and set(split["split"]) == {"train", "val", "test"}
+    assert (split["split"] == "test").sum() == 16
+    assert split.groupby("split")["label"].nunique().to_dict() == {"test": 4, "train": 4, "val": 4}
+
+
+@pytest.mark.slow
+def test_same_cache_config_and_seed_give_the_same_run(demo, tmp_path):
+    first = train(demo.cache, tmp_path / "a", TrainConfig(seed=5, **QUICK))
+    second = train(demo.cache, tmp_path / "b", TrainConfig(seed=5, **QUICK))
+    assert (tmp_path / "a" / "split.csv").read_text() == (tmp_path / "b" / "split.csv").read_text()
+    assert first.metrics == second.metrics
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "a" / "history.csv"), pd.read_csv(tmp_path / "b" / "history.csv")
+    )
+    third = train(demo.cache, tmp_path / "c", TrainConfig(seed=6, **QUICK))
+    assert (tmp_path / "c" / "split.csv").read_text() != (tmp_path / "a" / "split.csv").read_text()
+    assert third.metrics["videos"] == 16
+
+
+@pytest.mark.slow
+def test_reference_preset_learns(demo, tmp_path):
+    result = train(
+        demo.cache, tmp_path / "ref", TrainConfig(preset="reference", epochs=15, patience=15)
+    )
+    assert result.metrics["accuracy"] >= 0.6, result.metrics  # chance is 0.25
+    model = keras.models.load_model(tmp_path / "ref" / "model.keras")
+    assert trainable_parameters(model) == 46_971_556
+
+
+@pytest.mark.slow
+def test_streaming_from_disk_trains_too(demo, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    result = train(demo.cache, tmp_path / "s", TrainConfig(memory_limit_mb=0, epochs=30))
+    assert "streaming it shard by shard" in caplog.text
+    assert result.metrics["accuracy"] >= 0.75
+
+
+def test_config_file_then_flags(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('preset = "reference"\nunits = [128, 32]\nlr = 0.01\nepochs = 7\n')
+    config = make_train_config(load_config_file(toml), {"lr": 0.002, "units": None})
+    assert config == TrainConfig(preset="reference", units=(128, 32), lr=0.002, epochs=7)
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("units: 64,16\ncell: gru\n")
+    assert make_train_config(load_config_file(yaml_file), {}).units == (64, 16)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("learning_rate = 0.1\n")
+    with pytest.raises(ValueError, match="unknown setting.*learning_rate"):
+        load_config_file(bad)
+
+
+def test_train_cli_uses_config_file_and_flags(small_cache, tmp_path, capsys, caplog):
+    config = tmp_path / "c.yaml"
+    config.write_text("units: [8]\ndense: 0\nepochs: 2\ntest_size: 0.5\nval_size: 0\n")
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                str(small_cache),
+                "--out",
+                str(run),
+                "--config",
+                str(config),
+                "--epochs",
+                "3",
+                "--no-normalize",
+            ]
+        )
+        == 0
+    )
+    saved = json.loads((run / "config.json").read_text())["hparams"]
+    assert saved["units"] == [8] and saved["epochs"] == 3 and saved["normalize"] is False
+    assert len(pd.read_csv(run / "history.csv")) == 3
+    assert "standardize" not in [
+        l.name for l in keras.models.load_model(run / "model.keras").layers
+    ]
+    assert "RANDOM C3D WEIGHTS" in caplog.text
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["train", str(small_cache), "--out", str(run)]) == 2  # exists: --resume or new
+
+
+def test_a_corrupt_cache_is_refused(small_cache, tmp_path):
+    copy = tmp_path / "cache"
+    shutil.copytree(small_cache, copy)
+    shard = copy / "part-00000.h5"
+    data = bytearray(shard.read_bytes())
+    data[-3000] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CacheError, match="fails verification"):
+        train(copy, tmp_path / "run", TrainConfig(**QUICK))
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_usable_run_that_resume_finishes(demo, tmp_path):
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "gesture_cache.cli",
+        "train",
+        str(demo.cache),
+        "--out",
+        str(run),
+        "--epochs",
+        "25",
+        "--patience",
+        "25",
+        "--batch-size",
+        "1",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        history = run / "history.csv"
+        if history.exists() and len(history.read_text().splitlines()) >= 3:  # 2 epochs done
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    config = json.loads((run / "config.json").read_text())
+    assert config["status"] == "interrupted"
+    assert json.loads((run / "metrics.json").read_text())["videos"] == 16
+    done = len(pd.read_csv(run / "history.csv"))
+    assert 2 <= done < 25
+
+    result = train(None, run, TrainConfig(), resume=True)
+    history = pd.read_csv(run / "history.csv")
+    assert not result.interrupted and len(history) == 25 == result.epochs
+    assert history["epoch"].tolist() == list(range(25))
+    assert json.loads((run / "config.json").read_text())["status"] == "finished"
