@@ -126,7 +126,7 @@ def test_train_cli_uses_config_file_and_flags(small_cache, tmp_path, capsys, cap
     assert saved["units"] == [8] and saved["epochs"] == 3 and saved["normalize"] is False
     assert len(pd.read_csv(run / "history.csv")) == 3
     assert "standardize" not in [
-        l.name for l in keras.models.load_model(run / "model.keras").layers
+        layer.name for layer in keras.models.load_model(run / "model.keras").layers
     ]
     assert "RANDOM C3D WEIGHTS" in caplog.text
     assert "accuracy" in capsys.readouterr().out
