@@ -161,11 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--per-class", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=cmd_synth)
+    p.set_defaults(handler=cmd_synth)
 
     p = commands.add_parser("check", help="probe every row of a meta CSV without C3D")
     add_meta_arguments(p)
-    p.set_defaults(run=cmd_check)
+    p.set_defaults(handler=cmd_check)
 
     p = commands.add_parser("extract", help="build (or resume) a feature cache")
     add_meta_arguments(p)
@@ -178,21 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-index", type=int, default=d.shard_index)
     p.add_argument("--retry-failed", action="store_true")
     p.add_argument("--strict", action="store_true", help="exit 1 if any video failed")
-    p.set_defaults(run=cmd_extract)
+    p.set_defaults(handler=cmd_extract)
 
     p = commands.add_parser("info", help="describe a cache")
     p.add_argument("cache")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(run=cmd_info)
+    p.set_defaults(handler=cmd_info)
 
     p = commands.add_parser("verify", help="check a cache's hashes, shapes and values")
     p.add_argument("cache")
-    p.set_defaults(run=cmd_verify)
+    p.set_defaults(handler=cmd_verify)
 
     p = commands.add_parser("merge", help="combine caches with the same fingerprint")
     p.add_argument("out")
     p.add_argument("caches", nargs="+")
-    p.set_defaults(run=cmd_merge)
+    p.set_defaults(handler=cmd_merge)
 
     p = commands.add_parser("train", help="train a classifier on a cache")
     p.add_argument("cache")
@@ -225,13 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MB",
         help="stream the cache from disk when it is larger (4096)",
     )
-    p.set_defaults(run=cmd_train)
+    p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("evaluate", help="metrics of a run on its test split or a cache")
     p.add_argument("run")
     p.add_argument("--cache", help="evaluate on all of this cache (same extractor fingerprint)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(run=cmd_evaluate)
+    p.set_defaults(handler=cmd_evaluate)
 
     p = commands.add_parser("predict", help="label new videos with a trained run")
     p.add_argument("run")
@@ -243,11 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-other-weights", action="store_true")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(run=cmd_predict)
+    p.set_defaults(handler=cmd_predict)
 
     p = commands.add_parser("demo", help="synth -> extract -> train -> evaluate in minutes")
     p.add_argument("--out", default="data/demo")
-    p.set_defaults(run=cmd_demo)
+    p.set_defaults(handler=cmd_demo)
     return parser
 
 
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return args.run(args)
+        return args.handler(args)
     except KeyboardInterrupt:
         print("interrupted; finished work is kept", file=sys.stderr)
         return 130

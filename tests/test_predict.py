@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gesture_cache import open_cache, synth
+from gesture_cache.cli import main
+from gesture_cache.demo import DEMO_EXTRACT
+from gesture_cache.extract import run_extraction
+from gesture_cache.predict import predict_videos
+from gesture_cache.train import evaluate_run
+
+pytestmark = pytest.mark.slow  # they need the demo's trained run
+
+
+@pytest.fixture(scope="module")
+def new_videos(tmp_path_factory):
+    """Eight videos the run has never seen, cached with the demo's extractor settings."""
+    root = tmp_path_factory.mktemp("new")
+    csv = synth.make_dataset(root / "videos", per_class=2, seed=99)
+    run_extraction(csv, root / "cache", DEMO_EXTRACT)
+    return csv, root / "cache"
+
+
+def test_evaluate_reproduces_the_runs_test_metrics(demo, capsys):
+    metrics = evaluate_run(demo.run)
+    saved = json.loads((demo.run / "metrics.json").read_text())
+    assert metrics == saved
+    assert main(["evaluate", str(demo.run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == saved["accuracy"]
+    assert main(["evaluate", str(demo.run)]) == 0
+    assert "macro-F1" in capsys.readouterr().out
+
+
+def test_evaluate_on_another_cache_with_the_same_extractor(demo, new_videos, small_cache, capsys):
+    _, cache = new_videos
+    metrics = evaluate_run(demo.run, cache)
+    assert metrics["videos"] == 8 and np.sum(metrics["confusion_matrix"]) == 8
+    assert metrics["accuracy"] >= 0.5  # chance is 0.25
+    assert main(["evaluate", str(demo.run), "--cache", str(small_cache)]) == 2
+    assert "another extractor" in capsys.readouterr().err
+
+
+def test_predict_matches_the_cached_features(demo, new_videos):
+    csv, cache_path = new_videos
+    cache = open_cache(cache_path)
+    table = pd.read_csv(csv)
+    videos = [csv.parent / p for p in table["file_path"]]
+    results = predict_videos(demo.run, videos, random_weights=0, top_k=2)
+    evaluated = evaluate_run(demo.run, cache_path)
+    predicted = [r["label"] for r in results]
+    correct = np.mean([p == t for p, t in zip(predicted, table["action"])])
+    assert correct == pytest.approx(evaluated["accuracy"])  # same features, same answers
+    assert all(len(r["top_k"]) == 2 and r["top_k"][0]["probability"] >= 0.25 for r in results)
+    assert len(cache) == 8
+
+
+def test_predict_refuses_other_weights_unless_allowed(demo, new_videos, weights_file, capsys):
+    csv, _ = new_videos
+    video = str(next(csv.parent.glob("*/*.avi")))
+    with pytest.raises(ValueError, match="random weights with seed 0, not 3"):
+        predict_videos(demo.run, [video], random_weights=3)
+    assert main(["predict", str(demo.run), video, "--weights", str(weights_file)]) == 2
+    assert "--allow-other-weights" in capsys.readouterr().err
+    assert main(["predict", str(demo.run), video, "--random-weights", "3",
+                 "--allow-other-weights", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["video"] == video
+
+
+def test_predict_reports_a_bad_video_and_goes_on(demo, new_videos, tmp_path, capsys):
+    csv, _ = new_videos
+    good = str(next(csv.parent.glob("*/*.avi")))
+    assert main(["predict", str(demo.run), str(tmp_path / "gone.mp4"), good,
+                 "--random-weights", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "gone.mp4: ERROR missing" in out and f"{good}: " in out
