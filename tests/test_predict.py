@@ -65,15 +65,29 @@ def test_predict_refuses_other_weights_unless_allowed(demo, new_videos, weights_
         predict_videos(demo.run, [video], random_weights=3)
     assert main(["predict", str(demo.run), video, "--weights", str(weights_file)]) == 2
     assert "--allow-other-weights" in capsys.readouterr().err
-    assert main(["predict", str(demo.run), video, "--random-weights", "3",
-                 "--allow-other-weights", "--json"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(demo.run),
+                video,
+                "--random-weights",
+                "3",
+                "--allow-other-weights",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)[0]["video"] == video
 
 
 def test_predict_reports_a_bad_video_and_goes_on(demo, new_videos, tmp_path, capsys):
     csv, _ = new_videos
     good = str(next(csv.parent.glob("*/*.avi")))
-    assert main(["predict", str(demo.run), str(tmp_path / "gone.mp4"), good,
-                 "--random-weights", "0"]) == 1
+    assert (
+        main(["predict", str(demo.run), str(tmp_path / "gone.mp4"), good, "--random-weights", "0"])
+        == 1
+    )
     out = capsys.readouterr().out
     assert "gone.mp4: ERROR missing" in out and f"{good}: " in out
