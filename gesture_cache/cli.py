@@ -128,25 +128,68 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
         help="random C3D weights from SEED (for tests and demos only)",
     )
     p.add_argument("--frames", type=int, default=d.frames, help="frames per video, F")
-    p.add_argument("--clip-stride", type=int, default=d.clip_stride)
-    p.add_argument("--sampling", choices=["pad", "uniform"], default=d.sampling)
-    p.add_argument("--pad", choices=["edge", "zero"], default=d.pad)
-    p.add_argument("--preprocess", choices=["c3d", "reference"], default=d.preprocess)
-    p.add_argument("--mean-file", help="C3D mean cube .npy (16, 128, 171, 3), BGR")
-    p.add_argument("--pool5-pad", choices=["caffe", "symmetric"], default=d.pool5_pad)
-    p.add_argument("--layer", choices=["fc7", "fc6"], default=d.layer)
     p.add_argument(
-        "--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"], default=d.precision
+        "--clip-stride",
+        type=int,
+        default=d.clip_stride,
+        help="frames between clip starts; T = (F - 16) / stride + 1 clips",
     )
-    p.add_argument("--batch-clips", type=int, default=d.batch_clips)
-    p.add_argument("--decode-workers", type=int, default=d.decode_workers)
+    p.add_argument(
+        "--sampling",
+        choices=["pad", "uniform"],
+        default=d.sampling,
+        help="pad short videos to F (long ones are subsampled), or resample all to F",
+    )
+    p.add_argument(
+        "--pad",
+        choices=["edge", "zero"],
+        default=d.pad,
+        help="repeat edge frames, or black frames (only to reproduce the reference)",
+    )
+    p.add_argument(
+        "--preprocess",
+        choices=["c3d", "reference"],
+        default=d.preprocess,
+        help="c3d: 171x128, mean subtraction, centre crop; reference: 112x112 / 255",
+    )
+    p.add_argument("--mean-file", help="C3D mean cube .npy (16, 128, 171, 3), BGR")
+    p.add_argument(
+        "--pool5-pad",
+        choices=["caffe", "symmetric"],
+        default=d.pool5_pad,
+        help="padding before pool5: Caffe's (0,1) or the reference's symmetric",
+    )
+    p.add_argument(
+        "--layer",
+        choices=["fc7", "fc6"],
+        default=d.layer,
+        help="which C3D layer's activations to cache",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["float32", "mixed_float16", "mixed_bfloat16"],
+        default=d.precision,
+        help="C3D compute precision (mixed: for GPUs)",
+    )
+    p.add_argument(
+        "--batch-clips",
+        type=int,
+        default=d.batch_clips,
+        help="clips per model call, drawn from several videos",
+    )
+    p.add_argument(
+        "--decode-workers",
+        type=int,
+        default=d.decode_workers,
+        help="threads decoding videos while the model runs",
+    )
 
 
 def add_meta_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("meta", help="meta CSV with file_path and action columns")
     p.add_argument("--video-root", help="folder the CSV's paths are relative to")
-    p.add_argument("--path-column", default="file_path")
-    p.add_argument("--label-column", default="action")
+    p.add_argument("--path-column", default="file_path", help="column holding video paths")
+    p.add_argument("--label-column", default="action", help="column holding labels")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("synth", help="write synthetic gesture videos and meta.csv")
     p.add_argument("--out", required=True)
-    p.add_argument("--per-class", type=int, default=12)
+    p.add_argument("--per-class", type=int, default=12, help="videos per gesture")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_synth)
 
@@ -173,10 +216,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_extract_arguments(p)
     d = ExtractConfig()
     p.add_argument("--shard-size", type=int, default=d.shard_size, help="videos per shard")
-    p.add_argument("--dtype", choices=["float16", "float32"], default=d.dtype)
-    p.add_argument("--num-shards", type=int, default=d.num_shards)
-    p.add_argument("--shard-index", type=int, default=d.shard_index)
-    p.add_argument("--retry-failed", action="store_true")
+    p.add_argument(
+        "--dtype",
+        choices=["float16", "float32"],
+        default=d.dtype,
+        help="storage type of the features",
+    )
+    p.add_argument(
+        "--num-shards",
+        type=int,
+        default=d.num_shards,
+        help="split the CSV over N machines by a hash of the video id",
+    )
+    p.add_argument(
+        "--shard-index",
+        type=int,
+        default=d.shard_index,
+        help="which of the --num-shards parts this machine extracts (0-based)",
+    )
+    p.add_argument(
+        "--retry-failed", action="store_true", help="retry videos recorded in failures.jsonl"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 if any video failed")
     p.set_defaults(handler=cmd_extract)
 

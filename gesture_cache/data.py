@@ -155,6 +155,7 @@ def streaming_dataset(
         tf.TensorSpec((), tf.int32),
     )
     dataset = tf.data.Dataset.from_generator(videos, output_signature=signature)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(rows)))  # Keras' steps
     if shuffle:
         dataset = dataset.shuffle(4 * batch_size, seed=seed)
     return (

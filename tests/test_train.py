@@ -83,8 +83,11 @@ def test_reference_preset_learns(demo, tmp_path):
 @pytest.mark.slow
 def test_streaming_from_disk_trains_too(demo, tmp_path, caplog):
     caplog.set_level(logging.INFO)
-    result = train(demo.cache, tmp_path / "s", TrainConfig(memory_limit_mb=0, epochs=30))
+    result = train(
+        demo.cache, tmp_path / "s", TrainConfig(memory_limit_mb=0, epochs=30, patience=30)
+    )
     assert "streaming it shard by shard" in caplog.text
+    assert result.epochs == 30 and len(pd.read_csv(tmp_path / "s" / "history.csv")) == 30
     assert result.metrics["accuracy"] >= 0.75
 
 
