@@ -49,6 +49,7 @@ class ExtractSummary:
     cached: int = 0
     skipped: int = 0
     duplicate_rows: int = 0
+    changed: int = 0  # cached videos whose file differs now
     failed: Counter = field(default_factory=Counter)
     clips: int = 0
     seconds: float = 0.0
@@ -173,8 +174,7 @@ def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig)
             def on_video(clip_count: int) -> None:
                 summary.clips += clip_count
                 bar.update()
-                elapsed = max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(clips_per_s=f"{summary.clips / elapsed:.2f}")
+                bar.set_postfix(clips_per_s=f"{summary.clips / bar.format_dict['elapsed']:.2f}")
 
             run_pipeline(todo, extractor, writer, config, summary, on_video)
         summary.videos_in_cache = writer.manifest["videos"] + len(writer.pending)
@@ -203,7 +203,16 @@ def plan(
                 ", ".join(str(r.row) for r in same),
                 video_id,
             )
-        if video_id in writer.failures or video_id in writer.done:
+        if video_id in writer.done:
+            summary.skipped += 1
+            if row.path.is_file() and file_sha256(row.path) != writer.done[video_id]:
+                summary.changed += 1
+                log.warning(
+                    "%s changed since it was cached (its sha256 differs); the cache "
+                    "keeps the old features: extract into a new cache to use it",
+                    video_id,
+                )
+        elif video_id in writer.failures:
             summary.skipped += 1
         elif not video_id:
             fail(writer, summary, row, "empty_path", f"row {row.row}: the path is empty")

@@ -25,6 +25,8 @@ def extract_summary(summary: ExtractSummary, out: str | Path) -> str:
         f"{summary.duplicate_rows} duplicate rows",
         f"  {summary.seconds:.1f} s, {clips_per_s:.2f} clips/s",
     ]
+    if summary.changed:
+        lines.append(f"  {summary.changed} cached videos have changed on disk since (see warnings)")
     for reason, count in sorted(summary.failed.items()):
         lines.append(f"  failed {reason}: {count}")
     if summary.failures_recorded:

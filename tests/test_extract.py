@@ -111,6 +111,16 @@ def test_rerun_resumes_and_skips_done_and_failed(tmp_path, awkward):
     assert retried.cached == 0
 
 
+def test_a_video_changed_since_caching_is_reported(tmp_path, caplog):
+    video = write_video(tmp_path / "v.avi", 10)
+    csv = write_csv(tmp_path / "meta.csv", [("v.avi", "wave")])
+    run_extraction(csv, tmp_path / "cache", ExtractConfig(**FAST))
+    write_video(video, 12, seed=5)
+    again = run_extraction(csv, tmp_path / "cache", ExtractConfig(**FAST))
+    assert again.skipped == 1 and again.changed == 1 and again.cached == 0
+    assert "v.avi changed since it was cached" in caplog.text
+
+
 def test_changed_extractor_settings_are_refused(tmp_path, synth_csv):
     out = tmp_path / "cache"
     shutil.copytree(synth_csv.parent, tmp_path / "videos")
