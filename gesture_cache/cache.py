@@ -218,8 +218,15 @@ class CacheWriter:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = _acquire_lock(self.folder)
-        self.dtype, self.shard_size = dtype, shard_size
+        try:
+            self._open(extractor, feature_shape, dtype)
+        except BaseException:
+            os.close(self._lock)  # a refused cache must not stay locked in this process
+            raise
+        self.shard_size = shard_size
         self.pending: list[CachedVideo] = []
+
+    def _open(self, extractor: dict, feature_shape: tuple[int, int], dtype: str) -> None:
         if (self.folder / MANIFEST).exists():
             self.manifest = read_manifest(self.folder)
             self._check_compatible(extractor, feature_shape, dtype)
@@ -276,10 +283,6 @@ class CacheWriter:
             columns = read_shard_columns(self.folder / shard["file"], ("video_id", "video_sha256"))
             done.update(zip(columns["video_id"], columns["video_sha256"]))
         return done
-
-    @property
-    def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
 
     def add(self, video: CachedVideo) -> None:
         self.pending.append(video)

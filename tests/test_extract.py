@@ -128,6 +128,7 @@ def test_changed_extractor_settings_are_refused(tmp_path, synth_csv):
     run_extraction(csv, out, ExtractConfig(**FAST))
     with pytest.raises(CacheError, match="differs in: frames"):
         run_extraction(csv, out, ExtractConfig(**{**FAST, "frames": 32}))
+    assert run_extraction(csv, out, ExtractConfig(**FAST)).skipped == 1  # not left locked
 
 
 def test_second_writer_is_refused(small_cache):
