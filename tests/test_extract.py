@@ -205,3 +205,57 @@ def test_features_beyond_float16_are_refused_or_kept_as_float32(tmp_path, synth_
     features = open_cache(tmp_path / "f32").features
     assert features.dtype == np.float32 and np.abs(features).max() > 65504
     assert np.isfinite(features).all()
+
+
+@pytest.fixture(scope="module")
+def one_video(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("one")
+    write_video(root / "v.avi", 12, 96, 72)
+    return write_csv(root / "meta.csv", [("v.avi", "wave")])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"preprocess": "reference", "pool5_pad": "symmetric", "layer": "fc6", "dtype": "float32"},
+        {"sampling": "uniform"},
+        {"pad": "zero", "frames": 32, "clip_stride": 8},
+        {"precision": "mixed_bfloat16"},
+    ],
+)
+def test_every_extractor_option_is_recorded_and_runs(tmp_path, one_video, options):
+    run_extraction(one_video, tmp_path / "c", ExtractConfig(**{**FAST, **options}))
+    cache = open_cache(tmp_path / "c")
+    extractor = cache.manifest["extractor"]
+    for key, value in options.items():
+        recorded = (
+            extractor["preprocessing"]["name"]
+            if key == "preprocess"
+            else (cache.manifest["dtype"] if key == "dtype" else extractor[key])
+        )
+        assert recorded == value, key
+    assert np.isfinite(cache.features.astype(np.float32)).all()
+    assert cache.features.any()
+
+
+def test_pad_zero_marks_fewer_valid_clips_than_it_pads(tmp_path, one_video):
+    run_extraction(
+        one_video,
+        tmp_path / "c",
+        ExtractConfig(**{**FAST, "frames": 32, "clip_stride": 8, "pad": "zero"}),
+    )
+    # 12 frames centred in 32 sit at 10..21: only the clip starting at 8 holds 8 real frames
+    assert open_cache(tmp_path / "c").mask.tolist() == [[False, True, False]]
+
+
+def test_a_mean_cube_of_the_channel_means_gives_the_default_features(tmp_path, one_video):
+    cube = np.broadcast_to(np.array([90.25, 97.66, 101.41], np.float32), (1, 16, 128, 171, 3))
+    np.save(tmp_path / "mean.npy", cube)
+    run_extraction(one_video, tmp_path / "default", ExtractConfig(**FAST))
+    run_extraction(
+        one_video, tmp_path / "cube", ExtractConfig(**FAST, mean_file=str(tmp_path / "mean.npy"))
+    )
+    default, cube_cache = open_cache(tmp_path / "default"), open_cache(tmp_path / "cube")
+    assert cube_cache.manifest["extractor"]["preprocessing"]["mean_file"] == "mean.npy"
+    assert cube_cache.fingerprint != default.fingerprint
+    np.testing.assert_array_equal(cube_cache.features, default.features)
