@@ -61,7 +61,7 @@ def test_sigkill_at_any_moment_then_rerun(tmp_path, synth_csv, small_cache):
             if process.poll() is not None:
                 break
             time.sleep(0.05)
-        time.sleep(rng.uniform(0, 1.5))  # somewhere inside the next shard's work
+        time.sleep(rng.uniform(0, 0.6))  # somewhere inside the next shard's work
         if process.poll() is not None:
             break
         process.send_signal(signal.SIGKILL)
