@@ -3,6 +3,7 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken files get our message, not FFmpeg's
 
 __version__ = "0.1.0"
 

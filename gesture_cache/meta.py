@@ -80,10 +80,10 @@ def check_rows(rows: list[VideoRow]) -> pd.DataFrame:
             "row": row.row,
             "video_id": row.video_id,
             "label": row.label,
-            "frames": None,
-            "claimed": None,
-            "fps": None,
-            "size": None,
+            "frames": "",  # blank until probed: the table shows numbers or nothing
+            "claimed": "",
+            "fps": "",
+            "size": "",
             "usable": True,
             "problem": "",
         }
