@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import tensorflow as tf
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from gesture_cache.cache import Cache
@@ -55,16 +55,19 @@ def _split(
     indices: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(kept, taken) positions of `indices`; `taken` is about `fraction` of them."""
-    if groups is not None:
+    try:
+        if groups is None:
+            return train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
         folds = max(2, round(1 / fraction))
         splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
         keep, take = next(splitter.split(indices, labels, groups))
-        return indices[keep], indices[take]
-    try:
-        return train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
-    except ValueError as error:  # too few videos of some class to stratify
+    except ValueError as error:  # too few videos (or groups) of some class to stratify
         log.warning("split cannot be stratified (%s); drawing it unstratified", error)
-        return train_test_split(indices, test_size=fraction, random_state=seed)
+        if groups is None:
+            return train_test_split(indices, test_size=fraction, random_state=seed)
+        splitter = GroupShuffleSplit(1, test_size=fraction, random_state=seed)
+        keep, take = next(splitter.split(indices, labels, groups))
+    return indices[keep], indices[take]
 
 
 def valid_first(features: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

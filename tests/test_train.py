@@ -186,3 +186,22 @@ def test_ctrl_c_leaves_a_usable_run_that_resume_finishes(demo, tmp_path):
     assert not result.interrupted and len(history) == 25 == result.epochs
     assert history["epoch"].tolist() == list(range(25))
     assert json.loads((run / "config.json").read_text())["status"] == "finished"
+
+
+def test_group_column_keeps_a_subject_in_one_split(synth_csv, tmp_path):
+    from gesture_cache.config import ExtractConfig
+    from gesture_cache.extract import run_extraction
+
+    table = pd.read_csv(synth_csv)
+    table["file_path"] = [str(synth_csv.parent / p) for p in table["file_path"]]
+    table["group"] = [f"subject{i % 4}" for i in range(len(table))]  # 4 subjects, 2 videos each
+    csv = tmp_path / "grouped.csv"
+    table.to_csv(csv, index=False)
+    run_extraction(csv, tmp_path / "cache", ExtractConfig(random_weights=0, frames=16))
+    train(tmp_path / "cache", tmp_path / "run", TrainConfig(epochs=1, val_size=0, units=(4,)))
+    split = pd.read_csv(tmp_path / "run" / "split.csv").merge(
+        table.assign(video_id=table["file_path"].str.replace("\\\\", "/", regex=False)),
+        on="video_id",
+    )
+    assert split.groupby("group")["split"].nunique().max() == 1
+    assert set(split["split"]) == {"train", "test"}
