@@ -50,25 +50,75 @@ def resolve(config: TrainConfig) -> TrainConfig:
 
 
 def train(
-    cache_path: str | Path, run_dir: str | Path, config: TrainConfig, resume: bool = False
+    cache_path: str | Path | None, run_dir: str | Path, config: TrainConfig, resume: bool = False
 ) -> TrainResult:
-    """Train a classifier on a cache; `resume` continues an interrupted run in `run_dir`."""
+    """Train a classifier on a cache; `resume` continues an interrupted run in `run_dir`
+    with its saved settings (and its saved cache path when `cache_path` is None)."""
     run_dir = Path(run_dir)
     if resume:
         saved = read_run_config(run_dir)
         config = TrainConfig(**{**saved["hparams"], "units": tuple(saved["hparams"]["units"])})
-        cache_path = saved["cache"]["path"]
+        cache_path = cache_path or saved["cache"]["path"]
     elif (run_dir / "config.json").exists():
         raise ValueError(f"run folder {run_dir} already holds a run; use --resume or a new --out")
     config = resolve(config)
     cache = load_verified_cache(cache_path, config.memory_limit_mb)
     if resume and cache.fingerprint != saved["cache"]["fingerprint"]:
-        raise CacheError(f"cache {cache_path} has changed since the run began (fingerprint)")
+        raise CacheError(f"cache {cache_path} is not the one the run began with (fingerprint)")
 
     y = np.searchsorted(cache.classes, cache.labels).astype(np.int32)
     split = data.split_videos(
         cache.video_ids, cache.labels, cache.groups, config.test_size, config.val_size, config.seed
     )
+    rows = {name: np.flatnonzero(split == name) for name in data.SPLITS}
+    run_config = start_run_folder(run_dir, cache, cache_path, config, split)
+
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    datasets = {
+        name: make_dataset(cache, rows[name], y, config, shuffle=name == "train")
+        for name in data.SPLITS
+        if len(rows[name])
+    }
+    model = compiled_classifier(cache, rows["train"], config)
+    log.info(
+        "%s: %s trainable parameters; %s",
+        config.preset,
+        f"{trainable_parameters(model):,}",
+        ", ".join(f"{n} {len(r)}" for n, r in rows.items()),
+    )
+    interrupted = False
+    try:
+        model.fit(
+            datasets["train"],
+            validation_data=datasets.get("val"),
+            epochs=config.epochs,
+            callbacks=training_callbacks(run_dir, "val" in datasets, config.patience, resume),
+            class_weight=balanced_class_weights(y[rows["train"]]) if config.class_weight else None,
+            shuffle=False,  # tf.data already shuffles, from the seed
+            verbose=2,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted: the run folder keeps the best model so far; --resume goes on")
+    if not (run_dir / "model.keras").exists():
+        raise KeyboardInterrupt  # stopped before the first epoch ended: nothing to evaluate
+
+    best = keras.models.load_model(run_dir / "model.keras")
+    metrics = compute_metrics(best, cache, rows["test"], y[rows["test"]], cache.classes)
+    write_json(run_dir / "metrics.json", metrics)
+    history = pd.read_csv(run_dir / "history.csv")
+    report.plot_learning_curves(history, run_dir / "learning_curves.png")
+    report.plot_confusion_matrix(metrics, run_dir / "confusion_matrix.png")
+    run_config["status"] = "interrupted" if interrupted else "finished"
+    write_json(run_dir / "config.json", run_config)
+    return TrainResult(run_dir, metrics, len(history), interrupted)
+
+
+def start_run_folder(
+    run_dir: Path, cache: Cache, cache_path: str | Path, config: TrainConfig, split: np.ndarray
+) -> dict:
+    """Write split.csv and config.json (status "running") before training starts."""
     run_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"video_id": cache.video_ids, "label": cache.labels, "split": split}).to_csv(
         run_dir / "split.csv", index=False
@@ -88,23 +138,16 @@ def train(
         "status": "running",
     }
     write_json(run_dir / "config.json", run_config)
+    return run_config
 
-    keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
-    rows = {name: np.flatnonzero(split == name) for name in data.SPLITS}
-    datasets = {
-        name: make_dataset(cache, rows[name], y, config, shuffle=name == "train")
-        for name in data.SPLITS
-        if len(rows[name])
-    }
+
+def compiled_classifier(cache: Cache, train_rows: np.ndarray, config: TrainConfig) -> keras.Model:
+    """The configured classifier, standardising with statistics of the training rows only."""
     mean = variance = None
-    if config.normalize:
-        if cache.features is None:
-            mean, variance = data.streaming_standardisation(cache, rows["train"])
-        else:
-            mean, variance = data.standardisation(
-                cache.features[rows["train"]], cache.mask[rows["train"]]
-            )
+    if config.normalize and cache.features is None:
+        mean, variance = data.streaming_standardisation(cache, train_rows)
+    elif config.normalize:
+        mean, variance = data.standardisation(cache.features[train_rows], cache.mask[train_rows])
     model = build_classifier(
         config.preset,
         len(cache.classes),
@@ -121,56 +164,30 @@ def train(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    log.info(
-        "%s: %s trainable parameters; %s",
-        config.preset,
-        f"{trainable_parameters(model):,}",
-        ", ".join(f"{n} {len(r)}" for n, r in rows.items()),
-    )
+    return model
 
-    monitor = "val_loss" if "val" in datasets else "loss"
-    callbacks = [
+
+def training_callbacks(
+    run_dir: Path, has_validation: bool, patience: int, resume: bool
+) -> list[keras.callbacks.Callback]:
+    """Backup for --resume, the best model, the history, early stopping."""
+    monitor = "val_loss" if has_validation else "loss"
+    return [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
         keras.callbacks.ModelCheckpoint(
             run_dir / "model.keras", monitor=monitor, save_best_only=True
         ),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
         keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=config.patience, restore_best_weights=True
+            monitor=monitor, patience=patience, restore_best_weights=True
         ),
     ]
-    weights = None
-    if config.class_weight:
-        present = np.unique(y[rows["train"]])
-        balanced = compute_class_weight("balanced", classes=present, y=y[rows["train"]])
-        weights = dict(zip(present.tolist(), balanced.tolist()))
-    interrupted = False
-    try:
-        model.fit(
-            datasets["train"],
-            validation_data=datasets.get("val"),
-            epochs=config.epochs,
-            callbacks=callbacks,
-            class_weight=weights,
-            shuffle=False,  # tf.data already shuffles, from the seed
-            verbose=2,
-        )
-    except KeyboardInterrupt:
-        interrupted = True
-        log.warning("interrupted: the run folder keeps the best model so far; --resume goes on")
-    if not (run_dir / "model.keras").exists():
-        raise KeyboardInterrupt  # stopped before the first epoch ended: nothing to evaluate
 
-    best = keras.models.load_model(run_dir / "model.keras")
-    test_rows = rows["test"]
-    metrics = compute_metrics(best, cache, test_rows, y[test_rows], cache.classes)
-    write_json(run_dir / "metrics.json", metrics)
-    history = pd.read_csv(run_dir / "history.csv")
-    report.plot_learning_curves(history, run_dir / "learning_curves.png")
-    report.plot_confusion_matrix(metrics, run_dir / "confusion_matrix.png")
-    run_config["status"] = "interrupted" if interrupted else "finished"
-    write_json(run_dir / "config.json", run_config)
-    return TrainResult(run_dir, metrics, len(history), interrupted)
+
+def balanced_class_weights(y: np.ndarray) -> dict[int, float]:
+    present = np.unique(y)
+    weights = compute_class_weight("balanced", classes=present, y=y)
+    return dict(zip(present.tolist(), weights.tolist()))
 
 
 def load_verified_cache(path: str | Path, memory_limit_mb: float) -> Cache:
