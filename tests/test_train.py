@@ -109,24 +109,13 @@ def test_train_cli_uses_config_file_and_flags(small_cache, tmp_path, capsys, cap
     config = tmp_path / "c.yaml"
     config.write_text("units: [8]\ndense: 0\nepochs: 2\ntest_size: 0.5\nval_size: 0\n")
     run = tmp_path / "run"
+    flags = ["--epochs", "3", "--no-normalize", "--class-weight"]
     assert (
-        main(
-            [
-                "train",
-                str(small_cache),
-                "--out",
-                str(run),
-                "--config",
-                str(config),
-                "--epochs",
-                "3",
-                "--no-normalize",
-            ]
-        )
-        == 0
+        main(["train", str(small_cache), "--out", str(run), "--config", str(config), *flags]) == 0
     )
     saved = json.loads((run / "config.json").read_text())["hparams"]
     assert saved["units"] == [8] and saved["epochs"] == 3 and saved["normalize"] is False
+    assert saved["class_weight"] is True
     assert len(pd.read_csv(run / "history.csv")) == 3
     assert "standardize" not in [
         layer.name for layer in keras.models.load_model(run / "model.keras").layers
