@@ -85,6 +85,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from gesture_cache import tune
+
+    file_values = load_config_file(args.config) if args.config else {}
+    base = make_train_config(file_values, {"epochs": args.epochs, "seed": args.seed})
+    study = tune.tune(args.cache, args.out, args.trials, base, args.storage, args.study)
+    print(report.study_table(study))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from gesture_cache import train
 
@@ -286,6 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="stream the cache from disk when it is larger (4096)",
     )
     p.set_defaults(handler=cmd_train)
+
+    p = commands.add_parser("tune", help="search hyperparameters with Optuna")
+    p.add_argument("cache")
+    p.add_argument("--out", required=True, help="folder of the trials' run folders")
+    p.add_argument("--trials", type=int, default=20, help="trials this process runs")
+    p.add_argument("--storage", help="Optuna storage URL shared by workers (sqlite in --out)")
+    p.add_argument("--study", default="gesture-cache", help="study name in the storage")
+    p.add_argument("--config", help="TOML or YAML of the settings not searched")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int, help="the split's seed, the same for every trial")
+    p.set_defaults(handler=cmd_tune)
 
     p = commands.add_parser("evaluate", help="metrics of a run on its test split or a cache")
     p.add_argument("run")

@@ -12,6 +12,8 @@ import pandas as pd
 from sklearn.metrics import ConfusionMatrixDisplay
 
 if TYPE_CHECKING:
+    import optuna
+
     from gesture_cache.demo import DemoResult
     from gesture_cache.extract import ExtractSummary
 
@@ -149,4 +151,18 @@ def demo_summary(result: DemoResult) -> str:
             "history.csv, learning_curves.png, confusion_matrix.png",
             f"next        gesture-cache train {result.cache} --out runs/try1 --units 128 --lr 3e-4",
         ]
+    )
+
+
+def study_table(study: optuna.Study) -> str:
+    """Every finished trial, best first, and the best trial's settings."""
+    trials = study.trials_dataframe(attrs=("number", "value", "params", "user_attrs", "state"))
+    finished = trials[trials["state"] == "COMPLETE"].drop(columns="state")
+    finished = finished.sort_values("value").rename(columns={"value": "val_loss"})
+    finished.columns = [c.removeprefix("params_").removeprefix("user_attrs_") for c in finished]
+    best = study.best_trial
+    return (
+        f"{finished.to_string(index=False)}\n\n"
+        f"best: trial {best.number}, val_loss {best.value:.4f}, {best.user_attrs['run']}\n"
+        f"      {best.params}"
     )
