@@ -57,6 +57,28 @@ class TrainConfig:
     normalize: bool = True
     memory_limit_mb: float = 4096.0
 
+    def __post_init__(self) -> None:
+        """Settings from files arrive untyped: check them here, naming the setting."""
+        numbers = (
+            "lr",
+            "batch_size",
+            "epochs",
+            "patience",
+            "test_size",
+            "val_size",
+            "seed",
+            "memory_limit_mb",
+        )
+        for name in numbers:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"setting {name} = {value!r}: expected a number")
+        for name in ("lr", "batch_size", "epochs", "patience"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"setting {name} = {getattr(self, name)!r}: must be above 0")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"setting dropout = {self.dropout!r}: must be in [0, 1)")
+
 
 def load_config_file(path: str | Path) -> dict:
     """Hyperparameters from a TOML or YAML file (a flat table of TrainConfig's names)."""

@@ -99,6 +99,10 @@ def test_config_file_then_flags(tmp_path):
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("units: 64,16\ncell: gru\n")
     assert make_train_config(load_config_file(yaml_file), {}).units == (64, 16)
+    with pytest.raises(ValueError, match="setting lr = 'fast': expected a number"):
+        make_train_config({"lr": "fast"}, {})
+    with pytest.raises(ValueError, match="setting epochs = 0: must be above 0"):
+        make_train_config({}, {"epochs": 0})
     bad = tmp_path / "bad.toml"
     bad.write_text("learning_rate = 0.1\n")
     with pytest.raises(ValueError, match="unknown setting.*learning_rate"):
