@@ -168,11 +168,12 @@ class Cache:
         return len(self.video_ids)
 
 
-def open_cache(path: str | Path, load_features: bool = True) -> Cache:
+def open_cache(path: str | Path, load_features: bool = True, check_hashes: bool = True) -> Cache:
     """Check the manifest and every shard's sha256, then load the cache into memory
-    (all but the features with `load_features=False`, for streaming)."""
+    (all but the features with `load_features=False`, for streaming). `check_hashes=False`
+    only for a cache `verify_cache` has just passed."""
     folder = Path(path)
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder, check_hashes)
     T, D = manifest["feature_shape"]
     N = manifest["videos"]
     features = np.empty((N, T, D), manifest["dtype"]) if load_features else None

@@ -198,7 +198,7 @@ def load_verified_cache(path: str | Path, memory_limit_mb: float) -> Cache:
     manifest = read_manifest(path, check_hashes=False)
     T, D = manifest["feature_shape"]
     size_mb = manifest["videos"] * T * D * np.dtype(manifest["dtype"]).itemsize / 2**20
-    cache = open_cache(path, load_features=size_mb <= memory_limit_mb)
+    cache = open_cache(path, load_features=size_mb <= memory_limit_mb, check_hashes=False)
     if cache.features is None:
         log.info("cache is %.0f MB, over --memory-limit: streaming it shard by shard", size_mb)
     if cache.random_weights:
