@@ -37,23 +37,30 @@ class Preprocessing:
 
 
 def make_preprocessing(name: str = "c3d", mean_file: str | Path | None = None) -> Preprocessing:
+    """DESIGN.md's numbers: `c3d` as in the Caffe original and the Keras ports, `reference`
+    as in the blog the old pipeline followed."""
     if name == "c3d":
-        mean_name = Path(mean_file).name if mean_file else None
-        mean_sha = file_sha256(mean_file) if mean_file else None
         return Preprocessing(
-            "c3d",
-            (171, 128),
-            "bilinear",
-            (8, 120, 29, 141),
-            1.0,
-            None if mean_file else C3D_BGR_MEAN,
-            mean_name,
-            mean_sha,
+            name="c3d",
+            resize=(171, 128),
+            interpolation="bilinear",
+            crop=(8, 120, 29, 141),
+            scale=1.0,
+            mean_bgr=None if mean_file else C3D_BGR_MEAN,
+            mean_file=Path(mean_file).name if mean_file else None,
+            mean_sha256=file_sha256(mean_file) if mean_file else None,
         )
     if name == "reference":
         if mean_file:
             raise ValueError("--mean-file only applies to --preprocess c3d")
-        return Preprocessing("reference", (112, 112), "area", (0, 112, 0, 112), 1 / 255, None)
+        return Preprocessing(
+            name="reference",
+            resize=(112, 112),
+            interpolation="area",
+            crop=(0, 112, 0, 112),
+            scale=1 / 255,
+            mean_bgr=None,
+        )
     raise ValueError(f"unknown preprocessing {name!r}: use 'c3d' or 'reference'")
 
 
