@@ -251,14 +251,14 @@ def load_row(row: VideoRow, extractor: Extractor) -> Decoded | VideoError:
     try:
         clips, mask, probe = extractor.load(row.path)
         return Decoded(
-            row,
-            file_sha256(row.path),
-            clips,
-            mask,
-            probe.decoded_frames,
-            probe.fps,
-            probe.height,
-            probe.width,
+            row=row,
+            sha256=file_sha256(row.path),
+            clips=clips,
+            mask=mask,
+            n_frames=probe.decoded_frames,
+            fps=probe.fps,
+            height=probe.height,
+            width=probe.width,
         )
     except VideoError as error:
         return error
@@ -313,17 +313,17 @@ def store(
     else:
         writer.add(
             CachedVideo(
-                row.video_id,
-                row.label,
-                row.group,
-                decoded.sha256,
-                features,
-                decoded.mask,
-                decoded.n_frames,
-                decoded.fps,
-                decoded.height,
-                decoded.width,
-                row.extra,
+                video_id=row.video_id,
+                label=row.label,
+                group=row.group,
+                video_sha256=decoded.sha256,
+                features=features,
+                mask=decoded.mask,
+                n_frames=decoded.n_frames,
+                fps=decoded.fps,
+                height=decoded.height,
+                width=decoded.width,
+                extra=row.extra,
             )
         )
         summary.cached += 1
