@@ -484,11 +484,8 @@ def merge_caches(out: str | Path, sources: list[str | Path]) -> dict:
 
 
 def _read_shard_videos(path: Path) -> list[CachedVideo]:
+    columns = read_shard_columns(path, ("features", "mask", *TEXT_COLUMNS, *NUMBER_COLUMNS))
     with h5py.File(path, "r") as f:
-        columns = {
-            c: f[c].asstr()[()] if c in TEXT_COLUMNS else f[c][()]
-            for c in ("features", "mask", *TEXT_COLUMNS, *NUMBER_COLUMNS)
-        }
         extra = {c: f[f"extra/{c}"].asstr()[()] for c in f.get("extra", {})}
     return [
         CachedVideo(

@@ -92,12 +92,8 @@ def standardisation(features: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray,
 def streaming_standardisation(cache: Cache, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`standardisation` over the chosen rows, reading one shard at a time."""
     scaler = StandardScaler()
-    shard_of, start_of = _shard_positions(cache)
-    for shard in np.unique(shard_of[rows]):
-        chosen = rows[shard_of[rows] == shard]
-        with h5py.File(Path(cache.path) / cache.manifest["shards"][shard]["file"], "r") as f:
-            block = f["features"][()][chosen - start_of[shard]]
-        scaler.partial_fit(block[cache.mask[chosen]].astype(np.float64))
+    for chosen, features in _read_by_shard(cache, rows):
+        scaler.partial_fit(features[cache.mask[chosen]].astype(np.float64))
     return scaler.mean_.astype(np.float32), (scaler.scale_**2).astype(np.float32)
 
 
@@ -136,22 +132,14 @@ def streaming_dataset(
 ) -> tf.data.Dataset:
     """Reads the chosen rows shard by shard (for caches larger than --memory-limit)."""
     T, D = cache.manifest["feature_shape"]
-    shard_of, start_of = _shard_positions(cache)
     label_of = dict(zip(rows.tolist(), y.tolist()))
     rng = np.random.default_rng(seed)
 
     def videos() -> Iterator:
-        shards = np.unique(shard_of[rows])
-        for shard in rng.permutation(shards) if shuffle else shards:
-            chosen = rows[shard_of[rows] == shard]
-            name = cache.manifest["shards"][shard]["file"]
-            with h5py.File(Path(cache.path) / name, "r") as f:
-                block = f["features"][()]
-            for row in rng.permutation(chosen) if shuffle else chosen:
-                features, mask = valid_first(
-                    block[None, row - start_of[shard]], cache.mask[None, row]
-                )
-                yield (features[0], mask[0]), label_of[row]
+        for chosen, features in _read_by_shard(cache, rows, rng if shuffle else None):
+            features, mask = valid_first(features, cache.mask[chosen])
+            for row, video_features, video_mask in zip(chosen, features, mask):
+                yield (video_features, video_mask), label_of[row]
 
     signature = (
         (tf.TensorSpec((T, D), cache.manifest["dtype"]), tf.TensorSpec((T,), tf.bool)),
@@ -168,9 +156,21 @@ def streaming_dataset(
     )
 
 
-def _shard_positions(cache: Cache) -> tuple[np.ndarray, np.ndarray]:
+def _read_by_shard(
+    cache: Cache, rows: np.ndarray, rng: np.random.Generator | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows, their features) one shard at a time; with `rng`, shards and rows in random order."""
     counts = [s["videos"] for s in cache.manifest["shards"]]
-    return np.repeat(np.arange(len(counts)), counts), np.concatenate([[0], np.cumsum(counts)])
+    shard_of = np.repeat(np.arange(len(counts)), counts)
+    start_of = np.concatenate([[0], np.cumsum(counts)])
+    shards = np.unique(shard_of[rows])
+    for shard in rng.permutation(shards) if rng is not None else shards:
+        chosen = rows[shard_of[rows] == shard]
+        if rng is not None:
+            chosen = rng.permutation(chosen)
+        with h5py.File(Path(cache.path) / cache.manifest["shards"][shard]["file"], "r") as f:
+            block = f["features"][()]
+        yield chosen, block[chosen - start_of[shard]]
 
 
 def _to_float32(inputs: tuple, y: tf.Tensor) -> tuple:
