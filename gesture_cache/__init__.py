@@ -7,6 +7,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken files get our me
 
 __version__ = "0.1.0"
 
-from gesture_cache.cache import Cache, CacheError, open_cache  # noqa: E402
+from gesture_cache.cache import Cache, open_cache  # noqa: E402
+from gesture_cache.errors import CacheError, GestureCacheError  # noqa: E402
 
-__all__ = ["Cache", "CacheError", "open_cache", "__version__"]
+__all__ = ["Cache", "CacheError", "GestureCacheError", "open_cache", "__version__"]

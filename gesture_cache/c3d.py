@@ -14,25 +14,41 @@ import h5py
 import keras
 import numpy as np
 
+from gesture_cache.errors import ConfigError, GestureCacheError
 from gesture_cache.video import CLIP_LEN, CROP_SIZE, Preprocessing
 
 NUM_SPORTS1M_CLASSES = 487
 POOL5_PADDING = {"caffe": ((0, 0), (0, 1), (0, 1)), "symmetric": (0, 1, 1)}
 
 
-class WeightsError(ValueError):
+class WeightsError(GestureCacheError):
     """A weights file that cannot be loaded into C3D."""
 
 
 def load_mean_cube(mean_file: str | Path, preprocessing: Preprocessing) -> np.ndarray:
-    """A C3D mean cube (e.g. (1, 16, 128, 171, 3) BGR) cropped to the model's input."""
-    cube = np.load(mean_file).astype(np.float32)
-    cube = cube.reshape(cube.shape[-4:]) if cube.ndim == 5 else cube
+    """A C3D mean cube, BGR, cropped to the model's input as (16, 112, 112, 3).
+
+    Accepted layouts: channels first (3, 16, 128, 171), as c3d-keras stores `c3d_mean.npy`,
+    or channels last (16, 128, 171, 3); either with a leading batch axis of 1.
+    """
+    try:
+        cube = np.load(mean_file, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--mean-file {mean_file} is not a .npy array: {error}") from None
     width, height = preprocessing.resize
-    if cube.shape != (CLIP_LEN, height, width, 3):
-        raise ValueError(
-            f"mean file {mean_file}: shape {cube.shape}, expected {(CLIP_LEN, height, width, 3)}"
+    channels_first, channels_last = (3, CLIP_LEN, height, width), (CLIP_LEN, height, width, 3)
+    shape = cube.shape[1:] if cube.ndim == 5 and cube.shape[0] == 1 else cube.shape
+    cube = cube.reshape(shape).astype(np.float32)
+    if shape == channels_first:
+        cube = np.moveaxis(cube, 0, -1)
+    elif shape != channels_last:
+        raise ConfigError(
+            f"--mean-file {mean_file}: shape {tuple(cube.shape)}; expected {channels_first} "
+            f"(channels first, as c3d-keras ships it) or {channels_last}, optionally with a "
+            "leading axis of 1"
         )
+    if not np.isfinite(cube).all():
+        raise ConfigError(f"--mean-file {mean_file} holds inf or NaN")
     r0, r1, c0, c1 = preprocessing.crop
     return cube[:, r0:r1, c0:c1, :]
 
@@ -40,7 +56,7 @@ def load_mean_cube(mean_file: str | Path, preprocessing: Preprocessing) -> np.nd
 def build_c3d(pool5_pad: str = "caffe", dtype: str | None = None) -> keras.Model:
     """The whole C3D network to fc8 (487 Sports-1M classes), with the reference layer names."""
     if pool5_pad not in POOL5_PADDING:
-        raise ValueError(f"unknown --pool5-pad {pool5_pad!r}: use 'caffe' or 'symmetric'")
+        raise ConfigError(f"unknown --pool5-pad {pool5_pad!r}: use 'caffe' or 'symmetric'")
     L = keras.layers
 
     def conv(filters: int, name: str) -> keras.layers.Layer:
@@ -132,17 +148,13 @@ def _layer_arrays(group: h5py.Group) -> list[np.ndarray]:
     return [group[n.decode() if isinstance(n, bytes) else n][()] for n in names]
 
 
-def is_dataset(item: object) -> bool:
-    return isinstance(item, h5py.Dataset)
-
-
 def feature_extractor(
     c3d: keras.Model, layer: str, preprocessing: Preprocessing, mean_cube: np.ndarray | None = None
 ) -> keras.Model:
     """uint8 clips (batch, 16, 112, 112, 3) -> float32 features of `layer`, with the
     preprocessing's mean subtraction and scaling inside the model."""
     if layer not in ("fc6", "fc7"):
-        raise ValueError(f"unknown --layer {layer!r}: use 'fc7' or 'fc6'")
+        raise ConfigError(f"unknown --layer {layer!r}: use 'fc7' or 'fc6'")
     clips = keras.Input((CLIP_LEN, CROP_SIZE, CROP_SIZE, 3), dtype="uint8", name="clips")
     x = keras.ops.cast(clips, "float32")
     if mean_cube is not None:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
+
+from gesture_cache.errors import ConfigError
+
+# Named combinations of extractor settings. `seed` reproduces the input of the pipeline this
+# project replaces (fc7 within 1.7e-6 of its own code): 112x112 INTER_AREA / 255, black
+# padding, symmetric padding before pool5.
+RECIPES = {
+    "default": {"preprocess": "c3d", "pad": "edge", "pool5_pad": "caffe"},
+    "seed": {"preprocess": "reference", "pad": "zero", "pool5_pad": "symmetric"},
+}
+MAX_UNITS = 8192
 
 
 @dataclass
@@ -21,10 +33,11 @@ class ExtractConfig:
     frames: int = 128
     clip_stride: int = 16
     sampling: str = "pad"
-    pad: str = "edge"
-    preprocess: str = "c3d"
+    recipe: str = "default"
+    pad: str | None = None  # None: the recipe's value
+    preprocess: str | None = None
     mean_file: str | None = None
-    pool5_pad: str = "caffe"
+    pool5_pad: str | None = None
     layer: str = "fc7"
     batch_clips: int = 16
     decode_workers: int = 2
@@ -35,6 +48,20 @@ class ExtractConfig:
     shard_index: int = 0
     retry_failed: bool = False
     strict: bool = False
+
+    def __post_init__(self) -> None:
+        """Fill what the recipe sets; a flag that contradicts the recipe is an error."""
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"unknown --recipe {self.recipe!r}: use one of {sorted(RECIPES)}")
+        for name, value in RECIPES[self.recipe].items():
+            given = getattr(self, name)
+            if given is None:
+                setattr(self, name, value)
+            elif self.recipe != "default" and given != value:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(
+                    f"--recipe {self.recipe} sets {flag} {value}; drop {flag} {given} or the recipe"
+                )
 
 
 @dataclass
@@ -59,43 +86,59 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Settings from files arrive untyped: check them here, naming the setting."""
-        numbers = (
-            "lr",
-            "batch_size",
-            "epochs",
-            "patience",
-            "test_size",
-            "val_size",
-            "seed",
-            "memory_limit_mb",
-        )
-        for name in numbers:
+        whole = ("batch_size", "epochs", "patience", "seed", "dense")
+        fractions = ("lr", "test_size", "val_size", "memory_limit_mb", "dropout")
+        for name in (*whole, *fractions):
             value = getattr(self, name)
+            if value is None and name in ("dense", "dropout"):
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"setting {name} = {value!r}: expected a number")
+                raise ConfigError(f"setting {name} = {value!r}: expected a number")
+            if not math.isfinite(value):
+                raise ConfigError(f"setting {name} = {value!r}: must be a finite number")
+            if name in whole and value != int(value):
+                raise ConfigError(f"setting {name} = {value!r}: expected a whole number")
         for name in ("lr", "batch_size", "epochs", "patience"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"setting {name} = {getattr(self, name)!r}: must be above 0")
+                raise ConfigError(f"setting {name} = {getattr(self, name)!r}: must be above 0")
+        for name in ("seed", "dense", "memory_limit_mb"):  # memory limit 0: always stream
+            if (getattr(self, name) or 0) < 0:
+                raise ConfigError(f"setting {name} = {getattr(self, name)!r}: must not be negative")
         if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise ValueError(f"setting dropout = {self.dropout!r}: must be in [0, 1)")
+            raise ConfigError(f"setting dropout = {self.dropout!r}: must be in [0, 1)")
+        if self.units is not None:
+            self.units = check_units(self.units)
+        for name in ("preset", "cell"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"setting {name} = {value!r}: expected a name")
+        for name in ("class_weight", "normalize"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"setting {name} = {getattr(self, name)!r}: use true or false")
+        for name in whole:
+            if getattr(self, name) is not None:
+                setattr(self, name, int(getattr(self, name)))
 
 
 def load_config_file(path: str | Path) -> dict:
     """Hyperparameters from a TOML or YAML file (a flat table of TrainConfig's names)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        values = tomllib.loads(text)
-    elif path.suffix in (".yaml", ".yml"):
-        values = yaml.safe_load(text) or {}
-    else:
-        raise ValueError(f"config file {path}: use a .toml, .yaml or .yml file")
+        raise ConfigError(f"config file {path} does not exist")
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        values = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} cannot be parsed: {error}") from None
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path}: expected a table of settings, not a list or value")
     known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(map(str, values)) - known)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"config file {path}: unknown setting(s) {unknown}; known: {sorted(known)}"
         )
     return values
@@ -106,8 +149,6 @@ def make_train_config(file_values: dict, overrides: dict) -> TrainConfig:
     values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
     if isinstance(values.get("units"), str):
         values["units"] = parse_units(values["units"])
-    if values.get("units") is not None:
-        values["units"] = tuple(int(u) for u in values["units"])
     return TrainConfig(**values)
 
 
@@ -115,9 +156,22 @@ def parse_units(text: str) -> tuple[int, ...]:
     try:
         units = tuple(int(u) for u in text.split(",") if u.strip())
     except ValueError:
-        raise ValueError(
+        raise ConfigError(
             f"--units {text!r}: give sizes separated by commas, e.g. 1024,256,64"
         ) from None
-    if not units or min(units) < 1:
-        raise ValueError(f"--units {text!r}: give at least one positive size")
-    return units
+    return check_units(units)
+
+
+def check_units(units: object) -> tuple[int, ...]:
+    """Recurrent layer sizes: a non-empty list of whole numbers in 1..MAX_UNITS."""
+    if isinstance(units, int) and not isinstance(units, bool):
+        units = (units,)
+    if not isinstance(units, list | tuple) or not units:
+        raise ConfigError(f"setting units = {units!r}: give a list of sizes, e.g. [256, 64]")
+    for size in units:
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_UNITS:
+            raise ConfigError(
+                f"setting units = {list(units)!r}: each size must be a whole number "
+                f"in 1..{MAX_UNITS}"
+            )
+    return tuple(units)

@@ -1,7 +1,8 @@
 """Splits and tf.data pipelines over a cache.
 
 The split is drawn from a seed over sorted video ids (stratified by label, grouped when the
-CSV had a `group` column), so the same cache and seed give the same split on every machine.
+CSV had a `group` column or one file is cached under two paths), so the same cache and seed
+give the same split on every machine.
 """
 
 from __future__ import annotations
@@ -12,14 +13,47 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import tensorflow as tf
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from gesture_cache.cache import Cache
+from gesture_cache.errors import ConfigError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+
+
+def split_groups(groups: np.ndarray, contents: np.ndarray) -> np.ndarray | None:
+    """Which videos must share a split: the same `group`, or the same file content (one
+    file listed under two paths). None when nothing ties any two videos together.
+
+    A blank group cell makes that video a group of its own (with a warning when other
+    cells are filled), so one missing value never switches grouping off for everyone."""
+    has_group = groups != ""
+    duplicated = len(set(contents.tolist())) < len(contents)
+    if not has_group.any() and not duplicated:
+        return None
+    if has_group.any() and not has_group.all():
+        log.warning(
+            "%d of %d videos have no group: each of them is a group of its own",
+            int((~has_group).sum()),
+            len(groups),
+        )
+    n = len(groups)
+    keys = [f"group:{g}" if g else f"video:{i}" for i, g in enumerate(groups)]
+    key_codes, key_names = pd.factorize(np.array(keys, dtype=object))
+    content_codes, _ = pd.factorize(np.asarray(contents, dtype=object))
+    # a graph over videos, group keys and contents; its components are the split's groups
+    rows = np.concatenate([np.arange(n), np.arange(n)])
+    columns = np.concatenate([n + key_codes, n + len(key_names) + content_codes])
+    size = n + len(key_names) + content_codes.max() + 1
+    graph = coo_matrix((np.ones(2 * n), (rows, columns)), shape=(size, size))
+    _, component = connected_components(graph, directed=False)
+    return component[:n].astype(str)
 
 
 def split_videos(
@@ -29,16 +63,21 @@ def split_videos(
     test_size: float,
     val_size: float,
     seed: int,
+    contents: np.ndarray | None = None,
 ) -> np.ndarray:
-    """'train', 'val' or 'test' for each video, in the order given."""
+    """'train', 'val' or 'test' for each video, in the order given. `contents` (file sha256)
+    keeps identical files in one split."""
     if not 0 < test_size < 1 or not 0 <= val_size < 1 or test_size + val_size >= 1:
-        raise ValueError(
+        raise ConfigError(
             f"--test-size {test_size} and --val-size {val_size} must be fractions "
             "that leave videos to train on"
         )
     order = np.argsort(video_ids, kind="stable")
-    ids, y, g = video_ids[order], labels[order], groups[order]
-    grouped = bool(np.all(g != ""))
+    ids, y = video_ids[order], labels[order]
+    contents = video_ids if contents is None else contents
+    tied = split_groups(groups[order], contents[order])
+    grouped = tied is not None
+    g = tied if grouped else groups[order]
     rest, test = _split(np.arange(len(ids)), y, g if grouped else None, test_size, seed)
     split = np.full(len(ids), "train", dtype=object)
     split[test] = "test"
@@ -79,13 +118,19 @@ def valid_first(features: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.
     )
 
 
-def standardisation(features: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance per feature over the valid clips given (the training split).
+def standardisation(
+    features: np.ndarray, mask: np.ndarray, rows: np.ndarray, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance per feature over the valid clips of `rows` (the training split),
+    `chunk` videos at a time, so the float64 copy stays small.
 
     scikit-learn's StandardScaler treats constant features as spread 1; a tiny epsilon would
     turn fc7 dimensions that are zero in every training video into huge test-time values.
     """
-    scaler = StandardScaler().fit(features[mask].astype(np.float64))
+    scaler = StandardScaler()
+    for start in range(0, len(rows), chunk):
+        chosen = rows[start : start + chunk]
+        scaler.partial_fit(features[chosen][mask[chosen]].astype(np.float64))
     return scaler.mean_.astype(np.float32), (scaler.scale_**2).astype(np.float32)
 
 
@@ -97,25 +142,36 @@ def streaming_standardisation(cache: Cache, rows: np.ndarray) -> tuple[np.ndarra
     return scaler.mean_.astype(np.float32), (scaler.scale_**2).astype(np.float32)
 
 
+def cache_tensors(cache: Cache) -> tuple[tf.Tensor, tf.Tensor] | None:
+    """The loaded cache's features and masks as tensors, once for every split (None when
+    the cache streams from disk)."""
+    if cache.features is None:
+        return None
+    return tf.constant(cache.features), tf.constant(cache.mask)
+
+
 def in_memory_dataset(
-    features: np.ndarray,
-    mask: np.ndarray,
+    features: tf.Tensor,
+    mask: tf.Tensor,
+    rows: np.ndarray,
     y: np.ndarray,
     batch_size: int,
     shuffle: bool,
     seed: int,
 ) -> tf.data.Dataset:
-    """Video indices -> shuffle -> batch -> gather from in-memory tensors -> prefetch.
+    """Row indices -> shuffle -> batch -> gather from the whole cache's tensors -> prefetch.
 
-    Shuffling and batching indices, then gathering a whole batch at once, keeps tf.data's
-    per-element cost off the (T, D) features: this runs as fast as `fit` on tensors.
+    `features`/`mask` hold every video of the cache once, valid clips first (one copy
+    shared by all splits); `y` holds the labels of `rows`. Shuffling and batching indices,
+    then gathering a whole batch at once, keeps tf.data's per-element cost off the (T, D)
+    features: this runs as fast as `fit` on tensors.
     """
-    features, mask = valid_first(features, mask)
-    features, mask, y = tf.constant(features), tf.constant(mask), tf.constant(y)
+    rows, y = tf.constant(rows, tf.int64), tf.constant(y)
 
-    def gather(indices: tf.Tensor) -> tuple:
-        batch = tf.cast(tf.gather(features, indices), tf.float32)
-        return (batch, tf.gather(mask, indices)), tf.gather(y, indices)
+    def gather(positions: tf.Tensor) -> tuple:
+        chosen = tf.gather(rows, positions)
+        batch = tf.cast(tf.gather(features, chosen), tf.float32)
+        return (batch, tf.gather(mask, chosen)), tf.gather(y, positions)
 
     dataset = tf.data.Dataset.range(len(y))
     if shuffle:

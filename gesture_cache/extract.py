@@ -12,17 +12,22 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import cv2
+import h5py
+import keras
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from gesture_cache import c3d
+from gesture_cache import __version__, c3d
 from gesture_cache.cache import CachedVideo, CacheWriter
 from gesture_cache.config import ExtractConfig
-from gesture_cache.meta import VideoRow, read_meta
+from gesture_cache.errors import ConfigError
+from gesture_cache.files import file_sha256
+from gesture_cache.meta import VideoRow, read_meta, row_problem
 from gesture_cache.video import (
     CLIP_LEN,
     CROP_SIZE,
@@ -31,17 +36,31 @@ from gesture_cache.video import (
     Probe,
     VideoError,
     decode,
-    file_sha256,
     make_preprocessing,
     to_clips,
 )
 
+# Bump whenever video.py or c3d.py changes what features come out for the same settings:
+# it is part of the fingerprint, so an old cache is never resumed with new code.
+FEATURES_VERSION = 2
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 log = logging.getLogger(__name__)
 
 
-class SetupError(ValueError):
+class SetupError(ConfigError):
     """Settings that stop the job before any video is read."""
+
+
+def software_versions() -> dict[str, str]:
+    """The libraries that decide what a shard holds, recorded with every shard."""
+    return {
+        "gesture_cache": __version__,
+        "opencv": cv2.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "h5py": h5py.__version__,
+        "numpy": np.__version__,
+    }
 
 
 @dataclass
@@ -50,6 +69,8 @@ class ExtractSummary:
     skipped: int = 0
     duplicate_rows: int = 0
     changed: int = 0  # cached videos whose file differs now
+    relabelled: int = 0  # cached videos whose CSV label differs from the cache's
+    short: int = 0  # cached videos that decode fewer frames than their container claims
     failed: Counter = field(default_factory=Counter)
     clips: int = 0
     seconds: float = 0.0
@@ -66,40 +87,54 @@ class ExtractSummary:
 class Decoded:
     row: VideoRow
     sha256: str
+    file_size: int
+    file_mtime: float
     clips: np.ndarray  # (T, 16, 112, 112, 3) uint8
     mask: np.ndarray
-    n_frames: int
-    fps: float
-    height: int
-    width: int
+    probe: Probe
 
 
 class Extractor:
     """C3D with weights, cut at a layer, plus the layout and preprocessing that feed it:
-    everything that turns a video file into a feature sequence (shared with `predict`)."""
+    everything that turns a video file into a feature sequence (shared with `predict`).
+
+    The network is built on the first `clip_features` call, so a job whose videos all fail
+    to decode never pays for it."""
 
     def __init__(self, spec: dict, weights: str | None, mean_file: str | None = None):
         self.spec = spec
+        self.weights, self.mean_file = weights, mean_file
         self.layout = Layout(spec["frames"], spec["clip_stride"], spec["sampling"], spec["pad"])
+        known = {f.name for f in fields(Preprocessing)}  # old caches also named the mean file
         self.preprocessing = Preprocessing(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in spec["preprocessing"].items()}
+            **{
+                k: tuple(v) if isinstance(v, list) else v
+                for k, v in spec["preprocessing"].items()
+                if k in known
+            }
         )
+        self.feature_dim = 4096
+        self._forward: Callable | None = None
+
+    def _build(self) -> Callable:
+        spec = self.spec
         dtype = None if spec["precision"] == "float32" else spec["precision"]
         network = c3d.build_c3d(spec["pool5_pad"], dtype=dtype)
-        if weights:
-            c3d.load_keras2_weights(network, weights)
+        if self.weights:
+            c3d.load_keras2_weights(network, self.weights)
         else:
             c3d.randomize_weights(network, spec["weights"]["random_seed"])
-        mean_cube = c3d.load_mean_cube(mean_file, self.preprocessing) if mean_file else None
-        model = c3d.feature_extractor(network, spec["layer"], self.preprocessing, mean_cube)
-        self.feature_dim = int(model.output.shape[-1])
-        signature = [tf.TensorSpec((None, CLIP_LEN, CROP_SIZE, CROP_SIZE, 3), tf.uint8)]
-        self._forward = tf.function(
-            lambda clips: model(clips, training=False), input_signature=signature
+        mean_cube = (
+            c3d.load_mean_cube(self.mean_file, self.preprocessing) if self.mean_file else None
         )
+        model = c3d.feature_extractor(network, spec["layer"], self.preprocessing, mean_cube)
+        signature = [tf.TensorSpec((None, CLIP_LEN, CROP_SIZE, CROP_SIZE, 3), tf.uint8)]
+        return tf.function(lambda clips: model(clips, training=False), input_signature=signature)
 
     def clip_features(self, clips: np.ndarray) -> np.ndarray:
         """uint8 clips (n, 16, 112, 112, 3) -> float32 features (n, D)."""
+        if self._forward is None:
+            self._forward = self._build()
         return self._forward(clips).numpy()
 
     def load(self, path: str | Path) -> tuple[np.ndarray, np.ndarray, Probe]:
@@ -124,16 +159,16 @@ def extractor_spec(config: ExtractConfig) -> dict:
     if config.weights:
         if not Path(config.weights).is_file():
             raise SetupError(f"--weights {config.weights} does not exist")
-        weights = {"file": Path(config.weights).name, "sha256": file_sha256(config.weights)}
+        weights = {"sha256": file_sha256(config.weights)}
     else:
         weights = {"random_seed": int(config.random_weights)}
-    try:
-        layout = Layout(config.frames, config.clip_stride, config.sampling, config.pad)
-        preprocessing = make_preprocessing(config.preprocess, config.mean_file)
-    except ValueError as error:
-        raise SetupError(str(error)) from error
+    layout = Layout(config.frames, config.clip_stride, config.sampling, config.pad)
+    preprocessing = make_preprocessing(config.preprocess, config.mean_file)
+    if config.mean_file:
+        c3d.load_mean_cube(config.mean_file, preprocessing)  # its shape, checked up front
     return {
         "model": "C3D Sports-1M (Keras)",
+        "features_version": FEATURES_VERSION,
         "layer": config.layer,
         "weights": weights,
         "preprocessing": asdict(preprocessing),
@@ -145,6 +180,12 @@ def extractor_spec(config: ExtractConfig) -> dict:
         "pool5_pad": config.pool5_pad,
         "precision": config.precision,
     }
+
+
+def extractor_files(config: ExtractConfig) -> dict:
+    """The names of the files the extractor read: metadata, never part of the fingerprint."""
+    names = {"weights": config.weights, "mean_file": config.mean_file}
+    return {k: Path(v).name for k, v in names.items() if v}
 
 
 def in_partition(video_id: str, num_shards: int, shard_index: int) -> bool:
@@ -167,14 +208,17 @@ def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig)
     extractor = Extractor(spec, config.weights, config.mean_file)
     shape = (extractor.layout.num_clips, extractor.feature_dim)
     summary = ExtractSummary(setup_seconds=time.perf_counter() - started)
-    with CacheWriter(out, spec, shape, config.dtype, config.shard_size) as writer:
+    files, software = extractor_files(config), software_versions()
+    with CacheWriter(out, spec, shape, config.dtype, config.shard_size, files, software) as writer:
         todo = plan(rows, writer, config.retry_failed, summary)
+        pipeline_started = time.perf_counter()
         with tqdm(total=len(todo), unit="video", desc="extract", dynamic_ncols=True) as bar:
 
             def on_video(clip_count: int) -> None:
                 summary.clips += clip_count
                 bar.update()
-                bar.set_postfix(clips_per_s=f"{summary.clips / bar.format_dict['elapsed']:.2f}")
+                elapsed = max(time.perf_counter() - pipeline_started, 1e-9)
+                bar.set_postfix(clips_per_s=f"{summary.clips / elapsed:.2f}")
 
             run_pipeline(todo, extractor, writer, config, summary, on_video)
         summary.videos_in_cache = writer.manifest["videos"] + len(writer.pending)
@@ -205,15 +249,11 @@ def plan(
             )
         if video_id in writer.done:
             summary.skipped += 1
-            if row.path.is_file() and file_sha256(row.path) != writer.done[video_id]:
-                summary.changed += 1
-                log.warning(
-                    "%s changed since it was cached (its sha256 differs); the cache "
-                    "keeps the old features: extract into a new cache to use it",
-                    video_id,
-                )
+            report_if_changed(row, writer, summary)
         elif video_id in writer.failures:
             summary.skipped += 1
+        elif problem := row_problem(row):
+            fail(writer, summary, row, "bad_text", problem)
         elif not video_id:
             fail(writer, summary, row, "empty_path", f"row {row.row}: the path is empty")
         elif not row.label:
@@ -229,6 +269,33 @@ def plan(
         else:
             todo.append(row)
     return todo
+
+
+def report_if_changed(row: VideoRow, writer: CacheWriter, summary: ExtractSummary) -> None:
+    """A cached video whose CSV label or file changed since: said, counted, never silent."""
+    cached_label = writer.done_labels.get(row.video_id)
+    if cached_label is not None and cached_label != row.label:
+        summary.relabelled += 1
+        log.warning(
+            "row %d: %s is labelled %r in the CSV but %r in the cache; the cache keeps its "
+            "label: extract into a new cache to relabel",
+            row.row,
+            row.video_id,
+            row.label,
+            cached_label,
+        )
+    if not row.path.is_file():
+        return
+    stat = row.path.stat()
+    if writer.done_stats.get(row.video_id) == (stat.st_size, stat.st_mtime):
+        return  # same size and time as when it was hashed: not re-hashed
+    if file_sha256(row.path) != writer.done[row.video_id]:
+        summary.changed += 1
+        log.warning(
+            "%s changed since it was cached (its sha256 differs); the cache "
+            "keeps the old features: extract into a new cache to use it",
+            row.video_id,
+        )
 
 
 def fail(
@@ -247,18 +314,24 @@ def fail(
 
 
 def load_row(row: VideoRow, extractor: Extractor) -> Decoded | VideoError:
-    """Decode one row (runs in a worker thread); a bad video is returned, not raised."""
+    """Decode one row (runs in a worker thread); a bad video is returned, not raised.
+
+    The file is hashed before and after decoding: a file replaced meanwhile is a failure,
+    so a cached sha256 always names the content that was decoded."""
     try:
+        stat = row.path.stat() if row.path.is_file() else None
+        before = file_sha256(row.path) if stat else None
         clips, mask, probe = extractor.load(row.path)
+        if file_sha256(row.path) != before or row.path.stat().st_mtime != stat.st_mtime:
+            raise VideoError("changed_while_reading", f"{row.path}: the file changed while read")
         return Decoded(
             row=row,
-            sha256=file_sha256(row.path),
+            sha256=before,
+            file_size=stat.st_size,
+            file_mtime=stat.st_mtime,
             clips=clips,
             mask=mask,
-            n_frames=probe.decoded_frames,
-            fps=probe.fps,
-            height=probe.height,
-            width=probe.width,
+            probe=probe,
         )
     except VideoError as error:
         return error
@@ -298,8 +371,18 @@ def store(
     summary: ExtractSummary,
     on_video: Callable[[int], None],
 ) -> None:
-    row = decoded.row
-    if not np.isfinite(features).all():
+    row, probe = decoded.row, decoded.probe
+    shortfall = probe.claimed_frames > probe.decoded_frames
+    if shortfall and config.strict:
+        fail(
+            writer,
+            summary,
+            row,
+            "frame_shortfall",
+            f"{row.path}: the container claims {probe.claimed_frames} frames but only "
+            f"{probe.decoded_frames} decode (--strict)",
+        )
+    elif not np.isfinite(features).all():
         fail(writer, summary, row, "nonfinite_features", f"{row.path}: C3D gave inf or NaN")
     elif config.dtype == "float16" and np.abs(features).max() > FLOAT16_MAX:
         fail(
@@ -319,14 +402,25 @@ def store(
                 video_sha256=decoded.sha256,
                 features=features,
                 mask=decoded.mask,
-                n_frames=decoded.n_frames,
-                fps=decoded.fps,
-                height=decoded.height,
-                width=decoded.width,
+                n_frames=probe.decoded_frames,
+                fps=probe.fps,
+                height=probe.height,
+                width=probe.width,
+                claimed_frames=probe.claimed_frames,
+                file_size=decoded.file_size,
+                file_mtime=decoded.file_mtime,
                 extra=row.extra,
             )
         )
         summary.cached += 1
+        if shortfall:
+            summary.short += 1
+            log.warning(
+                "%s: the container claims %d frames, %d decode; cached what decodes",
+                row.path,
+                probe.claimed_frames,
+                probe.decoded_frames,
+            )
     on_video(len(decoded.mask))
 
 

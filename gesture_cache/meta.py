@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from gesture_cache.errors import ConfigError
 from gesture_cache.video import VideoError, probe
 
+log = logging.getLogger(__name__)
 
-class MetaError(ValueError):
+
+class MetaError(ConfigError):
     """A CSV that cannot be used at all (wrong columns, no rows)."""
 
 
@@ -42,10 +47,26 @@ def read_meta(
     if not csv_path.is_file():
         raise MetaError(f"meta CSV {csv_path} does not exist")
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            # index_col=False: a trailing comma on every row must not turn the first
+            # column into the index (which shifts every column by one)
+            table = pd.read_csv(
+                csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False
+            )
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
         raise MetaError(f"meta CSV {csv_path} cannot be read as CSV: {error}") from error
+    if caught:
+        log.warning(
+            "meta CSV %s: some rows have more fields than the header; extra ignored", csv_path
+        )
     table.columns = [clean_path(c) for c in table.columns]
+    for column in table.columns:
+        if not column or "/" in column or "\0" in column or column == ".":
+            raise MetaError(
+                f"meta CSV {csv_path}: column name {column!r} cannot be stored "
+                "(empty, '/' or NUL); rename it"
+            )
     missing = [c for c in (path_column, label_column) if c not in table.columns]
     if missing:
         raise MetaError(
@@ -70,6 +91,15 @@ def read_meta(
             )
         )
     return rows
+
+
+def row_problem(row: VideoRow) -> str | None:
+    """Why a row's text cannot be stored (HDF5 strings cannot hold NUL), or None."""
+    fields = {"path": row.video_id, "label": row.label, "group": row.group, **row.extra}
+    for name, value in fields.items():
+        if "\0" in value:
+            return f"row {row.row}: column {name!r} holds a NUL character"
+    return None
 
 
 def check_rows(rows: list[VideoRow]) -> pd.DataFrame:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from gesture_cache.errors import ConfigError
+
 PRESETS = {
     # The pipeline this project replaces: 46,971,556 trainable parameters for 4 classes.
     "reference": {"units": (1024, 256, 64), "cell": "lstm", "dense": 32, "dropout": 0.0},
@@ -22,7 +24,7 @@ CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
 
 def preset_hparams(preset: str) -> dict:
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}: choose one of {sorted(PRESETS)}")
     return dict(PRESETS[preset])
 
 
@@ -43,7 +45,7 @@ def build_classifier(
     overrides = {"units": units, "cell": cell, "dense": dense, "dropout": dropout}
     hparams.update({k: v for k, v in overrides.items() if v is not None})
     if hparams["cell"] not in CELLS:
-        raise ValueError(f"unknown cell {hparams['cell']!r}: use 'lstm' or 'gru'")
+        raise ConfigError(f"unknown cell {hparams['cell']!r}: use 'lstm' or 'gru'")
 
     features = keras.Input(input_shape, name="features")
     mask = keras.Input(input_shape[:1], dtype="bool", name="mask")

@@ -6,10 +6,11 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn.metrics import ConfusionMatrixDisplay
+
+# matplotlib and scikit-learn load in seconds: imported inside the functions that plot,
+# so `info`, `verify` and `--help` start at once.
 
 if TYPE_CHECKING:
     import optuna
@@ -29,6 +30,10 @@ def extract_summary(summary: ExtractSummary, out: str | Path) -> str:
     ]
     if summary.changed:
         lines.append(f"  {summary.changed} cached videos have changed on disk since (see warnings)")
+    if summary.relabelled:
+        lines.append(f"  {summary.relabelled} rows label a cached video differently (see warnings)")
+    if summary.short:
+        lines.append(f"  {summary.short} videos decode fewer frames than they claim (cached)")
     for reason, count in sorted(summary.failed.items()):
         lines.append(f"  failed {reason}: {count}")
     if summary.failures_recorded:
@@ -36,32 +41,44 @@ def extract_summary(summary: ExtractSummary, out: str | Path) -> str:
     return "\n".join(lines)
 
 
-def cache_info(manifest: dict, failures: dict[str, dict]) -> str:
+def cache_info(manifest: dict, failures: dict[str, dict], shortfalls: list[tuple]) -> str:
+    """A cache's description; `shortfalls` are (video id, claimed, decoded) frame counts."""
     extractor = manifest["extractor"]
     weights = extractor["weights"]
-    weights_text = (
-        f"RANDOM (seed {weights['random_seed']}): not for real results"
-        if "random_seed" in weights
-        else f"{weights['file']} (sha256 {weights['sha256'][:16]}...)"
-    )
+    files = manifest.get("files", {})
+    if "random_seed" in weights:
+        weights_text = f"RANDOM (seed {weights['random_seed']}): not for real results"
+    else:
+        name = files.get("weights") or weights.get("file", "")
+        weights_text = f"{name} (sha256 {weights['sha256'][:16]}...)".strip()
     prep = extractor["preprocessing"]
-    mean = prep["mean_file"] or prep["mean_bgr"]
+    mean = prep.get("mean_bgr")
+    if prep.get("mean_sha256"):
+        mean = f"cube {files.get('mean_file', '')} (sha256 {prep['mean_sha256'][:16]}...)"
+    software = [s.get("software") for s in manifest["shards"] if s.get("software")]
+    versions = sorted({", ".join(f"{k} {v}" for k, v in sorted(s.items())) for s in software})
     lines = [
         f"fingerprint  {manifest['fingerprint']}",
-        f"created by   {manifest['created_by']}",
+        f"schema       version {manifest['schema_version']}",
         f"extractor    {extractor['model']}, layer {extractor['layer']}, "
-        f"precision {extractor['precision']}",
+        f"precision {extractor['precision']}, features version "
+        f"{extractor.get('features_version', 1)}",
         f"weights      {weights_text}",
         f"preprocess   {prep['name']}: resize {prep['resize']} {prep['interpolation']}, "
         f"crop {prep['crop']}, mean {mean}, scale {prep['scale']:g}",
         f"layout       {extractor['frames']} frames, clips of {extractor['clip_len']} every "
-        f"{extractor['clip_stride']}, sampling {extractor['sampling']}, pad {extractor['pad']}",
+        f"{extractor['clip_stride']}, sampling {extractor['sampling']}, pad {extractor['pad']}, "
+        f"pool5 pad {extractor['pool5_pad']}",
         f"features     {manifest['feature_shape']} {manifest['dtype']} per video",
         f"videos       {manifest['videos']} in {len(manifest['shards'])} shards",
         "classes      " + ", ".join(f"{c} ({n})" for c, n in manifest["class_counts"].items()),
-        f"failures     {len(failures)}",
     ]
-    for reason, count in sorted(Counter(r["reason"] for r in failures.values()).items()):
+    lines += [f"written by   {v}" for v in versions] or ["written by   (not recorded)"]
+    if shortfalls:
+        lines.append(f"short        {len(shortfalls)} videos decode fewer frames than claimed:")
+        lines += [f"  {v}: claims {c}, {d} decode" for v, c, d in shortfalls[:10]]
+    lines.append(f"failures     {len(failures)}")
+    for reason, count in sorted(Counter(r.get("reason", "?") for r in failures.values()).items()):
         lines.append(f"  {reason}: {count}")
     return "\n".join(lines)
 
@@ -87,6 +104,8 @@ def metrics_table(metrics: dict) -> str:
 
 
 def plot_learning_curves(history: pd.DataFrame, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):
         axis.plot(history["epoch"] + 1, history[metric], label=f"train {metric}")
@@ -101,6 +120,9 @@ def plot_learning_curves(history: pd.DataFrame, path: Path) -> None:
 
 
 def plot_confusion_matrix(metrics: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     figure, axis = plt.subplots(figsize=(6, 5))
     display = ConfusionMatrixDisplay(
         np.array(metrics["confusion_matrix"]), display_labels=metrics["classes"]
@@ -114,6 +136,8 @@ def plot_confusion_matrix(metrics: dict, path: Path) -> None:
 
 def feature_heatmap(features: np.ndarray, mask: np.ndarray, title: str, dims: int = 256):
     """One video's clip features (T, D) as an image; padded clips are greyed out."""
+    import matplotlib.pyplot as plt
+
     figure, axis = plt.subplots(figsize=(10, 3))
     shown = np.ma.masked_array(
         features[:, :dims].astype(np.float32),

@@ -1,8 +1,8 @@
 """Fit, evaluate and the run folder.
 
-RUN/config.json        resolved hyperparameters, cache fingerprint, extractor, version
-RUN/split.csv          video_id, label, split
-RUN/model.keras        the best model by validation loss
+RUN/config.json        resolved hyperparameters, cache fingerprint and content digest, status
+RUN/split.csv          video_id, label, split (read back by --resume and --split-from)
+RUN/model.keras        the best model by validation loss, across interruptions
 RUN/history.csv        one row per epoch
 RUN/metrics.json       test accuracy, macro-F1, per-class scores, confusion matrix
 RUN/learning_curves.png, RUN/confusion_matrix.png
@@ -10,9 +10,8 @@ RUN/learning_curves.png, RUN/confusion_matrix.png
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import keras
@@ -28,11 +27,26 @@ from sklearn.metrics import (
 from sklearn.utils.class_weight import compute_class_weight
 
 from gesture_cache import __version__, data, report
-from gesture_cache.cache import Cache, CacheError, open_cache, read_manifest, verify_cache
+from gesture_cache.cache import Cache, CacheError, open_cache, verified_manifest
 from gesture_cache.config import TrainConfig
+from gesture_cache.errors import GestureCacheError, RunError
+from gesture_cache.files import atomic_write, inside, read_json, write_json
 from gesture_cache.model import build_classifier, preset_hparams, trainable_parameters
 
 log = logging.getLogger(__name__)
+RUN_FILES = (
+    "config.json",
+    "split.csv",
+    "model.keras",
+    "history.csv",
+    "metrics.json",
+    "learning_curves.png",
+    "confusion_matrix.png",
+    "backup",
+)
+# The in-memory path holds the cache's features twice at its peak (the numpy array read
+# from the shards and the tensor tf.data gathers from); benchmarks/train.py measures it.
+MEMORY_COPIES = 2
 
 
 @dataclass
@@ -50,33 +64,80 @@ def resolve(config: TrainConfig) -> TrainConfig:
 
 
 def train(
-    cache_path: str | Path | None, run_dir: str | Path, config: TrainConfig, resume: bool = False
+    cache_path: str | Path,
+    run_dir: str | Path,
+    config: TrainConfig,
+    split_from: str | Path | None = None,
 ) -> TrainResult:
-    """Train a classifier on a cache; `resume` continues an interrupted run in `run_dir`
-    with its saved settings (and its saved cache path when `cache_path` is None)."""
+    """Train a classifier on a cache into a new run folder. `split_from` reuses an earlier
+    run's split (videos it does not know go to training, with a warning)."""
     run_dir = Path(run_dir)
-    if resume:
-        saved = read_run_config(run_dir)
-        config = TrainConfig(**{**saved["hparams"], "units": tuple(saved["hparams"]["units"])})
-        cache_path = cache_path or saved["cache"]["path"]
-    elif (run_dir / "config.json").exists():
-        raise ValueError(f"run folder {run_dir} already holds a run; use --resume or a new --out")
+    if (run_dir / "config.json").exists() or (run_dir / "config.json").is_symlink():
+        raise RunError(f"run folder {run_dir} already holds a run; use --resume or a new --out")
     config = resolve(config)
     cache = load_verified_cache(cache_path, config.memory_limit_mb)
-    if resume and cache.fingerprint != saved["cache"]["fingerprint"]:
-        raise CacheError(f"cache {cache_path} is not the one the run began with (fingerprint)")
-
-    y = np.searchsorted(cache.classes, cache.labels).astype(np.int32)
-    split = data.split_videos(
-        cache.video_ids, cache.labels, cache.groups, config.test_size, config.val_size, config.seed
-    )
-    rows = {name: np.flatnonzero(split == name) for name in data.SPLITS}
+    if len(cache.classes) < 2:
+        raise RunError(
+            f"cache {cache_path} has one class ({', '.join(cache.classes)}): "
+            "a classifier needs at least two"
+        )
+    if split_from:
+        split = split_from_run(Path(split_from), cache)
+    else:
+        split = data.split_videos(
+            cache.video_ids,
+            cache.labels,
+            cache.groups,
+            config.test_size,
+            config.val_size,
+            config.seed,
+            contents=cache.video_sha256,
+        )
     run_config = start_run_folder(run_dir, cache, cache_path, config, split)
+    return fit_and_evaluate(run_dir, cache, config, split, run_config, resume=False)
 
+
+def resume(
+    run_dir: str | Path, cache_path: str | Path | None = None, overrides: dict | None = None
+) -> TrainResult:
+    """Continue an interrupted run with its saved settings and split. The cache must hold
+    exactly the videos it held when the run began (its content digest)."""
+    run_dir = Path(run_dir)
+    saved = read_run_config(run_dir)
+    if saved.get("status") == "finished":
+        raise RunError(f"run {run_dir} is finished; there is nothing to resume (use a new --out)")
+    config = TrainConfig(**saved["hparams"])
+    changed = {k: v for k, v in (overrides or {}).items() if getattr(config, k, None) != v}
+    if changed:
+        raise RunError(
+            f"--resume continues run {run_dir} with its saved settings; these differ: "
+            + ", ".join(f"{k} {getattr(config, k)!r} -> {v!r}" for k, v in changed.items())
+            + " (start a new --out to change them)"
+        )
+    cache_path = cache_path or saved["cache"]["path"]
+    cache = load_verified_cache(cache_path, config.memory_limit_mb)
+    check_same_cache(cache, cache_path, saved)
+    split = read_split(run_dir, cache)
+    saved["status"] = "running"
+    save_json(run_dir, "config.json", saved)
+    return fit_and_evaluate(run_dir, cache, config, split, saved, resume=True)
+
+
+def fit_and_evaluate(
+    run_dir: Path,
+    cache: Cache,
+    config: TrainConfig,
+    split: np.ndarray,
+    run_config: dict,
+    resume: bool,
+) -> TrainResult:
+    rows = {name: np.flatnonzero(split == name) for name in data.SPLITS}
+    y = np.searchsorted(cache.classes, cache.labels).astype(np.int32)
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
+    tensors = data.cache_tensors(cache)
     datasets = {
-        name: make_dataset(cache, rows[name], y, config, shuffle=name == "train")
+        name: make_dataset(cache, tensors, rows[name], y, config, shuffle=name == "train")
         for name in data.SPLITS
         if len(rows[name])
     }
@@ -87,13 +148,14 @@ def train(
         f"{trainable_parameters(model):,}",
         ", ".join(f"{n} {len(r)}" for n, r in rows.items()),
     )
+    monitor = "val_loss" if "val" in datasets else "loss"
     interrupted = False
     try:
         model.fit(
             datasets["train"],
             validation_data=datasets.get("val"),
             epochs=config.epochs,
-            callbacks=training_callbacks(run_dir, "val" in datasets, config.patience, resume),
+            callbacks=training_callbacks(run_dir, monitor, config.patience, resume),
             class_weight=balanced_class_weights(y[rows["train"]]) if config.class_weight else None,
             shuffle=False,  # tf.data already shuffles, from the seed
             verbose=2,
@@ -104,14 +166,15 @@ def train(
     if not (run_dir / "model.keras").exists():
         raise KeyboardInterrupt  # stopped before the first epoch ended: nothing to evaluate
 
-    best = keras.models.load_model(run_dir / "model.keras")
-    metrics = compute_metrics(best, cache, rows["test"], y[rows["test"]], cache.classes)
-    write_json(run_dir / "metrics.json", metrics)
+    best = load_best_model(run_dir)
+    test = rows["test"]
+    metrics = compute_metrics(best, cache, tensors, test, y[test], cache.classes)
+    save_json(run_dir, "metrics.json", metrics)
     history = pd.read_csv(run_dir / "history.csv")
-    report.plot_learning_curves(history, run_dir / "learning_curves.png")
-    report.plot_confusion_matrix(metrics, run_dir / "confusion_matrix.png")
+    report.plot_learning_curves(history, inside(run_dir, "learning_curves.png"))
+    report.plot_confusion_matrix(metrics, inside(run_dir, "confusion_matrix.png"))
     run_config["status"] = "interrupted" if interrupted else "finished"
-    write_json(run_dir / "config.json", run_config)
+    save_json(run_dir, "config.json", run_config)
     return TrainResult(run_dir, metrics, len(history), interrupted)
 
 
@@ -119,26 +182,105 @@ def start_run_folder(
     run_dir: Path, cache: Cache, cache_path: str | Path, config: TrainConfig, split: np.ndarray
 ) -> dict:
     """Write split.csv and config.json (status "running") before training starts."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"video_id": cache.video_ids, "label": cache.labels, "split": split}).to_csv(
-        run_dir / "split.csv", index=False
-    )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot create the run folder {run_dir}: {error}") from None
+    for name in RUN_FILES:
+        run_file(run_dir, name)  # refuses links planted in a received folder
+    table = pd.DataFrame({"video_id": cache.video_ids, "label": cache.labels, "split": split})
+    save_bytes(run_dir, "split.csv", table.to_csv(index=False).encode())
     run_config = {
         "hparams": asdict(config),
         "cache": {
             "path": str(Path(cache_path).resolve()),
             "fingerprint": cache.fingerprint,
+            "content_digest": cache.content_digest,
+            "videos": len(cache),
             "classes": cache.classes,
             "feature_shape": cache.manifest["feature_shape"],
             "dtype": cache.manifest["dtype"],
             "random_weights": cache.random_weights,
         },
         "extractor": cache.manifest["extractor"],
+        "files": cache.manifest.get("files", {}),
         "package_version": __version__,
         "status": "running",
     }
-    write_json(run_dir / "config.json", run_config)
+    save_json(run_dir, "config.json", run_config)
     return run_config
+
+
+def check_same_cache(cache: Cache, cache_path: str | Path, saved: dict) -> None:
+    """The cache a run continues or is evaluated on must hold the videos it began with."""
+    if cache.fingerprint != saved["cache"]["fingerprint"]:
+        raise CacheError(
+            f"cache {cache_path} was built with another extractor than the run's "
+            f"(fingerprint {cache.fingerprint[:12]} vs {saved['cache']['fingerprint'][:12]})"
+        )
+    digest = saved["cache"].get("content_digest")
+    if digest is not None and cache.content_digest != digest:
+        raise RunError(
+            f"cache {cache_path} does not hold the videos the run was trained on "
+            f"({len(cache)} videos now, {saved['cache'].get('videos', '?')} then: grown, "
+            "merged or another dataset); evaluate it with --cache, or train a new run "
+            "with --split-from to keep the old split"
+        )
+
+
+def read_split(run_dir: Path, cache: Cache) -> np.ndarray:
+    """The run's split.csv, aligned to the cache's videos (which must all be in it)."""
+    path = run_file(run_dir, "split.csv")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        split_of = dict(zip(table["video_id"], table["split"]))
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, KeyError) as error:
+        raise RunError(f"{path} cannot be read: {error}") from None
+    if not set(split_of.values()) <= set(data.SPLITS):
+        raise RunError(f"{path}: split names must be {data.SPLITS}")
+    missing = [v for v in cache.video_ids if v not in split_of]
+    if missing:
+        raise RunError(
+            f"{path} does not list {len(missing)} videos of the cache, e.g. {missing[0]}"
+        )
+    return np.array([split_of[v] for v in cache.video_ids])
+
+
+def split_from_run(other_run: Path, cache: Cache) -> np.ndarray:
+    """An earlier run's split for this cache: its videos keep their split, new videos go to
+    training (said with a count), videos it had that the cache lacks are reported."""
+    path = run_file(other_run, "split.csv")
+    if not path.is_file():
+        raise RunError(f"--split-from {other_run}: no split.csv there")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if not {"video_id", "split"} <= set(table.columns):
+        raise RunError(f"{path}: expected columns video_id and split")
+    split_of = dict(zip(table["video_id"], table["split"]))
+    split = np.array([split_of.get(v, "train") for v in cache.video_ids])
+    new = sum(v not in split_of for v in cache.video_ids)
+    if new:
+        log.warning("--split-from %s: %d videos it did not have go to training", other_run, new)
+    gone = len(set(split_of) - set(cache.video_ids))
+    if gone:
+        log.warning("--split-from %s: %d of its videos are not in this cache", other_run, gone)
+    if not (split == "test").any():
+        raise RunError(f"--split-from {other_run}: none of its test videos is in this cache")
+    return split
+
+
+def run_file(run_dir: Path, name: str) -> Path:
+    try:
+        return inside(run_dir, name)
+    except GestureCacheError as error:
+        raise RunError(str(error)) from None
+
+
+def save_json(run_dir: Path, name: str, value: dict) -> None:
+    write_json(run_file(run_dir, name), value)
+
+
+def save_bytes(run_dir: Path, name: str, value: bytes) -> None:
+    atomic_write(run_file(run_dir, name), value)
 
 
 def compiled_classifier(cache: Cache, train_rows: np.ndarray, config: TrainConfig) -> keras.Model:
@@ -147,7 +289,7 @@ def compiled_classifier(cache: Cache, train_rows: np.ndarray, config: TrainConfi
     if config.normalize and cache.features is None:
         mean, variance = data.streaming_standardisation(cache, train_rows)
     elif config.normalize:
-        mean, variance = data.standardisation(cache.features[train_rows], cache.mask[train_rows])
+        mean, variance = data.standardisation(cache.features, cache.mask, train_rows)
     model = build_classifier(
         config.preset,
         len(cache.classes),
@@ -168,16 +310,25 @@ def compiled_classifier(cache: Cache, train_rows: np.ndarray, config: TrainConfi
 
 
 def training_callbacks(
-    run_dir: Path, has_validation: bool, patience: int, resume: bool
+    run_dir: Path, monitor: str, patience: int, resume: bool
 ) -> list[keras.callbacks.Callback]:
-    """Backup for --resume, the best model, the history, early stopping."""
-    monitor = "val_loss" if has_validation else "loss"
+    """Backup for --resume, the best model, the history, early stopping. After a resume the
+    checkpoint starts from the best value so far, so model.keras stays the best epoch."""
+    best_so_far = None
+    history = run_dir / "history.csv"
+    if resume and history.is_file():
+        column = pd.read_csv(history).get(monitor)
+        if column is not None and column.notna().any():
+            best_so_far = float(column.min())
     return [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
         keras.callbacks.ModelCheckpoint(
-            run_dir / "model.keras", monitor=monitor, save_best_only=True
+            run_dir / "model.keras",
+            monitor=monitor,
+            save_best_only=True,
+            initial_value_threshold=best_so_far,
         ),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
+        keras.callbacks.CSVLogger(str(history), append=resume),
         keras.callbacks.EarlyStopping(
             monitor=monitor, patience=patience, restore_best_weights=True
         ),
@@ -191,16 +342,21 @@ def balanced_class_weights(y: np.ndarray) -> dict[int, float]:
 
 
 def load_verified_cache(path: str | Path, memory_limit_mb: float) -> Cache:
-    """Refuse a cache that fails `verify`; keep features on disk past the memory limit."""
-    problems = verify_cache(path)
-    if problems:
-        raise CacheError(f"cache {path} fails verification: {problems[0]}")
-    manifest = read_manifest(path, check_hashes=False)
+    """Refuse a cache that fails `verify`; keep features on disk when holding them in
+    memory would pass the limit (peak: MEMORY_COPIES times the features' size)."""
+    manifest = verified_manifest(path)
     T, D = manifest["feature_shape"]
     size_mb = manifest["videos"] * T * D * np.dtype(manifest["dtype"]).itemsize / 2**20
-    cache = open_cache(path, load_features=size_mb <= memory_limit_mb, check_hashes=False)
+    peak_mb = MEMORY_COPIES * size_mb
+    cache = open_cache(path, load_features=peak_mb <= memory_limit_mb, check_hashes=False)
     if cache.features is None:
-        log.info("cache is %.0f MB, over --memory-limit: streaming it shard by shard", size_mb)
+        log.info(
+            "cache needs %.0f MB in memory, over --memory-limit %.0f: streaming it shard by shard",
+            peak_mb,
+            memory_limit_mb,
+        )
+    else:
+        cache.features, cache.mask = data.valid_first(cache.features, cache.mask)
     if cache.random_weights:
         log.warning(
             "THE FEATURES IN %s COME FROM RANDOM C3D WEIGHTS: fine for a demo or a test, "
@@ -211,28 +367,41 @@ def load_verified_cache(path: str | Path, memory_limit_mb: float) -> Cache:
 
 
 def make_dataset(
-    cache: Cache, rows: np.ndarray, y: np.ndarray, config: TrainConfig, shuffle: bool
+    cache: Cache,
+    tensors: tuple | None,
+    rows: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    shuffle: bool,
 ) -> tf.data.Dataset:
-    if cache.features is None:
+    if tensors is None:
         return data.streaming_dataset(cache, rows, y[rows], config.batch_size, shuffle, config.seed)
+    features, mask = tensors
     return data.in_memory_dataset(
-        cache.features[rows], cache.mask[rows], y[rows], config.batch_size, shuffle, config.seed
+        features, mask, rows, y[rows], config.batch_size, shuffle, config.seed
     )
 
 
 def predict_proba(
-    model: keras.Model, cache: Cache, rows: np.ndarray, batch_size: int = 64
+    model: keras.Model, cache: Cache, tensors: tuple | None, rows: np.ndarray, batch_size: int = 64
 ) -> np.ndarray:
     dummy = np.zeros(len(cache), np.int32)
     config = TrainConfig(batch_size=batch_size)
-    return model.predict(make_dataset(cache, rows, dummy, config, shuffle=False), verbose=0)
+    return model.predict(
+        make_dataset(cache, tensors, rows, dummy, config, shuffle=False), verbose=0
+    )
 
 
 def compute_metrics(
-    model: keras.Model, cache: Cache, rows: np.ndarray, y: np.ndarray, classes: list[str]
+    model: keras.Model,
+    cache: Cache,
+    tensors: tuple | None,
+    rows: np.ndarray,
+    y: np.ndarray,
+    classes: list[str],
 ) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
-    predicted = predict_proba(model, cache, rows).argmax(axis=1)
+    predicted = predict_proba(model, cache, tensors, rows).argmax(axis=1)
     labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(
         y, predicted, labels=labels, zero_division=0
@@ -253,39 +422,70 @@ def compute_metrics(
 
 
 def evaluate_run(run_dir: str | Path, cache_path: str | Path | None = None) -> dict:
-    """Metrics of a run's best model: on its own test split, or on all of another cache
-    built with the same extractor."""
+    """Metrics of a run's best model: on its own test split (the cache must still hold the
+    videos it was trained on), or on all of another cache built with the same extractor."""
     run_dir = Path(run_dir)
     saved = read_run_config(run_dir)
     classes = saved["cache"]["classes"]
     path = cache_path or saved["cache"]["path"]
     cache = load_verified_cache(path, saved["hparams"]["memory_limit_mb"])
-    if cache.fingerprint != saved["cache"]["fingerprint"]:
-        raise CacheError(
-            f"cache {path} was built with another extractor than the run's "
-            f"(fingerprint {cache.fingerprint[:12]} vs "
-            f"{saved['cache']['fingerprint'][:12]})"
-        )
-    unknown = sorted(set(cache.labels) - set(classes))
-    if unknown:
-        raise ValueError(f"cache {path} has classes the run never saw: {unknown}")
     if cache_path is None:
-        split = pd.read_csv(run_dir / "split.csv", keep_default_na=False)
-        test_ids = set(split.loc[split["split"] == "test", "video_id"])
-        rows = np.flatnonzero([v in test_ids for v in cache.video_ids])
+        check_same_cache(cache, path, saved)
+        rows = np.flatnonzero(read_split(run_dir, cache) == "test")
     else:
+        if cache.fingerprint != saved["cache"]["fingerprint"]:
+            check_same_cache(cache, path, saved)  # raises, naming both fingerprints
+        unknown = sorted(set(cache.labels) - set(classes))
+        if unknown:
+            raise RunError(f"cache {path} has classes the run never saw: {unknown}")
         rows = np.arange(len(cache))
+    if not len(rows):
+        raise RunError(f"cache {path} holds none of the videos to evaluate run {run_dir} on")
     y = np.searchsorted(classes, cache.labels[rows]).astype(np.int32)
-    model = keras.models.load_model(run_dir / "model.keras")
-    return compute_metrics(model, cache, rows, y, classes)
+    model = load_best_model(run_dir)
+    return compute_metrics(model, cache, data.cache_tensors(cache), rows, y, classes)
+
+
+def load_best_model(run_dir: Path) -> keras.Model:
+    path = run_file(Path(run_dir), "model.keras")
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no model.keras (stopped before its first epoch ended?)")
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a bad file
+        raise RunError(
+            f"{path} cannot be loaded ({type(error).__name__}: {str(error)[:200]}); "
+            "is it truncated or corrupt?"
+        ) from None
 
 
 def read_run_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{run_dir} is not a run folder: no config.json")
-    return json.loads(path.read_text())
-
-
-def write_json(path: Path, value: dict) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n")
+    """A run's config.json, with every field the commands use checked."""
+    path = run_file(Path(run_dir), "config.json")
+    if not path.exists():
+        raise RunError(f"{run_dir} is not a run folder: no config.json")
+    try:
+        saved = read_json(path, "run config")
+    except GestureCacheError as error:
+        raise RunError(str(error)) from None
+    known = {f.name for f in fields(TrainConfig)}
+    try:
+        hparams, cache = saved["hparams"], saved["cache"]
+        ok = (
+            isinstance(hparams, dict)
+            and set(hparams) <= known
+            and isinstance(cache, dict)
+            and isinstance(cache["classes"], list)
+            and isinstance(cache["fingerprint"], str)
+            and isinstance(cache["path"], str)
+            and isinstance(saved["extractor"], dict)
+        )
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise RunError(f"{path} is not a gesture-cache run config (fields missing or mistyped)")
+    try:
+        TrainConfig(**hparams)
+    except GestureCacheError as error:
+        raise RunError(f"{path}: {error}") from None
+    return saved

@@ -14,7 +14,9 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from gesture_cache.cache import read_manifest
 from gesture_cache.config import TrainConfig, parse_units
+from gesture_cache.errors import ConfigError
 from gesture_cache.train import train
 
 UNITS_CHOICES = ["64", "128", "256", "128,64", "256,64"]
@@ -41,21 +43,41 @@ def tune(
     storage: str | None = None,
     study_name: str = "gesture-cache",
 ) -> optuna.Study:
-    """Run `trials` more trials of the study (created on first use, resumed after)."""
+    """Run `trials` more trials of the study (created on first use, resumed after).
+
+    Ctrl-C stops the search: the trial it interrupted is marked failed (never ranked with
+    its partial loss) and KeyboardInterrupt reaches the caller."""
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"--trials {trials}: give a whole number of at least 1")
     if base.val_size <= 0:
-        raise ValueError("tuning compares validation losses: --val-size must be above 0")
+        raise ConfigError("tuning compares validation losses: --val-size must be above 0")
+    fingerprint = read_manifest(cache_path)["fingerprint"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage or f"sqlite:///{(out / 'study.db').resolve()}",
-        direction="minimize",
-        load_if_exists=True,
-    )
+    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    try:
+        study = optuna.create_study(
+            study_name=study_name, storage=url, direction="minimize", load_if_exists=True
+        )
+    except Exception as error:  # noqa: BLE001 - SQLAlchemy, drivers and Optuna each raise their own
+        raise ConfigError(
+            f"--storage {url}: cannot open the study ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:300]})"
+        ) from None
+    known = study.user_attrs.get("cache_fingerprint")
+    if known is None:
+        study.set_user_attr("cache_fingerprint", fingerprint)
+    elif known != fingerprint:
+        raise ConfigError(
+            f"study {study_name!r} in {url} searches a cache with fingerprint {known[:12]}, "
+            f"not {cache_path} ({fingerprint[:12]}); use another --study"
+        )
 
     def objective(trial: optuna.Trial) -> float:
         run_dir = out / f"trial-{trial.number:04d}"
-        train(cache_path, run_dir, suggest(trial, base))
+        result = train(cache_path, run_dir, suggest(trial, base))
+        if result.interrupted:
+            raise KeyboardInterrupt  # Optuna marks the trial failed and stops
         history = pd.read_csv(run_dir / "history.csv")
         best = history["val_loss"].idxmin()
         trial.set_user_attr("run", str(run_dir))

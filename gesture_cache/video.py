@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from gesture_cache.errors import ConfigError, GestureCacheError
+from gesture_cache.files import file_sha256
+
 CLIP_LEN = 16  # frames per C3D clip
 CROP_SIZE = 112  # C3D's input height and width
 C3D_BGR_MEAN = (90.25, 97.66, 101.41)
 
 
-class VideoError(Exception):
+class VideoError(GestureCacheError):
     """A video that cannot be used; `reason` is a short class name for failures.jsonl."""
 
     def __init__(self, reason: str, message: str):
@@ -32,8 +34,7 @@ class Preprocessing:
     crop: tuple[int, int, int, int]  # rows start:stop, columns start:stop
     scale: float  # multiply after mean subtraction
     mean_bgr: tuple[float, float, float] | None  # per-channel mean, or None
-    mean_file: str | None = None  # name of a mean-cube .npy file, if one replaces mean_bgr
-    mean_sha256: str | None = None
+    mean_sha256: str | None = None  # of the mean-cube file that replaces mean_bgr, if any
 
 
 def make_preprocessing(name: str = "c3d", mean_file: str | Path | None = None) -> Preprocessing:
@@ -47,12 +48,11 @@ def make_preprocessing(name: str = "c3d", mean_file: str | Path | None = None) -
             crop=(8, 120, 29, 141),
             scale=1.0,
             mean_bgr=None if mean_file else C3D_BGR_MEAN,
-            mean_file=Path(mean_file).name if mean_file else None,
             mean_sha256=file_sha256(mean_file) if mean_file else None,
         )
     if name == "reference":
         if mean_file:
-            raise ValueError("--mean-file only applies to --preprocess c3d")
+            raise ConfigError("--mean-file only applies to --preprocess c3d")
         return Preprocessing(
             name="reference",
             resize=(112, 112),
@@ -61,7 +61,7 @@ def make_preprocessing(name: str = "c3d", mean_file: str | Path | None = None) -
             scale=1 / 255,
             mean_bgr=None,
         )
-    raise ValueError(f"unknown preprocessing {name!r}: use 'c3d' or 'reference'")
+    raise ConfigError(f"unknown preprocessing {name!r}: use 'c3d' or 'reference'")
 
 
 @dataclass(frozen=True)
@@ -75,16 +75,16 @@ class Layout:
 
     def __post_init__(self) -> None:
         if self.frames < CLIP_LEN:
-            raise ValueError(f"--frames {self.frames} is shorter than one clip ({CLIP_LEN})")
+            raise ConfigError(f"--frames {self.frames} is shorter than one clip ({CLIP_LEN})")
         if self.clip_stride < 1 or (self.frames - CLIP_LEN) % self.clip_stride:
-            raise ValueError(
+            raise ConfigError(
                 f"--clip-stride {self.clip_stride} must divide --frames - {CLIP_LEN} "
                 f"({self.frames - CLIP_LEN})"
             )
         if self.sampling not in ("pad", "uniform"):
-            raise ValueError(f"unknown --sampling {self.sampling!r}: use 'pad' or 'uniform'")
+            raise ConfigError(f"unknown --sampling {self.sampling!r}: use 'pad' or 'uniform'")
         if self.pad not in ("edge", "zero"):
-            raise ValueError(f"unknown --pad {self.pad!r}: use 'edge' or 'zero'")
+            raise ConfigError(f"unknown --pad {self.pad!r}: use 'edge' or 'zero'")
 
     @property
     def num_clips(self) -> int:
@@ -198,11 +198,3 @@ def _check_file(path: Path) -> None:
         raise VideoError("unreadable", f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise VideoError("empty_file", f"{path}: file is empty (0 bytes)")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

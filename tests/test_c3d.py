@@ -8,6 +8,7 @@ import pytest
 
 from gesture_cache.c3d import WeightsError, build_c3d, load_keras2_weights
 from gesture_cache.config import ExtractConfig
+from gesture_cache.errors import ConfigError
 from gesture_cache.extract import Extractor, extractor_spec
 from tests.helpers import write_video
 
@@ -89,6 +90,49 @@ def test_features_match_an_independent_preprocessing(tmp_path, weights_file):
     actual = extractor.clip_features(clips)[0]
     assert mask.tolist() == [True]
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def read_frames(video, size=(171, 128)) -> np.ndarray:
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return np.stack(frames)
+        frames.append(cv2.resize(frame, size).astype(np.float32))
+
+
+@pytest.mark.parametrize("layout", ["channels_first_batched", "channels_last"])
+def test_a_random_mean_cube_is_subtracted_before_the_crop(tmp_path, weights_file, layout):
+    """c3d-keras ships its cube as (1, 3, 16, 128, 171): subtract it whole, crop afterwards."""
+    rng = np.random.default_rng(5)
+    cube = rng.uniform(0, 255, (16, 128, 171, 3)).astype(np.float32)  # channels last, BGR
+    stored = cube if layout == "channels_last" else np.moveaxis(cube, -1, 0)[None]
+    np.save(tmp_path / "mean.npy", stored)
+    video = write_video(tmp_path / "v.avi", 16, 200, 150, seed=4)
+    clip = (read_frames(video) - cube)[:, 8:120, 29:141, :][None]
+    network = build_c3d()
+    network.load_weights(weights_file)
+    expected = keras.Model(network.inputs, network.get_layer("fc7").output)(clip).numpy()[0]
+
+    config = ExtractConfig(
+        weights=str(weights_file), frames=16, mean_file=str(tmp_path / "mean.npy")
+    )
+    extractor = Extractor(extractor_spec(config), str(weights_file), config.mean_file)
+    clips, _, _ = extractor.load(video)
+    np.testing.assert_allclose(extractor.clip_features(clips)[0], expected, rtol=1e-4, atol=1e-4)
+    plain = Extractor(extractor_spec(ExtractConfig(weights=str(weights_file), frames=16)), None)
+    assert (
+        extractor.spec["preprocessing"]["mean_sha256"]
+        and not plain.spec["preprocessing"]["mean_sha256"]
+    )
+
+
+def test_a_mean_cube_of_another_shape_is_refused(tmp_path, weights_file):
+    np.save(tmp_path / "mean.npy", np.zeros((16, 112, 112, 3), np.float32))
+    config = ExtractConfig(weights=str(weights_file), mean_file=str(tmp_path / "mean.npy"))
+    with pytest.raises(ConfigError, match=r"\(16, 112, 112, 3\).*\(3, 16, 128, 171\)"):
+        extractor_spec(config)
 
 
 def test_weights_errors_name_the_problem(tmp_path, weights_file):

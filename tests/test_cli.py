@@ -127,11 +127,23 @@ def test_exit_codes(tmp_path, synth_csv, small_cache, capsys):
     assert "found ['video', 'label']" in capsys.readouterr().err
 
 
-def test_merge_refuses_different_fingerprints(tmp_path, small_cache, capsys):
+def test_merge_refuses_different_fingerprints_and_tampered_sources(
+    tmp_path, synth_csv, small_cache, capsys
+):
+    one = tmp_path / "one.csv"
+    one.write_text(f"file_path,action\n{synth_csv.parent}/Shake_Hand/shake_hand_000.avi,x\n")
     other = tmp_path / "other"
-    shutil.copytree(small_cache, other)
-    manifest = json.loads((other / "manifest.json").read_text())
-    manifest["fingerprint"] = "0" * 64
-    (other / "manifest.json").write_text(json.dumps(manifest))
-    assert main(["merge", str(tmp_path / "m"), str(small_cache), str(other)]) == 2
+    assert main(["extract", str(one), "--out", str(other), "--random-weights", "1",
+                 "--frames", "16"]) == 0  # fmt: skip
+    assert main(["merge", str(small_cache), str(other), "--out", str(tmp_path / "m")]) == 2
     assert "another extractor" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(small_cache, tampered)
+    manifest = json.loads((tampered / "manifest.json").read_text())
+    manifest["extractor"]["weights"] = {"sha256": "0" * 64}  # claims real weights
+    (tampered / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["merge", str(small_cache), str(tampered), "--out", str(tmp_path / "m")]) == 2
+    assert "fingerprint is not the sha256 of its extractor" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gesture_cache import open_cache
-from gesture_cache.cache import read_manifest, verify_cache
+from gesture_cache.cache import read_manifest, read_shard_columns, verify_cache
 
 SHARD_SIZE = 2
 
@@ -67,12 +67,12 @@ def test_sigkill_at_any_moment_then_rerun(tmp_path, synth_csv, small_cache):
         process.send_signal(signal.SIGKILL)
         process.wait()
         kills += 1
-        assert verify_cache(out) == [], f"cache unreadable after kill {kills}"
+        assert verify_cache(out).problems == [], f"cache unreadable after kill {kills}"
     done_before_last_run = videos_listed(out)
     finished = subprocess.run(extract_command(synth_csv, out), capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert kills >= 2
-    assert verify_cache(out) == []
+    assert verify_cache(out).problems == []
     cache, whole = open_cache(out), open_cache(small_cache)
     assert sorted(cache.video_ids) == sorted(whole.video_ids)  # every video exactly once
     assert len(set(cache.video_ids)) == len(cache)
@@ -87,7 +87,7 @@ def test_sigkill_at_any_moment_then_rerun(tmp_path, synth_csv, small_cache):
     )
 
 
-def test_leftovers_of_a_killed_writer_are_cleaned_on_resume(tmp_path, small_cache):
+def test_leftovers_of_a_killed_writer_are_adopted_or_cleaned_on_resume(tmp_path, small_cache):
     import shutil
 
     out = tmp_path / "cache"
@@ -95,14 +95,16 @@ def test_leftovers_of_a_killed_writer_are_cleaned_on_resume(tmp_path, small_cach
     manifest = read_manifest(out)
     last = manifest["shards"].pop()
     manifest["videos"] -= last["videos"]
+    for label in read_shard_columns(out / last["file"], ("label",))["label"]:
+        manifest["class_counts"][label] -= 1  # the manifest as it was before the last shard
     (out / "manifest.json").write_text(json.dumps(manifest))  # killed between rename and manifest
     (out / ".part-00009.h5.tmp").write_bytes(b"half a shard")
     from gesture_cache.cache import CacheWriter
 
     with CacheWriter(out, manifest["extractor"], (1, 4096), "float16", 3) as writer:
-        assert len(writer.done) == 6
-    assert not (out / last["file"]).exists() and not (out / ".part-00009.h5.tmp").exists()
-    assert len(open_cache(out)) == 6
+        assert len(writer.done) == 8  # the named shard is adopted: its videos are done
+    assert (out / last["file"]).exists() and not (out / ".part-00009.h5.tmp").exists()
+    assert len(open_cache(out)) == 8 and verify_cache(out).problems == []
 
 
 def test_lock_is_released_when_the_holder_dies(tmp_path, small_cache):

@@ -5,12 +5,14 @@ import pytest
 
 from gesture_cache import open_cache
 from gesture_cache.data import (
+    cache_tensors,
     in_memory_dataset,
     split_videos,
     standardisation,
     streaming_dataset,
     valid_first,
 )
+from gesture_cache.errors import ConfigError
 
 
 def make_ids(n: int = 80, classes: int = 4):
@@ -44,7 +46,7 @@ def test_grouped_split_keeps_each_group_in_one_split():
 
 def test_bad_split_sizes_are_refused():
     ids, labels = make_ids()
-    with pytest.raises(ValueError, match="--test-size"):
+    with pytest.raises(ConfigError, match="--test-size"):
         split_videos(ids, labels, np.full(80, ""), 0.7, 0.4, seed=0)
 
 
@@ -62,7 +64,7 @@ def test_standardisation_treats_constant_features_as_spread_one():
     mask = np.ones((50, 3), bool)
     mask[:, 2] = False
     features[:, 2] = 1000  # padded clips must not count
-    mean, variance = standardisation(features, mask)
+    mean, variance = standardisation(features, mask, np.arange(50), chunk=7)
     assert variance[1] == 1 and mean[1] == 0
     assert abs(mean[0] - 5) < 0.5 and abs(variance[0] - 4) < 1.5
 
@@ -73,7 +75,8 @@ def test_in_memory_and_streaming_datasets_agree(small_cache):
     assert lazy.features is None
     rows = np.array([0, 2, 3, 5, 7])
     y = np.arange(len(cache), dtype=np.int32)
-    memory = in_memory_dataset(cache.features[rows], cache.mask[rows], y[rows], 2, False, 0)
+    features, mask = cache_tensors(cache)
+    memory = in_memory_dataset(features, mask, rows, y[rows], 2, False, 0)
     streamed = streaming_dataset(lazy, rows, y[rows], 2, True, 0)
 
     def collect(dataset):

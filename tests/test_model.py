@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gesture_cache.errors import ConfigError
 from gesture_cache.model import build_classifier, trainable_parameters
 
 
@@ -19,7 +20,7 @@ def test_compact_preset_and_overrides():
     gru = build_classifier("compact", 5, (3, 64), units=(8, 4), cell="gru", dense=0)
     assert [layer.name for layer in gru.layers if "bigru" in layer.name] == ["bigru_1", "bigru_2"]
     assert gru.output.shape[-1] == 5
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(ConfigError, match="unknown preset"):
         build_classifier("huge", 4, (8, 4096))
 
 

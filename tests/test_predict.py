@@ -9,6 +9,7 @@ import pytest
 from gesture_cache import open_cache, synth
 from gesture_cache.cli import main
 from gesture_cache.demo import DEMO_EXTRACT
+from gesture_cache.errors import ConfigError
 from gesture_cache.extract import run_extraction
 from gesture_cache.predict import predict_videos
 from gesture_cache.train import evaluate_run
@@ -61,7 +62,7 @@ def test_predict_matches_the_cached_features(demo, new_videos):
 def test_predict_refuses_other_weights_unless_allowed(demo, new_videos, weights_file, capsys):
     csv, _ = new_videos
     video = str(next(csv.parent.glob("*/*.avi")))
-    with pytest.raises(ValueError, match="random weights with seed 0, not 3"):
+    with pytest.raises(ConfigError, match="random weights with seed 0, not 3"):
         predict_videos(demo.run, [video], random_weights=3)
     assert main(["predict", str(demo.run), video, "--weights", str(weights_file)]) == 2
     assert "--allow-other-weights" in capsys.readouterr().err

@@ -16,8 +16,9 @@ import pytest
 from gesture_cache import CacheError
 from gesture_cache.cli import main
 from gesture_cache.config import TrainConfig, load_config_file, make_train_config
+from gesture_cache.errors import ConfigError
 from gesture_cache.model import trainable_parameters
-from gesture_cache.train import train
+from gesture_cache.train import resume, train
 
 QUICK = {"epochs": 4, "patience": 4}
 
@@ -99,13 +100,13 @@ def test_config_file_then_flags(tmp_path):
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("units: 64,16\ncell: gru\n")
     assert make_train_config(load_config_file(yaml_file), {}).units == (64, 16)
-    with pytest.raises(ValueError, match="setting lr = 'fast': expected a number"):
+    with pytest.raises(ConfigError, match="setting lr = 'fast': expected a number"):
         make_train_config({"lr": "fast"}, {})
-    with pytest.raises(ValueError, match="setting epochs = 0: must be above 0"):
+    with pytest.raises(ConfigError, match="setting epochs = 0: must be above 0"):
         make_train_config({}, {"epochs": 0})
     bad = tmp_path / "bad.toml"
     bad.write_text("learning_rate = 0.1\n")
-    with pytest.raises(ValueError, match="unknown setting.*learning_rate"):
+    with pytest.raises(ConfigError, match="unknown setting.*learning_rate"):
         load_config_file(bad)
 
 
@@ -174,7 +175,7 @@ def test_ctrl_c_leaves_a_usable_run_that_resume_finishes(demo, tmp_path):
     done = len(pd.read_csv(run / "history.csv"))
     assert 2 <= done < 25
 
-    result = train(None, run, TrainConfig(), resume=True)
+    result = resume(run)
     history = pd.read_csv(run / "history.csv")
     assert not result.interrupted and len(history) == 25 == result.epochs
     assert history["epoch"].tolist() == list(range(25))

@@ -8,6 +8,7 @@ import pytest
 
 from gesture_cache.cli import main
 from gesture_cache.config import TrainConfig
+from gesture_cache.errors import ConfigError
 from gesture_cache.tune import tune
 
 
@@ -28,7 +29,7 @@ def test_tune_runs_trials_and_resumes_the_study(small_cache, tmp_path, capsys):
 
 
 def test_tuning_needs_a_validation_split(small_cache, tmp_path):
-    with pytest.raises(ValueError, match="--val-size"):
+    with pytest.raises(ConfigError, match="--val-size"):
         tune(small_cache, tmp_path, 1, TrainConfig(val_size=0))
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gesture_cache.errors import ConfigError
 from gesture_cache.video import (
     CROP_SIZE,
     Layout,
@@ -22,9 +23,9 @@ C3D = make_preprocessing("c3d")
 def test_layout_counts_clips():
     assert Layout().num_clips == 8
     assert Layout(frames=32, clip_stride=8).num_clips == 3
-    with pytest.raises(ValueError, match="--clip-stride"):
+    with pytest.raises(ConfigError, match="--clip-stride"):
         Layout(frames=40, clip_stride=16)
-    with pytest.raises(ValueError, match="--frames"):
+    with pytest.raises(ConfigError, match="--frames"):
         Layout(frames=8)
 
 

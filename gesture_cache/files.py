@@ -1,0 +1,90 @@
+"""Files of a cache or a run folder: hashing, crash-safe writes, and no links out.
+
+A cache or a run folder may come from someone else. Nothing in it is read or written through
+a symbolic link that leaves the folder, and temporary files are created fresh (never opened
+through whatever already has their name), so a planted link cannot redirect a write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from gesture_cache.errors import GestureCacheError
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inside(folder: str | Path, name: str) -> Path:
+    """`folder/name`, refusing a name or a link that leads out of `folder`."""
+    folder = Path(folder)
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        raise GestureCacheError(f"{folder}: file name {name!r} leaves the folder")
+    path = folder / name
+    if path.is_symlink() and path.resolve().parent != folder.resolve():
+        raise GestureCacheError(
+            f"{path} is a link to {os.readlink(path)}, outside {folder}; refusing to use it"
+        )
+    return path
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temporary_name(path: Path) -> Path:
+    """The writer's own temporary name for `path` (the only names clean-up may delete)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def atomic_write(path: Path, data: bytes) -> str:
+    """Write `data` under a temporary name, fsync, rename over `path`; returns its sha256.
+
+    Errors of the disk (full, quota, file-size limit) become a message naming the file; the
+    old `path`, if any, is left as it was.
+    """
+    temporary = temporary_name(path)
+    try:
+        temporary.unlink(missing_ok=True)  # a planted link is removed, never followed
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+        fsync_dir(path.parent)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise GestureCacheError(f"cannot write {path}: {error.strerror or error}") from error
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_json(path: Path, value: object) -> None:
+    """A JSON file, written atomically and never through a link."""
+    text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(path, text.encode())
+
+
+def read_json(path: Path, what: str) -> object:
+    """A JSON file, with a message naming it when it is missing, truncated or not JSON."""
+    if not path.is_file():
+        raise GestureCacheError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise GestureCacheError(f"{what} {path} is not valid JSON (truncated?): {error}") from None
