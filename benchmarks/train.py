@@ -10,6 +10,9 @@ the reference way (C3D re-run on every batch of every epoch).
    what is measured here).
 2. `speedup`: 5 epochs done the reference way (decode and C3D inside the training loop, every
    batch of every epoch) vs. extracting once into a cache and then training 5 epochs from it.
+3. `memory_copies`: peak resident memory added by loading the larger cache and training one
+   epoch from it (in a fresh process), divided by the size of its features. `train` keeps
+   a cache in memory while MEMORY_COPIES times its feature size fits in --memory-limit.
 The last line is JSON.
 """
 
@@ -18,6 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,17 +35,22 @@ import tensorflow as tf
 from gesture_cache import open_cache, synth
 from gesture_cache.cache import CachedVideo, CacheWriter
 from gesture_cache.config import ExtractConfig, TrainConfig
-from gesture_cache.data import standardisation, valid_first
+from gesture_cache.data import cache_tensors, standardisation, valid_first
 from gesture_cache.extract import Extractor, extractor_spec, run_extraction
 from gesture_cache.meta import read_meta
 from gesture_cache.model import build_classifier
-from gesture_cache.train import make_dataset
+from gesture_cache.train import (
+    MEMORY_COPIES,
+    compiled_classifier,
+    load_verified_cache,
+    make_dataset,
+)
 
 EPOCHS = 5
 
 
 def compiled_model(cache, rows):
-    mean, variance = standardisation(cache.features[rows], cache.mask[rows])
+    mean, variance = standardisation(cache.features, cache.mask, rows)
     model = build_classifier(
         "compact",
         len(cache.classes),
@@ -89,7 +100,30 @@ def replicate(source, out: Path, videos: int) -> None:
             )
 
 
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def measure_memory(path: str) -> None:
+    """In a fresh process: what `train` holds for an in-memory cache, at its peak."""
+    config = TrainConfig(epochs=1)
+    warm_up = build_classifier("compact", 2, (2, 4096))  # TensorFlow's own start-up memory
+    warm_up.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    warm_up.fit([np.zeros((32, 2, 4096)), np.ones((32, 2), bool)], np.zeros(32), verbose=0)
+    before = peak_rss_mb()
+    cache = load_verified_cache(path, memory_limit_mb=1e9)
+    y = np.searchsorted(cache.classes, cache.labels).astype(np.int32)
+    rows = np.arange(len(cache))
+    tensors = cache_tensors(cache)
+    model = compiled_classifier(cache, rows, config)
+    model.fit(make_dataset(cache, tensors, rows, y, config, shuffle=True), epochs=1, verbose=0)
+    features_mb = cache.features.nbytes / 2**20
+    print(json.dumps({"features_mb": features_mb, "peak_added_mb": peak_rss_mb() - before}))
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--measure-memory"]:
+        return measure_memory(sys.argv[2])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="16 videos, 2048-video copy")
     parser.add_argument("--real-videos", type=int, default=32)
@@ -129,8 +163,9 @@ def main() -> None:
         y = np.searchsorted(cache.classes, cache.labels).astype(np.int32)
         everything = np.arange(len(cache))
         model = compiled_model(cache, everything)
+        cache.features, cache.mask = valid_first(cache.features, cache.mask)
         model.fit(
-            make_dataset(cache, everything, y, config, shuffle=True),
+            make_dataset(cache, cache_tensors(cache), everything, y, config, shuffle=True),
             epochs=EPOCHS,
             shuffle=False,
             verbose=0,
@@ -141,13 +176,14 @@ def main() -> None:
         # 1. the data pipeline on a larger cache
         replicate(cache, tmp / "big", n_copy)
         big = open_cache(tmp / "big")
+        big.features, big.mask = valid_first(big.features, big.mask)
         y = np.searchsorted(big.classes, big.labels).astype(np.int32)
         everything = np.arange(len(big))
+        dataset = make_dataset(big, cache_tensors(big), everything, y, config, shuffle=True)
         pipeline = seconds_per_epoch(
-            compiled_model(big, everything),
-            {"x": make_dataset(big, everything, y, config, shuffle=True), "shuffle": False},
+            compiled_model(big, everything), {"x": dataset, "shuffle": False}
         )
-        features, mask = valid_first(big.features.astype(np.float32), big.mask)
+        features, mask = big.features.astype(np.float32), big.mask
         tensors = seconds_per_epoch(
             compiled_model(big, everything),
             {
@@ -158,6 +194,19 @@ def main() -> None:
             },
         )
         print(f"{n_copy} videos, s/epoch: pipeline {pipeline:.3f}, tensors {tensors:.3f}")
+        measured = subprocess.run(
+            [sys.executable, __file__, "--measure-memory", str(tmp / "big")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        memory = json.loads(measured.stdout.strip().splitlines()[-1])
+        copies = memory["peak_added_mb"] / memory["features_mb"]
+        print(
+            f"memory: features {memory['features_mb']:.0f} MB, peak added "
+            f"{memory['peak_added_mb']:.0f} MB = {copies:.2f} copies (limit assumes "
+            f"{MEMORY_COPIES})"
+        )
 
     print(
         json.dumps(
@@ -168,6 +217,7 @@ def main() -> None:
                 "reference_5_epochs_s": round(reference_seconds, 2),
                 "extract_once_plus_5_epochs_s": round(cached_seconds, 2),
                 "speedup": round(reference_seconds / cached_seconds, 2),
+                "memory_copies": round(copies, 2),
                 "videos_timed": n_copy,
                 "real_videos": n_real,
                 "machine": platform.node(),

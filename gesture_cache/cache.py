@@ -383,7 +383,7 @@ class CacheWriter:
         looks like a shard or a temporary file stops the job: it is not ours to delete."""
         listed = {s["file"] for s in self.manifest["shards"]}
         for path in sorted(self.folder.iterdir()):
-            if OWN_TEMPORARY.match(path.name) and not path.is_symlink():
+            if OWN_TEMPORARY.match(path.name):  # a planted link is removed, never followed
                 log.warning("removing %s, left by an interrupted extraction", path)
                 path.unlink()
             elif SHARD_NAME.match(path.name) and path.name not in listed:

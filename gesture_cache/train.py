@@ -114,6 +114,7 @@ def resume(
             + ", ".join(f"{k} {getattr(config, k)!r} -> {v!r}" for k, v in changed.items())
             + " (start a new --out to change them)"
         )
+    check_run_folder(run_dir)
     cache_path = cache_path or saved["cache"]["path"]
     cache = load_verified_cache(cache_path, config.memory_limit_mb)
     check_same_cache(cache, cache_path, saved)
@@ -186,8 +187,7 @@ def start_run_folder(
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise RunError(f"cannot create the run folder {run_dir}: {error}") from None
-    for name in RUN_FILES:
-        run_file(run_dir, name)  # refuses links planted in a received folder
+    check_run_folder(run_dir)
     table = pd.DataFrame({"video_id": cache.video_ids, "label": cache.labels, "split": split})
     save_bytes(run_dir, "split.csv", table.to_csv(index=False).encode())
     run_config = {
@@ -266,6 +266,12 @@ def split_from_run(other_run: Path, cache: Cache) -> np.ndarray:
     if not (split == "test").any():
         raise RunError(f"--split-from {other_run}: none of its test videos is in this cache")
     return split
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """Refuse links planted in a received run folder (Keras would write through them)."""
+    for name in RUN_FILES:
+        run_file(run_dir, name)
 
 
 def run_file(run_dir: Path, name: str) -> Path:

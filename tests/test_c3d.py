@@ -113,7 +113,9 @@ def test_a_random_mean_cube_is_subtracted_before_the_crop(tmp_path, weights_file
     clip = (read_frames(video) - cube)[:, 8:120, 29:141, :][None]
     network = build_c3d()
     network.load_weights(weights_file)
-    expected = keras.Model(network.inputs, network.get_layer("fc7").output)(clip).numpy()[0]
+    expected = keras.Model(network.inputs, network.get_layer("fc7").output).predict(
+        clip, verbose=0
+    )[0]
 
     config = ExtractConfig(
         weights=str(weights_file), frames=16, mean_file=str(tmp_path / "mean.npy")

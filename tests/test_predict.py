@@ -8,11 +8,12 @@ import pytest
 
 from gesture_cache import open_cache, synth
 from gesture_cache.cli import main
+from gesture_cache.data import cache_tensors, valid_first
 from gesture_cache.demo import DEMO_EXTRACT
 from gesture_cache.errors import ConfigError
 from gesture_cache.extract import run_extraction
 from gesture_cache.predict import predict_videos
-from gesture_cache.train import evaluate_run
+from gesture_cache.train import evaluate_run, load_best_model, predict_proba
 
 pytestmark = pytest.mark.slow  # they need the demo's trained run
 
@@ -46,17 +47,33 @@ def test_evaluate_on_another_cache_with_the_same_extractor(demo, new_videos, sma
 
 
 def test_predict_matches_the_cached_features(demo, new_videos):
+    """Each video's probabilities from the file equal the classifier's on its cached features."""
     csv, cache_path = new_videos
     cache = open_cache(cache_path)
+    cache.features, cache.mask = valid_first(cache.features, cache.mask)
     table = pd.read_csv(csv)
     videos = [csv.parent / p for p in table["file_path"]]
-    results = predict_videos(demo.run, videos, random_weights=0, top_k=2)
-    evaluated = evaluate_run(demo.run, cache_path)
-    predicted = [r["label"] for r in results]
-    correct = np.mean([p == t for p, t in zip(predicted, table["action"])])
-    assert correct == pytest.approx(evaluated["accuracy"])  # same features, same answers
-    assert all(len(r["top_k"]) == 2 and r["top_k"][0]["probability"] >= 0.25 for r in results)
-    assert len(cache) == 8
+    results = predict_videos(demo.run, videos, random_weights=0, top_k=4)
+    model = load_best_model(demo.run)
+    rows = np.array([list(cache.video_ids).index(p) for p in table["file_path"]])
+    expected = predict_proba(model, cache, cache_tensors(cache), rows)
+    classes = json.loads((demo.run / "config.json").read_text())["cache"]["classes"]
+    for result, probabilities in zip(results, expected):
+        got = np.zeros(len(classes))
+        for entry in result["top_k"]:
+            got[classes.index(entry["label"])] = entry["probability"]
+        np.testing.assert_allclose(got, probabilities, atol=1e-4)
+        assert result["label"] == classes[int(np.argmax(probabilities))]
+    assert main(["predict", str(demo.run), str(videos[0]), "--random-weights", "0",
+                 "--top-k", "0"]) == 2  # fmt: skip
+
+
+def test_predict_refuses_a_mean_cube_the_cache_did_not_use(demo, new_videos, tmp_path):
+    csv, _ = new_videos
+    video = str(next(csv.parent.glob("*/*.avi")))
+    np.save(tmp_path / "mean.npy", np.zeros((3, 16, 128, 171), np.float32))
+    with pytest.raises(ConfigError, match="per-channel mean, not a mean cube"):
+        predict_videos(demo.run, [video], random_weights=0, mean_file=str(tmp_path / "mean.npy"))
 
 
 def test_predict_refuses_other_weights_unless_allowed(demo, new_videos, weights_file, capsys):

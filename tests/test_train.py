@@ -16,9 +16,17 @@ import pytest
 from gesture_cache import CacheError
 from gesture_cache.cli import main
 from gesture_cache.config import TrainConfig, load_config_file, make_train_config
+from gesture_cache.data import cache_tensors
 from gesture_cache.errors import ConfigError
 from gesture_cache.model import trainable_parameters
-from gesture_cache.train import resume, train
+from gesture_cache.train import (
+    load_best_model,
+    load_verified_cache,
+    make_dataset,
+    read_split,
+    resume,
+    train,
+)
 
 QUICK = {"epochs": 4, "patience": 4}
 
@@ -180,6 +188,13 @@ def test_ctrl_c_leaves_a_usable_run_that_resume_finishes(demo, tmp_path):
     assert not result.interrupted and len(history) == 25 == result.epochs
     assert history["epoch"].tolist() == list(range(25))
     assert json.loads((run / "config.json").read_text())["status"] == "finished"
+    # model.keras is the best epoch of both sessions, by the monitored validation loss
+    cache = load_verified_cache(demo.cache, 4096)
+    val = np.flatnonzero(read_split(run, cache) == "val")
+    y = np.searchsorted(cache.classes, cache.labels).astype(np.int32)
+    dataset = make_dataset(cache, cache_tensors(cache), val, y, TrainConfig(), shuffle=False)
+    val_loss = load_best_model(run).evaluate(dataset, verbose=0, return_dict=True)["loss"]
+    assert val_loss == pytest.approx(history["val_loss"].min(), rel=1e-3)
 
 
 def test_group_column_keeps_a_subject_in_one_split(synth_csv, tmp_path):

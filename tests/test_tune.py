@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -63,3 +65,23 @@ def test_two_workers_share_one_study(small_cache, tmp_path):
     trials = optuna.load_study(study_name="shared", storage=storage).trials
     assert len(trials) == 4 and len({t.number for t in trials}) == 4
     assert len(list((tmp_path / "trials").glob("trial-*/model.keras"))) == 4
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_search_and_fails_the_interrupted_trial(small_cache, tmp_path):
+    out = tmp_path / "search"
+    command = [sys.executable, "-m", "gesture_cache.cli", "tune", str(small_cache)]
+    command += ["--out", str(out), "--trials", "5", "--epochs", "400"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    history = out / "trial-0000" / "history.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    trials = optuna.load_study(study_name="gesture-cache", storage=f"sqlite:///{out / 'study.db'}")
+    states = [t.state for t in trials.trials]
+    assert states == [optuna.trial.TrialState.FAIL], states  # not COMPLETE, and no next trial
