@@ -164,6 +164,11 @@ def fit_and_evaluate(
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: the run folder keeps the best model so far; --resume goes on")
+    except OSError as error:  # a full disk or quota while Keras writes its files
+        raise RunError(
+            f"training stopped: cannot write in {run_dir} ({str(error).splitlines()[0][:200]}); "
+            "free some space, then run the same command with --resume"
+        ) from None
     if not (run_dir / "model.keras").exists():
         raise KeyboardInterrupt  # stopped before the first epoch ended: nothing to evaluate
 

@@ -214,3 +214,18 @@ def test_resume_refuses_links_planted_in_the_run_folder(small_cache, tmp_path):
     with pytest.raises(RunError, match="outside"):
         resume(run)
     assert victim.read_text() == "precious"
+
+
+def test_a_full_disk_while_training_is_a_message(small_cache, tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    def limit_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))
+
+    command = [sys.executable, "-m", "gesture_cache.cli", "train", str(small_cache)]
+    command += ["--out", str(tmp_path / "run"), "--epochs", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=limit_files)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "cannot write in" in done.stderr and "Traceback" not in done.stderr
