@@ -5,7 +5,7 @@ TF ?= cpu
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo demo-detect test lint bench clean
 
 venv: $(VENV)/.installed-$(TF)
 
@@ -18,6 +18,9 @@ $(VENV)/.installed-$(TF): pyproject.toml
 demo: venv
 	$(BIN)/gesture-cache demo --out data/demo
 
+demo-detect: venv
+	$(BIN)/gesture-cache demo --detect --out data/demo-detect
+
 test: venv lint
 	$(BIN)/pytest
 
@@ -28,6 +31,8 @@ lint: venv
 bench: venv
 	$(BIN)/python benchmarks/extract.py --quick
 	$(BIN)/python benchmarks/train.py --quick
+	$(BIN)/python benchmarks/decode.py --quick
+	$(BIN)/python benchmarks/detect.py --quick
 
 clean:
-	rm -rf $(VENV) data/demo .pytest_cache
+	rm -rf $(VENV) data/demo data/demo-detect .pytest_cache

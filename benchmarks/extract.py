@@ -21,16 +21,18 @@ import numpy as np
 
 from gesture_cache import synth
 from gesture_cache.config import ExtractConfig
-from gesture_cache.extract import Extractor, extractor_spec, run_extraction
+from gesture_cache.extract import run_extraction
+from gesture_cache.extractor import extractor_from_config
 from gesture_cache.meta import read_meta
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="8 videos (64 clips)")
+    parser.add_argument("--quick", action="store_true", help="8 videos (about 30 clips)")
     parser.add_argument("--videos", type=int, default=32)
-    parser.add_argument("--batch-clips", type=int, default=ExtractConfig.batch_clips)
-    parser.add_argument("--decode-workers", type=int, default=ExtractConfig.decode_workers)
+    defaults = ExtractConfig()
+    parser.add_argument("--batch-clips", type=int, default=defaults.batch_clips)
+    parser.add_argument("--decode-workers", type=int, default=defaults.decode_workers)
     parser.add_argument("--precision", default="float32")
     args = parser.parse_args()
     n_videos = 8 if args.quick else args.videos
@@ -43,12 +45,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         csv = synth.make_dataset(Path(tmp) / "videos", per_class=max(1, n_videos // 4), seed=0)
-        extractor = Extractor(extractor_spec(config), None)
-        clips = np.concatenate([extractor.load(row.path)[0] for row in read_meta(csv)])
-        extractor.clip_features(clips[: config.batch_clips])  # trace and warm up
+        extractor = extractor_from_config(config)
+        clips = np.stack(
+            [
+                clip
+                for row in read_meta(csv)
+                for _, clip, _ in extractor.clips(extractor.frames(row.path))
+            ]
+        )
+        forward = extractor.backbone.forward
+        forward(clips[: config.batch_clips])  # build, trace and warm up
         started = time.perf_counter()
         for i in range(0, len(clips), config.batch_clips):
-            extractor.clip_features(clips[i : i + config.batch_clips])
+            forward(clips[i : i + config.batch_clips])
         model_rate = len(clips) / (time.perf_counter() - started)
         print(f"model alone: {len(clips)} clips, {model_rate:.2f} clips/s")
 

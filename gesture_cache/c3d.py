@@ -1,4 +1,5 @@
-"""The C3D network (Sports-1M layout), its weights and its pixel preprocessing.
+"""The C3D network (Sports-1M layout), its weights and its pixel preprocessing, and `C3D`,
+the backbone the extractor uses.
 
 The network is built whole, to fc8, so that a Keras-2 HDF5 weights file written by
 `model.save_weights` loads layer by layer; `feature_extractor` then cuts it at fc7 or fc6
@@ -8,14 +9,20 @@ so frames travel to it as uint8.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
 import keras
 import numpy as np
+import tensorflow as tf
 
+from gesture_cache.clips import CLIP_LEN
 from gesture_cache.errors import ConfigError, GestureCacheError
-from gesture_cache.video import CLIP_LEN, CROP_SIZE, Preprocessing
+from gesture_cache.files import file_sha256
+from gesture_cache.video import CROP_SIZE, Preprocessing
 
 NUM_SPORTS1M_CLASSES = 487
 POOL5_PADDING = {"caffe": ((0, 0), (0, 1), (0, 1)), "symmetric": (0, 1, 1)}
@@ -169,3 +176,79 @@ def feature_extractor(
             break
     features = keras.ops.cast(x, "float32")
     return keras.Model(clips, features, name=f"c3d_{layer}")
+
+
+class C3D:
+    """C3D Sports-1M cut at fc7 (or fc6): uint8 clips (n, 16, 112, 112, 3) -> (n, 4096).
+
+    Implements the backbone interface (`backbone.Backbone`). The network is built on the
+    first `forward`, so a job whose recordings all fail to decode never pays for it."""
+
+    name = "C3D Sports-1M (Keras)"
+    clip_len = CLIP_LEN
+    input_size = CROP_SIZE
+    feature_dim = 4096
+
+    def __init__(
+        self,
+        preprocessing: Preprocessing,
+        weights: str | Path | None = None,
+        random_seed: int | None = None,
+        mean_file: str | Path | None = None,
+        layer: str = "fc7",
+        pool5_pad: str = "caffe",
+        precision: str = "float32",
+    ):
+        if (weights is None) == (random_seed is None):
+            raise ConfigError("give exactly one of --weights FILE.h5 or --random-weights SEED")
+        if weights is not None and not Path(weights).is_file():
+            raise ConfigError(f"--weights {weights} does not exist")
+        if layer not in ("fc7", "fc6"):
+            raise ConfigError(f"unknown --layer {layer!r}: use fc7 or fc6")
+        if pool5_pad not in POOL5_PADDING:
+            raise ConfigError(f"unknown --pool5-pad {pool5_pad!r}: use 'caffe' or 'symmetric'")
+        if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
+            raise ConfigError(f"unknown --precision {precision!r}")
+        if mean_file is not None:
+            load_mean_cube(mean_file, preprocessing)  # its shape, checked up front
+        self.preprocessing = preprocessing
+        self.weights, self.random_seed, self.mean_file = weights, random_seed, mean_file
+        self.layer, self.pool5_pad, self.precision = layer, pool5_pad, precision
+        self._weights_sha256 = file_sha256(weights) if weights is not None else None
+        self._forward: Callable | None = None
+        self.build_seconds = 0.0  # building the network and loading its weights, once
+
+    def fingerprint_fields(self) -> dict:
+        """Everything that decides the features: content and numbers, no file names."""
+        if self._weights_sha256:
+            weights = {"sha256": self._weights_sha256}
+        else:
+            weights = {"random_seed": int(self.random_seed)}
+        return {
+            "model": self.name,
+            "layer": self.layer,
+            "weights": weights,
+            "preprocessing": asdict(self.preprocessing),
+            "pool5_pad": self.pool5_pad,
+            "precision": self.precision,
+        }
+
+    def forward(self, clips: np.ndarray) -> np.ndarray:
+        if self._forward is None:
+            started = time.perf_counter()
+            self._forward = self._build()
+            self._forward(clips[:1])  # trace it
+            self.build_seconds = time.perf_counter() - started
+        return self._forward(clips).numpy()
+
+    def _build(self) -> Callable:
+        dtype = None if self.precision == "float32" else self.precision
+        network = build_c3d(self.pool5_pad, dtype=dtype)
+        if self.weights is not None:
+            load_keras2_weights(network, self.weights)
+        else:
+            randomize_weights(network, self.random_seed)
+        cube = load_mean_cube(self.mean_file, self.preprocessing) if self.mean_file else None
+        model = feature_extractor(network, self.layer, self.preprocessing, cube)
+        signature = [tf.TensorSpec((None, CLIP_LEN, CROP_SIZE, CROP_SIZE, 3), tf.uint8)]
+        return tf.function(lambda clips: model(clips, training=False), input_signature=signature)

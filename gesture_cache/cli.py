@@ -12,6 +12,7 @@ from dataclasses import fields
 
 from gesture_cache.config import (
     RECIPES,
+    DetectSettings,
     ExtractConfig,
     TrainConfig,
     load_config_file,
@@ -28,6 +29,10 @@ EXIT_FAILED, EXIT_SETUP = 1, 2
 def cmd_synth(args: argparse.Namespace) -> int:
     from gesture_cache import synth
 
+    if args.recordings:
+        csv_path = synth.make_recordings(args.out, args.recordings, args.gestures, args.seed)
+        print(f"wrote {args.recordings} continuous recordings and {csv_path}")
+        return 0
     csv_path = synth.make_dataset(args.out, args.per_class, args.seed)
     print(f"wrote {args.per_class * len(synth.GESTURES)} videos and {csv_path}")
     return 0
@@ -73,34 +78,35 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from gesture_cache import cache
+    from gesture_cache import integrity
 
-    result = cache.verify_cache(args.cache)
+    result = integrity.verify_cache(args.cache)
     for warning in result.warnings:
         print(f"WARN {warning}")
     for problem in result.problems:
         print(f"FAIL {problem}")
     if result.problems:
         return EXIT_FAILED
-    print(f"OK {args.cache}: {result.videos} videos verified")
+    print(f"OK {args.cache}: {result.recordings} recordings verified")
     return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from gesture_cache import cache
+    from gesture_cache import integrity
 
-    manifest = cache.merge_caches(args.caches, args.out)
-    print(f"merged {len(args.caches)} caches into {args.out}: {manifest['videos']} videos")
+    manifest = integrity.merge_caches(args.caches, args.out)
+    count = manifest["recordings"]
+    print(f"merged {len(args.caches)} caches into {args.out}: {count} recordings")
     return 0
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from gesture_cache import cache
+    from gesture_cache import integrity
 
-    result = cache.repair_cache(args.cache)
+    result = integrity.repair_cache(args.cache)
     for dropped in result.dropped:
         print(f"dropped {dropped}")
-    print(f"repaired {args.cache}: {result.kept} videos kept, {len(result.dropped)} dropped")
+    print(f"repaired {args.cache}: {result.kept} recordings kept, {len(result.dropped)} dropped")
     return 0
 
 
@@ -158,13 +164,59 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.mean_file,
         args.top_k,
         args.allow_other_weights,
+        args.fps,
     )
     print(json.dumps(results, indent=2) if args.json else report.predictions_table(results))
     return EXIT_FAILED if any("error" in r for r in results) else 0
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    from gesture_cache import detect, report
+
+    settings = DetectSettings(args.smoothing, args.on, args.off, args.min_gap)
+
+    def announce(event: detect.Event, latency: float) -> None:
+        print(
+            f"FIRED {event.label} in {event.recording} at frame {event.fired_frame} "
+            f"(latency {1000 * latency:.0f} ms)",
+            flush=True,
+        )
+
+    result = detect.run_detection(
+        args.run,
+        args.sources,
+        args.out,
+        settings,
+        weights=args.weights,
+        random_weights=args.random_weights,
+        mean_file=args.mean_file,
+        cache_path=args.cache,
+        realtime=args.realtime,
+        speed=args.speed,
+        fps=args.fps,
+        truth=args.truth,
+        render=args.render,
+        on_event=announce,
+    )
+    print(report.detection_table(result))
+    return 0
+
+
+def cmd_evaluate_detection(args: argparse.Namespace) -> int:
+    from gesture_cache import report, scoring
+
+    scores = scoring.evaluate_detection(args.events, args.segments)
+    print(json.dumps(scores, indent=2) if args.json else report.score_table(scores))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gesture_cache import demo, report
+
+    if args.detect:
+        detected = demo.run_detect_demo(args.out)
+        print(report.detection_table(detected.detection))
+        return 0
 
     result = demo.run_demo(args.out)
     print(report.demo_summary(result))
@@ -181,18 +233,24 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SEED",
         help="random C3D weights from SEED (for tests and demos only)",
     )
-    p.add_argument("--frames", type=int, default=d.frames, help="frames per video, F")
     p.add_argument(
         "--clip-stride",
         type=int,
-        default=d.clip_stride,
-        help="frames between clip starts; T = (F - 16) / stride + 1 clips",
+        help="frames between clip starts (default 8): every clip of 16 consecutive frames "
+        "starting every S frames, plus one aligned to the last frame",
     )
     p.add_argument(
         "--sampling",
-        choices=["pad", "uniform"],
-        default=d.sampling,
-        help="pad short videos to F (long ones are subsampled), or resample all to F",
+        choices=["dense", "pad", "uniform"],
+        help="dense (default): clips over the whole recording; pad: short recordings "
+        "centred and padded to --frames F, long ones subsampled; uniform: resampled to F "
+        "(pad and uniform reproduce the seed pipeline)",
+    )
+    p.add_argument("--frames", type=int, help="F, with --sampling pad or uniform")
+    p.add_argument(
+        "--fps",
+        type=float,
+        help="frame rate of folders of frames without an fps column (default 30)",
     )
     p.add_argument(
         "--recipe",
@@ -245,7 +303,8 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
         "--decode-workers",
         type=int,
         default=d.decode_workers,
-        help="threads decoding videos while the model runs",
+        help=f"threads decoding recordings while the model runs (default: the {d.decode_workers} "
+        "cores here)",
     )
 
 
@@ -267,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("synth", help="write synthetic gesture videos and meta.csv")
     p.add_argument("--out", required=True)
     p.add_argument("--per-class", type=int, default=12, help="videos per gesture")
+    p.add_argument(
+        "--recordings",
+        type=int,
+        help="write N continuous recordings (gestures between idle stretches) and segments.csv",
+    )
+    p.add_argument("--gestures", type=int, default=6, help="gestures per recording")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_synth)
 
@@ -356,6 +421,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="weight classes inversely to their frequency",
     )
+    p.add_argument("--window-clips", type=int, help="clips per training window, T (8)")
+    p.add_argument(
+        "--window-step",
+        type=int,
+        help="clips between window positions (default: spread the T clips over the segment)",
+    )
+    p.add_argument(
+        "--window-sampling",
+        choices=["uniform", "center", "random"],
+        help="uniform (default): spread over the segment; center: T consecutive clips in its "
+        "middle; random: a new placement every epoch (temporal augmentation)",
+    )
+    p.add_argument(
+        "--background",
+        action="store_true",
+        default=None,
+        help="add the background class: stretches of annotated recordings no segment covers",
+    )
+    p.add_argument("--background-label", help="the background class's name (no_gesture)")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-normalize", dest="normalize", action="store_false", default=None)
     p.add_argument(
@@ -392,12 +476,53 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--random-weights", type=int, metavar="SEED")
     p.add_argument("--mean-file", help="the mean cube, if the cache was built with one")
     p.add_argument("--allow-other-weights", action="store_true")
+    p.add_argument("--fps", type=float, help="frame rate of folders of frames (default 30)")
     p.add_argument("--top-k", type=int, default=3, help="classes shown per video (at least 1)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_predict)
 
+    p = commands.add_parser("detect", help="find gestures in continuous recordings or streams")
+    p.add_argument("run", help="a run trained with --background and --window-step")
+    p.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="video files, folders of frames, a camera "
+        "index (0) or a URL OpenCV opens; with --cache, recording ids of that cache"
+    )  # fmt: skip
+    p.add_argument("--out", required=True, help="folder for events.csv, timelines, scores")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--weights", help="the C3D weights file the cache was built with")
+    weights.add_argument("--random-weights", type=int, metavar="SEED")
+    p.add_argument("--mean-file", help="the mean cube, if the cache was built with one")
+    p.add_argument("--cache", help="read the recordings' clips from this cache (no C3D)")
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="read files as a camera delivers frames (always for cameras and URLs); events "
+        "are printed as they fire, clips skipped when C3D falls behind",
+    )
+    p.add_argument("--speed", type=float, default=1.0, help="playback rate with --realtime")
+    p.add_argument("--fps", type=float, help="frame rate of folders of frames (default 30)")
+    p.add_argument("--truth", help="segments CSV: score the events against it")
+    p.add_argument("--render", action="store_true", help="write each recording with its labels")
+    d = DetectSettings()
+    p.add_argument("--smoothing", type=int, default=d.smoothing, help="windows averaged")
+    p.add_argument("--on", type=float, default=d.on, help="probability that fires a gesture")
+    p.add_argument("--off", type=float, default=d.off, help="probability that ends it")
+    p.add_argument("--min-gap", type=int, default=d.min_gap, help="frames between two events")
+    p.set_defaults(handler=cmd_detect)
+
+    p = commands.add_parser(
+        "evaluate-detection", help="score a detect run's events.csv against a segments CSV"
+    )
+    p.add_argument("events", help="events.csv written by detect (recordings.csv beside it)")
+    p.add_argument("segments", help="the true segments, in the meta CSV's format")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_evaluate_detection)
+
     p = commands.add_parser("demo", help="synth -> extract -> train -> evaluate in minutes")
     p.add_argument("--out", default="data/demo")
+    p.add_argument(
+        "--detect", action="store_true", help="the detection demo: recordings -> detect -> score"
+    )
     p.set_defaults(handler=cmd_demo)
     return parser
 

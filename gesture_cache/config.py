@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import math
+import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
 from gesture_cache.errors import ConfigError
 
-# Named combinations of extractor settings. `seed` reproduces the input of the pipeline this
-# project replaces (fc7 within 1.7e-6 of its own code): 112x112 INTER_AREA / 255, black
-# padding, symmetric padding before pool5.
+# Named combinations of extractor settings. `default`: dense clips of consecutive frames,
+# the Caffe preprocessing. `seed` reproduces the input of the pipeline this project replaces
+# (fc7 within 1.7e-6 of its own code): 128 frames per video (short ones centred and padded
+# with black frames), 8 clips 16 apart, 112x112 INTER_AREA / 255, symmetric pool5 padding.
 RECIPES = {
-    "default": {"preprocess": "c3d", "pad": "edge", "pool5_pad": "caffe"},
-    "seed": {"preprocess": "reference", "pad": "zero", "pool5_pad": "symmetric"},
+    "default": {
+        "sampling": "dense",
+        "clip_stride": 8,
+        "preprocess": "c3d",
+        "pad": "edge",
+        "pool5_pad": "caffe",
+    },
+    "seed": {
+        "sampling": "pad",
+        "frames": 128,
+        "clip_stride": 16,
+        "preprocess": "reference",
+        "pad": "zero",
+        "pool5_pad": "symmetric",
+    },
 }
 MAX_UNITS = 8192
 
@@ -30,17 +45,18 @@ class ExtractConfig:
     video_root: str | None = None
     path_column: str = "file_path"
     label_column: str = "action"
-    frames: int = 128
-    clip_stride: int = 16
-    sampling: str = "pad"
     recipe: str = "default"
-    pad: str | None = None  # None: the recipe's value
+    sampling: str | None = None  # None: the recipe's value
+    clip_stride: int | None = None
+    frames: int | None = None  # only for --sampling pad|uniform
+    pad: str | None = None
     preprocess: str | None = None
     mean_file: str | None = None
     pool5_pad: str | None = None
+    fps: float | None = None  # frame rate of folders of frames without an `fps` column
     layer: str = "fc7"
     batch_clips: int = 16
-    decode_workers: int = 2
+    decode_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     shard_size: int = 256
     dtype: str = "float16"
     precision: str = "float32"
@@ -83,14 +99,19 @@ class TrainConfig:
     seed: int = 0
     normalize: bool = True
     memory_limit_mb: float = 4096.0
+    window_clips: int = 8
+    window_step: int | None = None  # None: spread the window over the sample
+    window_sampling: str = "uniform"  # uniform | center | random (new placement each epoch)
+    background: bool = False  # add the background class (stretches no segment covers)
+    background_label: str = "no_gesture"
 
     def __post_init__(self) -> None:
         """Settings from files arrive untyped: check them here, naming the setting."""
-        whole = ("batch_size", "epochs", "patience", "seed", "dense")
+        whole = ("batch_size", "epochs", "patience", "seed", "dense", "window_clips", "window_step")
         fractions = ("lr", "test_size", "val_size", "memory_limit_mb", "dropout")
         for name in (*whole, *fractions):
             value = getattr(self, name)
-            if value is None and name in ("dense", "dropout"):
+            if value is None and name in ("dense", "dropout", "window_step"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"setting {name} = {value!r}: expected a number")
@@ -98,7 +119,7 @@ class TrainConfig:
                 raise ConfigError(f"setting {name} = {value!r}: must be a finite number")
             if name in whole and value != int(value):
                 raise ConfigError(f"setting {name} = {value!r}: expected a whole number")
-        for name in ("lr", "batch_size", "epochs", "patience"):
+        for name in ("lr", "batch_size", "epochs", "patience", "window_clips"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} = {getattr(self, name)!r}: must be above 0")
         for name in ("seed", "dense", "memory_limit_mb"):  # memory limit 0: always stream
@@ -108,11 +129,13 @@ class TrainConfig:
             raise ConfigError(f"setting dropout = {self.dropout!r}: must be in [0, 1)")
         if self.units is not None:
             self.units = check_units(self.units)
-        for name in ("preset", "cell"):
+        if self.window_step is not None and self.window_step < 1:
+            raise ConfigError(f"setting window_step = {self.window_step!r}: must be above 0")
+        for name in ("preset", "cell", "window_sampling", "background_label"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"setting {name} = {value!r}: expected a name")
-        for name in ("class_weight", "normalize"):
+        for name in ("class_weight", "normalize", "background"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"setting {name} = {getattr(self, name)!r}: use true or false")
         for name in whole:
@@ -175,3 +198,21 @@ def check_units(units: object) -> tuple[int, ...]:
                 f"in 1..{MAX_UNITS}"
             )
     return tuple(units)
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    """How window probabilities become events (recorded with the output)."""
+
+    smoothing: int = 3  # windows in the causal moving average
+    on: float = 0.6  # a gesture fires when its smoothed probability reaches this
+    off: float = 0.4  # and ends when it falls below this
+    min_gap: int = 8  # frames: closer events of one label are merged
+
+    def __post_init__(self) -> None:
+        if self.smoothing < 1:
+            raise ConfigError(f"--smoothing {self.smoothing} must be at least 1")
+        if not 0 < self.off <= self.on <= 1:
+            raise ConfigError(f"thresholds need 0 < --off ({self.off}) <= --on ({self.on}) <= 1")
+        if self.min_gap < 0:
+            raise ConfigError(f"--min-gap {self.min_gap} must not be negative")

@@ -1,7 +1,15 @@
-"""Splits and tf.data pipelines over a cache.
+"""Samples, splits, training windows and tf.data pipelines over a cache.
 
-The split is drawn from a seed over sorted video ids (stratified by label, grouped when the
-CSV had a `group` column or one file is cached under two paths), so the same cache and seed
+A sample is a segment (a whole video is one), or with `background` a stretch of an annotated
+recording that no segment covers. Its candidate clips are those whose centre lies inside it.
+A window of T clips is drawn from them when batches are built: spread uniformly (T bins,
+the middle clip of each), centred (T consecutive clips, or `step` apart), or at random each
+epoch (a random clip per bin, or a random placement with `step`): temporal augmentation
+without re-extraction. Short samples are masked, right-padded (valid clips first), the form
+the cuDNN LSTM kernel accepts.
+
+The split is drawn from a seed over sorted sample ids, stratified by label; samples of one
+recording, of one `group`, or of identical files stay together, so the same cache and seed
 give the same split on every machine.
 """
 
@@ -9,9 +17,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -20,70 +28,239 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from gesture_cache.cache import Cache
+from gesture_cache.cache import Cache, read_shard
+from gesture_cache.clips import CLIP_LEN
 from gesture_cache.errors import ConfigError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+WINDOW_SAMPLINGS = ("uniform", "center", "random")
 
 
-def split_groups(groups: np.ndarray, contents: np.ndarray) -> np.ndarray | None:
-    """Which videos must share a split: the same `group`, or the same file content (one
-    file listed under two paths). None when nothing ties any two videos together.
+@dataclass(frozen=True)
+class Window:
+    """How T clips are chosen from a sample's clips (recorded in the run, used by predict)."""
 
-    A blank group cell makes that video a group of its own (with a warning when other
-    cells are filled), so one missing value never switches grouping off for everyone."""
+    clips: int = 8
+    step: int | None = None  # clips between window positions; None: spread over the sample
+    sampling: str = "uniform"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.clips, bool) or not isinstance(self.clips, int) or self.clips < 1:
+            raise ConfigError(f"--window-clips {self.clips!r}: give a whole number of at least 1")
+        if self.step is not None and (
+            isinstance(self.step, bool) or not isinstance(self.step, int) or self.step < 1
+        ):
+            raise ConfigError(f"--window-step {self.step!r}: give a whole number of at least 1")
+        if self.sampling not in WINDOW_SAMPLINGS:
+            raise ConfigError(
+                f"unknown --window-sampling {self.sampling!r}: use one of {WINDOW_SAMPLINGS}"
+            )
+
+
+@dataclass
+class Samples:
+    """What training draws windows from; clips lo..hi of the cache's clip arrays."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+    recordings: np.ndarray  # recording id of each sample
+    contents: np.ndarray  # its recording's file sha256: identical files stay together
+    lo: np.ndarray
+    hi: np.ndarray
+    rec_lo: np.ndarray  # its recording's clips: a stepped window may reach past the sample
+    rec_hi: np.ndarray
+    shard: np.ndarray  # which shard holds its clips
+    fixed: bool  # every sample is its recording's fixed clips (schema 1, pad, uniform)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, rows: np.ndarray) -> Samples:
+        fields = (
+            "ids",
+            "labels",
+            "groups",
+            "recordings",
+            "contents",
+            "lo",
+            "hi",
+            "rec_lo",
+            "rec_hi",
+            "shard",
+        )
+        return Samples(**{f: getattr(self, f)[rows] for f in fields}, fixed=self.fixed)
+
+
+def cache_samples(
+    cache: Cache, background: bool = False, background_label: str = "no_gesture"
+) -> Samples:
+    """Every segment of the cache as a sample (plus background stretches, if asked)."""
+    recordings, segments = cache.recordings, cache.segments
+    index = {rid: i for i, rid in enumerate(recordings["recording_id"].tolist())}
+    fixed = cache.fixed_clips is not None or cache.manifest["extractor"]["sampling"] != "dense"
+    rows = [
+        (rid, label, group, start, end)
+        for rid, label, group, start, end in zip(
+            segments["recording_id"].tolist(),
+            segments["label"].tolist(),
+            segments["group"].tolist(),
+            segments["start_frame"].tolist(),
+            segments["end_frame"].tolist(),
+        )
+    ]
+    if background:
+        rows += background_rows(rows, recordings, index, background_label)
+    per_recording = pd.Series([r[0] for r in rows]).value_counts()
+    ids, lo, hi = [], [], []
+    for rid, label, _, start, end in rows:
+        i = index[rid]
+        whole = start == 0 and end == recordings["n_frames"][i] and per_recording[rid] == 1
+        ids.append(rid if whole else f"{rid}@{start}:{end}" + ("#bg" if label is None else ""))
+        first, last = candidate_clips(cache, i, start, end, fixed)
+        lo.append(first)
+        hi.append(last)
+    recording_rows = np.array([index[r[0]] for r in rows], np.int64)
+    rec_lo = recordings["clip_offset"][recording_rows]
+    return Samples(
+        ids=np.array(ids, dtype=object),
+        labels=np.array([background_label if r[1] is None else r[1] for r in rows], dtype=object),
+        groups=np.array([r[2] for r in rows], dtype=object),
+        recordings=np.array([r[0] for r in rows], dtype=object),
+        contents=recordings["sha256"][recording_rows],
+        lo=np.array(lo, np.int64),
+        hi=np.array(hi, np.int64),
+        rec_lo=rec_lo,
+        rec_hi=rec_lo + recordings["clip_count"][recording_rows],
+        shard=recordings["shard"][recording_rows],
+        fixed=fixed,
+    )
+
+
+def candidate_clips(cache: Cache, recording: int, start: int, end: int, fixed: bool) -> tuple:
+    """The clip range [lo, hi) of a segment: clips whose centre lies in it (at least the one
+    nearest its middle). Fixed layouts: all of the recording's clips."""
+    offset = int(cache.recordings["clip_offset"][recording])
+    count = int(cache.recordings["clip_count"][recording])
+    if fixed:
+        return offset, offset + count
+    centres = cache.clip_start[offset : offset + count] + CLIP_LEN // 2
+    first, last = np.searchsorted(centres, [start, end], side="left")
+    if first == last:
+        nearest = int(np.argmin(np.abs(centres - (start + end) / 2)))
+        first, last = nearest, nearest + 1
+    return offset + int(first), offset + int(last)
+
+
+def background_rows(rows: list[tuple], recordings: dict, index: dict, label: str) -> list[tuple]:
+    """Stretches of annotated recordings that no segment covers (at least one clip long), cut
+    into pieces about as long as the median segment, labelled None (background)."""
+    by_recording: dict[str, list[tuple[int, int]]] = {}
+    for rid, _, _, start, end in rows:
+        by_recording.setdefault(rid, []).append((start, end))
+    lengths = [end - start for _, lbl, _, start, end in rows if lbl != label]
+    piece = max(int(np.median(lengths)) if lengths else CLIP_LEN, CLIP_LEN)
+    groups = {rid: g for rid, _, g, _, _ in rows}
+    found = []
+    for rid, spans in by_recording.items():
+        n = int(recordings["n_frames"][index[rid]])
+        if spans == [(0, n)]:
+            continue  # a whole, pre-cut video has no background
+        covered = np.zeros(n + 2, bool)  # frame -1 and frame n count as covered
+        covered[[0, -1]] = True
+        for start, end in spans:
+            covered[start + 1 : end + 1] = True
+        edges = np.flatnonzero(np.diff(covered.astype(np.int8)))  # gap starts, then ends
+        for gap_start, gap_end in zip(edges[0::2], edges[1::2]):
+            found += _pieces(rid, groups[rid], int(gap_start), int(gap_end), piece)
+    return found
+
+
+def _pieces(rid: str, group: str, start: int, end: int, piece: int) -> list[tuple]:
+    """A background stretch cut into pieces of about `piece` frames (none under one clip)."""
+    if end - start < CLIP_LEN:
+        return []
+    count = max((end - start) // piece, 1)
+    bounds = np.linspace(start, end, count + 1).round().astype(int)
+    return [(rid, None, group, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+# --- splits -----------------------------------------------------------------------------
+
+
+def split_groups(groups: np.ndarray, ties: list[np.ndarray]) -> np.ndarray | None:
+    """Which samples must share a split: the same non-blank `group`, or the same value in
+    any of `ties` (recording id, file content). None when nothing ties two samples.
+
+    A blank group cell only ties through `ties`, so one missing value never switches
+    grouping off for everyone (a warning says how many are blank when others are filled)."""
     has_group = groups != ""
-    duplicated = len(set(contents.tolist())) < len(contents)
-    if not has_group.any() and not duplicated:
+    tied = has_group.any() or any(len(set(t.tolist())) < len(t) for t in ties)
+    if not tied:
         return None
     if has_group.any() and not has_group.all():
         log.warning(
-            "%d of %d videos have no group: each of them is a group of its own",
+            "%d of %d samples have no group: each of their recordings is a group of its own",
             int((~has_group).sum()),
             len(groups),
         )
     n = len(groups)
-    keys = [f"group:{g}" if g else f"video:{i}" for i, g in enumerate(groups)]
-    key_codes, key_names = pd.factorize(np.array(keys, dtype=object))
-    content_codes, _ = pd.factorize(np.asarray(contents, dtype=object))
-    # a graph over videos, group keys and contents; its components are the split's groups
-    rows = np.concatenate([np.arange(n), np.arange(n)])
-    columns = np.concatenate([n + key_codes, n + len(key_names) + content_codes])
-    size = n + len(key_names) + content_codes.max() + 1
-    graph = coo_matrix((np.ones(2 * n), (rows, columns)), shape=(size, size))
+    keys = [np.array([f"group:{g}" if g else f"none:{i}" for i, g in enumerate(groups)], object)]
+    keys += [np.asarray(t, dtype=object) for t in ties]
+    rows, columns, size = [], [], n
+    for key in keys:
+        codes, names = pd.factorize(key)
+        rows.append(np.arange(n))
+        columns.append(size + codes)
+        size += len(names)
+    graph = coo_matrix(
+        (np.ones(n * len(keys)), (np.concatenate(rows), np.concatenate(columns))),
+        shape=(size, size),
+    )
     _, component = connected_components(graph, directed=False)
     return component[:n].astype(str)
 
 
+def split_samples(samples: Samples, test_size: float, val_size: float, seed: int) -> np.ndarray:
+    """'train', 'val' or 'test' for each sample, in order."""
+    return split_videos(
+        samples.ids,
+        samples.labels,
+        samples.groups,
+        test_size,
+        val_size,
+        seed,
+        ties=[samples.recordings, samples.contents],
+    )
+
+
 def split_videos(
-    video_ids: np.ndarray,
+    ids: np.ndarray,
     labels: np.ndarray,
     groups: np.ndarray,
     test_size: float,
     val_size: float,
     seed: int,
-    contents: np.ndarray | None = None,
+    ties: list[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """'train', 'val' or 'test' for each video, in the order given. `contents` (file sha256)
-    keeps identical files in one split."""
+    """'train', 'val' or 'test' for each id, in the order given: stratified, drawn from a
+    seed over sorted ids, grouped by `groups` and `ties` (see `split_groups`)."""
     if not 0 < test_size < 1 or not 0 <= val_size < 1 or test_size + val_size >= 1:
         raise ConfigError(
             f"--test-size {test_size} and --val-size {val_size} must be fractions "
-            "that leave videos to train on"
+            "that leave samples to train on"
         )
-    order = np.argsort(video_ids, kind="stable")
-    ids, y = video_ids[order], labels[order]
-    contents = video_ids if contents is None else contents
-    tied = split_groups(groups[order], contents[order])
-    grouped = tied is not None
-    g = tied if grouped else groups[order]
-    rest, test = _split(np.arange(len(ids)), y, g if grouped else None, test_size, seed)
+    order = np.argsort(ids, kind="stable")
+    y = labels[order]
+    tied = split_groups(groups[order], [t[order] for t in ties or []])
+    rest, test = _split(np.arange(len(ids)), y, tied, test_size, seed)
     split = np.full(len(ids), "train", dtype=object)
     split[test] = "test"
     if val_size:
         sub = rest
-        _, val = _split(sub, y[sub], g[sub] if grouped else None, val_size / (1 - test_size), seed)
+        g = tied[sub] if tied is not None else None
+        _, val = _split(sub, y[sub], g, val_size / (1 - test_size), seed)
         split[val] = "val"
     result = np.empty(len(ids), dtype=object)
     result[order] = split
@@ -100,135 +277,236 @@ def _split(
         folds = max(2, round(1 / fraction))
         splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
         keep, take = next(splitter.split(indices, labels, groups))
-    except ValueError as error:  # too few videos (or groups) of some class to stratify
+    except ValueError as error:  # too few samples (or groups) of some class to stratify
         log.warning("split cannot be stratified (%s); drawing it unstratified", error)
         if groups is None:
             return train_test_split(indices, test_size=fraction, random_state=seed)
-        splitter = GroupShuffleSplit(1, test_size=fraction, random_state=seed)
-        keep, take = next(splitter.split(indices, labels, groups))
+        try:
+            splitter = GroupShuffleSplit(1, test_size=fraction, random_state=seed)
+            keep, take = next(splitter.split(indices, labels, groups))
+        except ValueError:
+            log.warning(
+                "only %d groups (recordings, subjects or identical files): their samples are "
+                "split apart, so held-out scores are optimistic; add recordings",
+                len(set(groups.tolist())),
+            )
+            return train_test_split(indices, test_size=fraction, random_state=seed)
     return indices[keep], indices[take]
 
 
-def valid_first(features: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Move each video's valid clips to the front (keeping their order): right-padded masks."""
-    order = np.argsort(~mask, axis=1, kind="stable")
-    return (
-        np.take_along_axis(features, order[:, :, None], axis=1),
-        np.take_along_axis(mask, order, axis=1),
+# --- windows ------------------------------------------------------------------------------
+
+
+def window_positions(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    window: Window,
+    fixed: bool = False,
+    rng: np.random.Generator | None = None,
+    rec_lo: np.ndarray | None = None,
+    rec_hi: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clip indices (N, T) of each sample's window, and which of them are real (N, T).
+
+    Without a step, the window stays inside the sample's clips [lo, hi). With `step` K it
+    is T clips K apart around a centre clip inside the sample (its middle, or a random one),
+    reaching past the sample into its recording's clips [rec_lo, rec_hi) as the detector's
+    sliding windows do. `rng` draws random windows (training with `random`)."""
+    T = window.clips
+    steps = np.arange(T)[None, :]
+    n = (hi - lo)[:, None]
+    random = rng is not None and window.sampling == "random"
+    if fixed:
+        positions, inside = lo[:, None] + steps, steps < n
+    elif window.step is not None:
+        rec_lo = lo if rec_lo is None else rec_lo
+        rec_hi = hi if rec_hi is None else rec_hi
+        centre = rng.integers(lo, hi) if random else lo + (hi - lo - 1) // 2
+        first = centre - (T // 2) * window.step
+        last = first + (T - 1) * window.step
+        first = first - np.maximum(last - (rec_hi - 1), 0)  # shift inside the recording,
+        first = np.maximum(first, rec_lo)  # its start winning when it is too short
+        positions = first[:, None] + steps * window.step
+        inside = positions < rec_hi[:, None]
+        hi = rec_hi
+    elif window.sampling == "center":
+        offset = np.maximum(n - T, 0) // 2
+        positions = lo[:, None] + offset + steps
+        inside = positions < hi[:, None]
+    else:  # T bins over the sample's clips: the middle of each, or a random one
+        left = lo[:, None] + (steps * n) // T
+        right = lo[:, None] + ((steps + 1) * n) // T
+        width = np.maximum(right - left, 1)
+        pick = (rng.random(left.shape) * width).astype(np.int64) if random else (width - 1) // 2
+        positions = np.where(n >= T, left + pick, lo[:, None] + steps)
+        inside = positions < hi[:, None]
+    return np.minimum(positions, hi[:, None] - 1), inside
+
+
+def batch_windows(
+    samples: Samples,
+    clip_valid: np.ndarray,
+    window: Window,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Window positions and masks of some samples, valid clips first (right-padded)."""
+    return windows(
+        samples.lo,
+        samples.hi,
+        clip_valid,
+        window,
+        samples.fixed,
+        rng,
+        samples.rec_lo,
+        samples.rec_hi,
     )
 
 
-def standardisation(
-    features: np.ndarray, mask: np.ndarray, rows: np.ndarray, chunk: int = 256
+def windows(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    clip_valid: np.ndarray,
+    window: Window,
+    fixed: bool = False,
+    rng: np.random.Generator | None = None,
+    rec_lo: np.ndarray | None = None,
+    rec_hi: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance per feature over the valid clips of `rows` (the training split),
-    `chunk` videos at a time, so the float64 copy stays small.
+    """Window positions (N, T) into the clip arrays and masks (N, T), valid clips first."""
+    positions, inside = window_positions(lo, hi, window, fixed, rng, rec_lo, rec_hi)
+    mask = inside & clip_valid[positions]
+    mask[~mask.any(axis=1), 0] = True  # every window reads at least one clip
+    order = np.argsort(~mask, axis=1, kind="stable")
+    return np.take_along_axis(positions, order, 1), np.take_along_axis(mask, order, 1)
+
+
+# --- standardisation and datasets ----------------------------------------------------------
+
+
+def sample_clips(samples: Samples, clip_valid: np.ndarray) -> np.ndarray:
+    """Every valid clip a sample could draw (each once)."""
+    clips = np.unique(np.concatenate([np.arange(a, b) for a, b in zip(samples.lo, samples.hi)]))
+    return clips[clip_valid[clips]]
+
+
+def standardisation(
+    features: np.ndarray, clips: np.ndarray, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance per feature over the given clips, `chunk` at a time (the float64
+    copy stays small).
 
     scikit-learn's StandardScaler treats constant features as spread 1; a tiny epsilon would
-    turn fc7 dimensions that are zero in every training video into huge test-time values.
+    turn fc7 dimensions that are zero in every training clip into huge test-time values.
     """
     scaler = StandardScaler()
-    for start in range(0, len(rows), chunk):
-        chosen = rows[start : start + chunk]
-        scaler.partial_fit(features[chosen][mask[chosen]].astype(np.float64))
+    for start in range(0, len(clips), chunk):
+        scaler.partial_fit(features[clips[start : start + chunk]].astype(np.float64))
     return scaler.mean_.astype(np.float32), (scaler.scale_**2).astype(np.float32)
 
 
-def streaming_standardisation(cache: Cache, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`standardisation` over the chosen rows, reading one shard at a time."""
+def streaming_standardisation(cache: Cache, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
+    """`standardisation` over the samples' clips, reading one shard at a time."""
     scaler = StandardScaler()
-    for chosen, features in _read_by_shard(cache, rows):
-        scaler.partial_fit(features[cache.mask[chosen]].astype(np.float64))
+    for shard, start, features in _shards(cache, np.unique(samples.shard)):
+        mine = samples.take(np.flatnonzero(samples.shard == shard))
+        clips = sample_clips(mine, cache.clip_valid)
+        scaler.partial_fit(features[clips - start].astype(np.float64))
     return scaler.mean_.astype(np.float32), (scaler.scale_**2).astype(np.float32)
 
 
-def cache_tensors(cache: Cache) -> tuple[tf.Tensor, tf.Tensor] | None:
-    """The loaded cache's features and masks as tensors, once for every split (None when
-    the cache streams from disk)."""
-    if cache.features is None:
-        return None
-    return tf.constant(cache.features), tf.constant(cache.mask)
-
-
-def in_memory_dataset(
-    features: tf.Tensor,
-    mask: tf.Tensor,
-    rows: np.ndarray,
+def window_dataset(
+    cache: Cache,
+    features: tf.Tensor | None,
+    samples: Samples,
     y: np.ndarray,
+    window: Window,
     batch_size: int,
     shuffle: bool,
     seed: int,
 ) -> tf.data.Dataset:
-    """Row indices -> shuffle -> batch -> gather from the whole cache's tensors -> prefetch.
+    """Batches ((features (B, T, D) float32, mask (B, T)), labels (B,)).
 
-    `features`/`mask` hold every video of the cache once, valid clips first (one copy
-    shared by all splits); `y` holds the labels of `rows`. Shuffling and batching indices,
-    then gathering a whole batch at once, keeps tf.data's per-element cost off the (T, D)
-    features: this runs as fast as `fit` on tensors.
-    """
-    rows, y = tf.constant(rows, tf.int64), tf.constant(y)
-
-    def gather(positions: tf.Tensor) -> tuple:
-        chosen = tf.gather(rows, positions)
-        batch = tf.cast(tf.gather(features, chosen), tf.float32)
-        return (batch, tf.gather(mask, chosen)), tf.gather(y, positions)
-
-    dataset = tf.data.Dataset.range(len(y))
-    if shuffle:
-        dataset = dataset.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    return (
-        dataset.batch(batch_size)
-        .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-def streaming_dataset(
-    cache: Cache, rows: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int
-) -> tf.data.Dataset:
-    """Reads the chosen rows shard by shard (for caches larger than --memory-limit)."""
-    T, D = cache.manifest["feature_shape"]
-    label_of = dict(zip(rows.tolist(), y.tolist()))
+    Window positions are drawn per batch in numpy (new random windows every epoch when
+    shuffling); features are gathered from `features`, the whole cache as one tensor, or
+    read shard by shard from disk when it is None (caches over --memory-limit)."""
     rng = np.random.default_rng(seed)
+    T, D = window.clips, cache.feature_dim
+    if features is None:  # batches never mix shards
+        batches = sum(-(-n // batch_size) for n in np.unique(samples.shard, return_counts=True)[1])
+    else:
+        batches = -(-len(samples) // batch_size)
+    if features is None:
+        generator = lambda: _streamed_batches(cache, samples, y, window, batch_size, shuffle, rng)  # noqa: E731
+        signature = (
+            (tf.TensorSpec((None, T, D), tf.float32), tf.TensorSpec((None, T), tf.bool)),
+            tf.TensorSpec((None,), tf.int32),
+        )
+        dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
+    else:
+        generator = lambda: _index_batches(cache, samples, y, window, batch_size, shuffle, rng)  # noqa: E731
+        signature = (
+            tf.TensorSpec((None, T), tf.int64),
+            tf.TensorSpec((None, T), tf.bool),
+            tf.TensorSpec((None,), tf.int32),
+        )
 
-    def videos() -> Iterator:
-        for chosen, features in _read_by_shard(cache, rows, rng if shuffle else None):
-            features, mask = valid_first(features, cache.mask[chosen])
-            for row, video_features, video_mask in zip(chosen, features, mask):
-                yield (video_features, video_mask), label_of[row]
+        def gather(positions: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor) -> tuple:
+            return (tf.cast(tf.gather(features, positions), tf.float32), mask), labels
 
-    signature = (
-        (tf.TensorSpec((T, D), cache.manifest["dtype"]), tf.TensorSpec((T,), tf.bool)),
-        tf.TensorSpec((), tf.int32),
-    )
-    dataset = tf.data.Dataset.from_generator(videos, output_signature=signature)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(rows)))  # Keras' steps
-    if shuffle:
-        dataset = dataset.shuffle(4 * batch_size, seed=seed)
-    return (
-        dataset.batch(batch_size)
-        .map(_to_float32, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-def _read_by_shard(
-    cache: Cache, rows: np.ndarray, rng: np.random.Generator | None = None
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(rows, their features) one shard at a time; with `rng`, shards and rows in random order."""
-    counts = [s["videos"] for s in cache.manifest["shards"]]
-    shard_of = np.repeat(np.arange(len(counts)), counts)
-    start_of = np.concatenate([[0], np.cumsum(counts)])
-    shards = np.unique(shard_of[rows])
-    for shard in rng.permutation(shards) if rng is not None else shards:
-        chosen = rows[shard_of[rows] == shard]
-        if rng is not None:
-            chosen = rng.permutation(chosen)
-        with h5py.File(Path(cache.path) / cache.manifest["shards"][shard]["file"], "r") as f:
-            block = f["features"][()]
-        yield chosen, block[chosen - start_of[shard]]
+        dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
+        dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))  # Keras' steps
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _to_float32(inputs: tuple, y: tf.Tensor) -> tuple:
-    features, mask = inputs
-    return (tf.cast(features, tf.float32), mask), y
+def _index_batches(
+    cache: Cache,
+    samples: Samples,
+    y: np.ndarray,
+    window: Window,
+    batch_size: int,
+    shuffle: bool,
+    rng: np.random.Generator,
+) -> Iterator[tuple]:
+    order = rng.permutation(len(samples)) if shuffle else np.arange(len(samples))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        positions, mask = batch_windows(
+            samples.take(rows), cache.clip_valid, window, rng if shuffle else None
+        )
+        yield positions, mask, y[rows].astype(np.int32)
+
+
+def _streamed_batches(
+    cache: Cache,
+    samples: Samples,
+    y: np.ndarray,
+    window: Window,
+    batch_size: int,
+    shuffle: bool,
+    rng: np.random.Generator,
+) -> Iterator[tuple]:
+    shards = np.unique(samples.shard)
+    for shard, start, features in _shards(cache, rng.permutation(shards) if shuffle else shards):
+        rows = np.flatnonzero(samples.shard == shard)
+        rows = rng.permutation(rows) if shuffle else rows
+        for first in range(0, len(rows), batch_size):
+            chosen = rows[first : first + batch_size]
+            positions, mask = batch_windows(
+                samples.take(chosen), cache.clip_valid, window, rng if shuffle else None
+            )
+            batch = features[positions - start].astype(np.float32)
+            yield (batch, mask), y[chosen].astype(np.int32)
+
+
+def _shards(cache: Cache, shards: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(shard number, its first global clip index, its features), one shard at a time."""
+    counts = [
+        int(cache.recordings["clip_count"][cache.recordings["shard"] == s].sum())
+        for s in range(len(cache.manifest["shards"]))
+    ]
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for shard in shards:
+        name = cache.manifest["shards"][shard]["file"]
+        content = read_shard(Path(cache.path) / name, cache.schema_version, features=True)
+        yield int(shard), int(starts[shard]), content.features

@@ -1,18 +1,22 @@
-"""The extraction job: CSV rows -> decode workers -> batched C3D -> shard writer.
+"""The extraction job: CSV rows -> recordings -> decode workers -> batched backbone -> writer.
 
-Decoding runs in a thread pool (OpenCV releases the GIL) while the main thread feeds the
-model batches of `batch_clips` clips drawn from several videos at once.
+Decode workers (threads: OpenCV releases the GIL while it decodes and resizes) stream each
+recording's clips into one bounded queue; the main thread runs the backbone on batches of
+`batch_clips` clips drawn from whatever recordings are in flight, and hands a recording to
+the writer once all its clips have features. Memory stays bounded whatever the length:
+frames pass through a 16-frame ring buffer and at most a queue's worth of clips waits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import queue
+import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -22,33 +26,21 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from gesture_cache import __version__, c3d
-from gesture_cache.cache import CachedVideo, CacheWriter
+from gesture_cache import __version__
+from gesture_cache.cache import CachedRecording, Segment
 from gesture_cache.config import ExtractConfig
 from gesture_cache.errors import ConfigError
-from gesture_cache.files import file_sha256
-from gesture_cache.meta import VideoRow, read_meta, row_problem
-from gesture_cache.video import (
-    CLIP_LEN,
-    CROP_SIZE,
-    Layout,
-    Preprocessing,
-    Probe,
-    VideoError,
-    decode,
-    make_preprocessing,
-    to_clips,
-)
+from gesture_cache.extractor import Extractor, extractor_files, extractor_from_config
+from gesture_cache.meta import Row, read_meta
+from gesture_cache.video import Probe, VideoError, source_sha256, source_stat
+from gesture_cache.writer import CacheWriter
 
-# Bump whenever video.py or c3d.py changes what features come out for the same settings:
-# it is part of the fingerprint, so an old cache is never resumed with new code.
-FEATURES_VERSION = 2
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 log = logging.getLogger(__name__)
 
 
 class SetupError(ConfigError):
-    """Settings that stop the job before any video is read."""
+    """Settings that stop the job before any recording is read."""
 
 
 def software_versions() -> dict[str, str]:
@@ -68,243 +60,215 @@ class ExtractSummary:
     cached: int = 0
     skipped: int = 0
     duplicate_rows: int = 0
-    changed: int = 0  # cached videos whose file differs now
-    relabelled: int = 0  # cached videos whose CSV label differs from the cache's
-    short: int = 0  # cached videos that decode fewer frames than their container claims
+    changed: int = 0  # cached recordings whose file differs now
+    relabelled: int = 0  # rows whose label or segment is not what the cache holds
+    short: int = 0  # cached recordings that decode fewer frames than their container claims
+    overlaps: int = 0  # pairs of overlapping segments with different labels
     failed: Counter = field(default_factory=Counter)
     clips: int = 0
     seconds: float = 0.0
-    setup_seconds: float = 0.0  # reading the CSV, building C3D, loading weights
-    videos_in_cache: int = 0
+    setup_seconds: float = 0.0  # reading the CSV, building the backbone
+    recordings_in_cache: int = 0
     failures_recorded: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.videos_in_cache > 0
+        return self.recordings_in_cache > 0
+
+
+@dataclass
+class Job:
+    """One recording to extract and the rows that label it."""
+
+    recording_id: str
+    path: Path
+    rows: list[Row]
+    fps: float | None  # for folders of frames
 
 
 @dataclass
 class Decoded:
-    row: VideoRow
+    """What a decode worker learned of a recording once its last clip was out."""
+
     sha256: str
     file_size: int
     file_mtime: float
-    clips: np.ndarray  # (T, 16, 112, 112, 3) uint8
-    mask: np.ndarray
     probe: Probe
 
 
-class Extractor:
-    """C3D with weights, cut at a layer, plus the layout and preprocessing that feed it:
-    everything that turns a video file into a feature sequence (shared with `predict`).
-
-    The network is built on the first `clip_features` call, so a job whose videos all fail
-    to decode never pays for it."""
-
-    def __init__(self, spec: dict, weights: str | None, mean_file: str | None = None):
-        self.spec = spec
-        self.weights, self.mean_file = weights, mean_file
-        self.layout = Layout(spec["frames"], spec["clip_stride"], spec["sampling"], spec["pad"])
-        known = {f.name for f in fields(Preprocessing)}  # old caches also named the mean file
-        self.preprocessing = Preprocessing(
-            **{
-                k: tuple(v) if isinstance(v, list) else v
-                for k, v in spec["preprocessing"].items()
-                if k in known
-            }
-        )
-        self.feature_dim = 4096
-        self._forward: Callable | None = None
-
-    def _build(self) -> Callable:
-        spec = self.spec
-        dtype = None if spec["precision"] == "float32" else spec["precision"]
-        network = c3d.build_c3d(spec["pool5_pad"], dtype=dtype)
-        if self.weights:
-            c3d.load_keras2_weights(network, self.weights)
-        else:
-            c3d.randomize_weights(network, spec["weights"]["random_seed"])
-        mean_cube = (
-            c3d.load_mean_cube(self.mean_file, self.preprocessing) if self.mean_file else None
-        )
-        model = c3d.feature_extractor(network, spec["layer"], self.preprocessing, mean_cube)
-        signature = [tf.TensorSpec((None, CLIP_LEN, CROP_SIZE, CROP_SIZE, 3), tf.uint8)]
-        return tf.function(lambda clips: model(clips, training=False), input_signature=signature)
-
-    def clip_features(self, clips: np.ndarray) -> np.ndarray:
-        """uint8 clips (n, 16, 112, 112, 3) -> float32 features (n, D)."""
-        if self._forward is None:
-            self._forward = self._build()
-        return self._forward(clips).numpy()
-
-    def load(self, path: str | Path) -> tuple[np.ndarray, np.ndarray, Probe]:
-        """A video file -> its clips (T, 16, 112, 112, 3) uint8, clip mask (T,) and probe."""
-        frames, probe = decode(path, self.preprocessing)
-        clips, mask = to_clips(frames, self.layout)
-        return clips, mask, probe
-
-
-def extractor_spec(config: ExtractConfig) -> dict:
-    """What produced the features; its fingerprint decides whether a cache can be reused."""
-    if (config.weights is None) == (config.random_weights is None):
-        raise SetupError("give exactly one of --weights FILE.h5 or --random-weights SEED")
-    if config.precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
-        raise SetupError(f"unknown --precision {config.precision!r}")
-    if config.dtype not in ("float16", "float32"):
-        raise SetupError(f"unknown --dtype {config.dtype!r}: use float16 or float32")
-    if config.layer not in ("fc7", "fc6"):
-        raise SetupError(f"unknown --layer {config.layer!r}: use fc7 or fc6")
-    if config.mean_file and not Path(config.mean_file).is_file():
-        raise SetupError(f"--mean-file {config.mean_file} does not exist")
-    if config.weights:
-        if not Path(config.weights).is_file():
-            raise SetupError(f"--weights {config.weights} does not exist")
-        weights = {"sha256": file_sha256(config.weights)}
-    else:
-        weights = {"random_seed": int(config.random_weights)}
-    layout = Layout(config.frames, config.clip_stride, config.sampling, config.pad)
-    preprocessing = make_preprocessing(config.preprocess, config.mean_file)
-    if config.mean_file:
-        c3d.load_mean_cube(config.mean_file, preprocessing)  # its shape, checked up front
-    return {
-        "model": "C3D Sports-1M (Keras)",
-        "features_version": FEATURES_VERSION,
-        "layer": config.layer,
-        "weights": weights,
-        "preprocessing": asdict(preprocessing),
-        "frames": layout.frames,
-        "clip_len": CLIP_LEN,
-        "clip_stride": layout.clip_stride,
-        "sampling": layout.sampling,
-        "pad": layout.pad,
-        "pool5_pad": config.pool5_pad,
-        "precision": config.precision,
-    }
-
-
-def extractor_files(config: ExtractConfig) -> dict:
-    """The names of the files the extractor read: metadata, never part of the fingerprint."""
-    names = {"weights": config.weights, "mean_file": config.mean_file}
-    return {k: Path(v).name for k, v in names.items() if v}
-
-
-def in_partition(video_id: str, num_shards: int, shard_index: int) -> bool:
-    """Deterministic `--num-shards/--shard-index` split by a hash of the video id."""
-    digest = hashlib.sha256(video_id.encode()).digest()
+def in_partition(recording_id: str, num_shards: int, shard_index: int) -> bool:
+    """Deterministic `--num-shards/--shard-index` split by a hash of the recording id."""
+    digest = hashlib.sha256(recording_id.encode()).digest()
     return int.from_bytes(digest[:8], "big") % num_shards == shard_index
 
 
-def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig) -> ExtractSummary:
-    """Extract every usable video of the CSV into the cache at `out`, resuming if it exists."""
-    started = time.perf_counter()
+def check_settings(config: ExtractConfig) -> None:
     if not 0 <= config.shard_index < config.num_shards:
         raise SetupError(f"--shard-index {config.shard_index} is not in 0..{config.num_shards - 1}")
     for name in ("batch_clips", "decode_workers", "shard_size"):
         if getattr(config, name) < 1:
             raise SetupError(f"--{name.replace('_', '-')} must be at least 1")
+    if config.dtype not in ("float16", "float32"):
+        raise SetupError(f"unknown --dtype {config.dtype!r}: use float16 or float32")
+    if config.mean_file and not Path(config.mean_file).is_file():
+        raise SetupError(f"--mean-file {config.mean_file} does not exist")
+    if config.fps is not None and not config.fps > 0:
+        raise SetupError(f"--fps {config.fps} must be above 0")
+
+
+def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig) -> ExtractSummary:
+    """Extract every usable recording of the CSV into the cache at `out`, resuming if it
+    exists."""
+    started = time.perf_counter()
+    check_settings(config)
     rows = read_meta(csv_path, config.video_root, config.path_column, config.label_column)
-    rows = [r for r in rows if in_partition(r.video_id, config.num_shards, config.shard_index)]
-    spec = extractor_spec(config)
-    extractor = Extractor(spec, config.weights, config.mean_file)
-    shape = (extractor.layout.num_clips, extractor.feature_dim)
+    rows = [r for r in rows if in_partition(r.recording_id, config.num_shards, config.shard_index)]
+    extractor = extractor_from_config(config)
     summary = ExtractSummary(setup_seconds=time.perf_counter() - started)
     files, software = extractor_files(config), software_versions()
-    with CacheWriter(out, spec, shape, config.dtype, config.shard_size, files, software) as writer:
-        todo = plan(rows, writer, config.retry_failed, summary)
+    with CacheWriter(
+        out, extractor.spec, extractor.feature_dim, config.dtype, config.shard_size, files, software
+    ) as writer:
+        jobs = plan(rows, writer, config, summary)
         pipeline_started = time.perf_counter()
-        with tqdm(total=len(todo), unit="video", desc="extract", dynamic_ncols=True) as bar:
+        with tqdm(total=len(jobs), unit="recording", desc="extract", dynamic_ncols=True) as bar:
 
-            def on_video(clip_count: int) -> None:
+            def progress(clip_count: int) -> None:
                 summary.clips += clip_count
                 bar.update()
                 elapsed = max(time.perf_counter() - pipeline_started, 1e-9)
                 bar.set_postfix(clips_per_s=f"{summary.clips / elapsed:.2f}")
 
-            run_pipeline(todo, extractor, writer, config, summary, on_video)
-        summary.videos_in_cache = writer.manifest["videos"] + len(writer.pending)
-        wanted = {r.video_id for r in rows}
-        summary.failures_recorded = sum(1 for v in writer.failures if v in wanted)
+            run_pipeline(jobs, extractor, writer, config, summary, progress)
+        summary.setup_seconds += getattr(extractor.backbone, "build_seconds", 0.0)
+        summary.recordings_in_cache = writer.manifest["recordings"] + len(writer.pending)
+        wanted = {r.recording_id for r in rows}
+        summary.failures_recorded = sum(1 for k in writer.failures if k.split("#")[0] in wanted)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
+# --- planning ---------------------------------------------------------------------------
+
+
 def plan(
-    rows: list[VideoRow], writer: CacheWriter, retry_failed: bool, summary: ExtractSummary
-) -> list[VideoRow]:
-    """Rows still to extract; bad rows become failures, done ones are skipped."""
-    by_id: dict[str, list[VideoRow]] = {}
+    rows: list[Row], writer: CacheWriter, config: ExtractConfig, summary: ExtractSummary
+) -> list[Job]:
+    """Recordings still to extract; bad rows become failures, done recordings are skipped."""
+    by_recording: dict[str, list[Row]] = {}
     for row in rows:
-        by_id.setdefault(row.video_id, []).append(row)
-    if retry_failed:
-        writer.forget_failures(set(by_id))
-    todo = []
-    for video_id, same in by_id.items():
-        row = same[0]
-        summary.duplicate_rows += len(same) - 1
-        if len(same) > 1:
-            log.warning(
-                "rows %s list the same video %r; it is cached once",
-                ", ".join(str(r.row) for r in same),
-                video_id,
-            )
-        if video_id in writer.done:
+        by_recording.setdefault(row.recording_id, []).append(row)
+    if config.retry_failed:
+        writer.forget_failures(set(by_recording))
+    jobs = []
+    for recording_id, same in by_recording.items():
+        same = unique_rows(same, summary)
+        if recording_id in writer.done:
             summary.skipped += 1
-            report_if_changed(row, writer, summary)
-        elif video_id in writer.failures:
+            report_if_changed(same, writer, summary)
+        elif recording_id in writer.failures:
             summary.skipped += 1
-        elif problem := row_problem(row):
-            fail(writer, summary, row, "bad_text", problem)
-        elif not video_id:
-            fail(writer, summary, row, "empty_path", f"row {row.row}: the path is empty")
-        elif not row.label:
-            fail(writer, summary, row, "empty_label", f"row {row.row} ({video_id}): empty label")
-        elif len({r.label for r in same}) > 1:
+        elif not recording_id:
+            fail(writer, summary, same[0], "empty_path", f"row {same[0].row}: the path is empty")
+        elif len({r.label for r in same if not r.is_segment}) > 1:
+            rows_text = ", ".join(str(r.row) for r in same if not r.is_segment)
             fail(
                 writer,
                 summary,
-                row,
+                same[0],
                 "conflicting_labels",
-                f"rows {', '.join(str(r.row) for r in same)} give {video_id!r} different labels",
+                f"rows {rows_text} give {recording_id!r} different labels",
             )
+        elif all(row_key(r) in writer.failures for r in same):
+            summary.skipped += 1  # every row recorded as failed on an earlier run
+        elif usable := usable_rows(same, writer, summary):
+            fps = next((r.fps for r in usable if r.fps), None) or config.fps
+            jobs.append(Job(recording_id, usable[0].path, usable, fps))
+    return jobs
+
+
+def unique_rows(rows: list[Row], summary: ExtractSummary) -> list[Row]:
+    """Rows that say the same thing twice (label and bounds) count once, with a warning."""
+    seen, unique = set(), []
+    for row in rows:
+        key = (row.label, row.start, row.end, row.in_seconds)
+        if key in seen:
+            summary.duplicate_rows += 1
+            log.warning(
+                "row %d repeats an earlier row for %r; used once", row.row, row.recording_id
+            )
+            continue
+        seen.add(key)
+        unique.append(row)
+    return unique
+
+
+def usable_rows(rows: list[Row], writer: CacheWriter, summary: ExtractSummary) -> list[Row]:
+    """The rows that can be used before decoding; the others become row failures."""
+    usable = []
+    for row in rows:
+        key = row_key(row)
+        if key in writer.failures:
+            continue
+        if row.problem:
+            fail(writer, summary, row, "bad_row", row.problem, key)
+        elif not row.label:
+            message = f"row {row.row} ({row.recording_id}): empty label"
+            fail(writer, summary, row, "empty_label", message, key)
         else:
-            todo.append(row)
-    return todo
+            usable.append(row)
+    return usable
 
 
-def report_if_changed(row: VideoRow, writer: CacheWriter, summary: ExtractSummary) -> None:
-    """A cached video whose CSV label or file changed since: said, counted, never silent."""
-    cached_label = writer.done_labels.get(row.video_id)
-    if cached_label is not None and cached_label != row.label:
-        summary.relabelled += 1
-        log.warning(
-            "row %d: %s is labelled %r in the CSV but %r in the cache; the cache keeps its "
-            "label: extract into a new cache to relabel",
-            row.row,
-            row.video_id,
-            row.label,
-            cached_label,
-        )
-    if not row.path.is_file():
+def row_key(row: Row) -> str:
+    return f"{row.recording_id}#{row.row}"
+
+
+def report_if_changed(rows: list[Row], writer: CacheWriter, summary: ExtractSummary) -> None:
+    """A cached recording whose rows or file changed since: said, counted, never silent."""
+    recording_id = rows[0].recording_id
+    n_frames, fps = writer.done_frames[recording_id]
+    cached = writer.done_segments.get(recording_id, set())
+    for row in rows:
+        bounds = row.frames(fps) or (0, n_frames)
+        if (row.label, *bounds) not in cached and row_key(row) not in writer.failures:
+            summary.relabelled += 1
+            log.warning(
+                "row %d: %s %r %s is not in the cache (label or segment changed since it was "
+                "extracted); the cache keeps what it has: extract into a new cache to change it",
+                row.row,
+                recording_id,
+                row.label,
+                list(bounds),
+            )
+    path = rows[0].path
+    if not path.exists():
         return
-    stat = row.path.stat()
-    if writer.done_stats.get(row.video_id) == (stat.st_size, stat.st_mtime):
+    if writer.done_stats.get(recording_id) == source_stat(path):
         return  # same size and time as when it was hashed: not re-hashed
-    if file_sha256(row.path) != writer.done[row.video_id]:
+    if source_sha256(path) != writer.done[recording_id]:
         summary.changed += 1
         log.warning(
-            "%s changed since it was cached (its sha256 differs); the cache "
-            "keeps the old features: extract into a new cache to use it",
-            row.video_id,
+            "%s changed since it was cached (its sha256 differs); the cache keeps the old "
+            "features: extract into a new cache to use it",
+            recording_id,
         )
 
 
 def fail(
-    writer: CacheWriter, summary: ExtractSummary, row: VideoRow, reason: str, message: str
+    writer: CacheWriter,
+    summary: ExtractSummary,
+    row: Row,
+    reason: str,
+    message: str,
+    key: str | None = None,
 ) -> None:
+    """Record a failure of a whole recording (key: its id) or of one row (`id#row`)."""
     summary.failed[reason] += 1
     writer.record_failure(
         {
-            "video_id": row.video_id,
+            "key": key or row.recording_id,
+            "recording_id": row.recording_id,
             "row": row.row,
             "label": row.label,
             "reason": reason,
@@ -313,161 +277,252 @@ def fail(
     )
 
 
-def load_row(row: VideoRow, extractor: Extractor) -> Decoded | VideoError:
-    """Decode one row (runs in a worker thread); a bad video is returned, not raised.
+# --- decoding ---------------------------------------------------------------------------
 
-    The file is hashed before and after decoding: a file replaced meanwhile is a failure,
-    so a cached sha256 always names the content that was decoded."""
-    try:
-        stat = row.path.stat() if row.path.is_file() else None
-        before = file_sha256(row.path) if stat else None
-        clips, mask, probe = extractor.load(row.path)
-        if file_sha256(row.path) != before or row.path.stat().st_mtime != stat.st_mtime:
-            raise VideoError("changed_while_reading", f"{row.path}: the file changed while read")
-        return Decoded(
-            row=row,
-            sha256=before,
-            file_size=stat.st_size,
-            file_mtime=stat.st_mtime,
-            clips=clips,
-            mask=mask,
-            probe=probe,
-        )
-    except VideoError as error:
-        return error
-    except Exception as error:  # noqa: BLE001 - any decoder crash is this video's failure
-        return VideoError("decode_error", f"{row.path}: {type(error).__name__}: {error}")
+
+def decode_job(job: Job, extractor: Extractor) -> Iterator[tuple[int, np.ndarray, bool]]:
+    """A recording's clips, then (returned) what was learned of it. The source is hashed
+    before and after decoding: one replaced meanwhile is a failure, so a cached sha256
+    always names the content that was decoded."""
+    frames = extractor.frames(job.path, job.fps)  # checks that the source can be read
+    size, mtime = source_stat(job.path)
+    sha256 = source_sha256(job.path)
+    yield from extractor.clips(frames)
+    if source_stat(job.path) != (size, mtime) or source_sha256(job.path) != sha256:
+        raise VideoError("changed_while_reading", f"{job.path}: the file changed while read")
+    return Decoded(sha256, size, mtime, frames.probe)
+
+
+@dataclass
+class InFlight:
+    """A recording whose clips are being computed."""
+
+    job: Job
+    clip_start: list[int] = field(default_factory=list)
+    clip_valid: list[bool] = field(default_factory=list)
+    features: list[np.ndarray] = field(default_factory=list)
+    waiting: int = 0  # clips handed to the batch, not computed yet
+    decoded: Decoded | None = None  # set when its last clip is out
+    failed: bool = False
+
+
+class DecodeWorkers:
+    """Threads that stream the jobs' clips into one bounded queue: ("clip", index, start,
+    clip, valid), then ("done", index, Decoded) or ("failed", index, VideoError)."""
+
+    def __init__(self, jobs: list[Job], extractor: Extractor, workers: int, capacity: int):
+        self.jobs, self.extractor = jobs, extractor
+        self.items: queue.Queue = queue.Queue(maxsize=capacity)
+        self.stop = threading.Event()
+        self._next = iter(range(len(jobs)))
+        self._take = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._work, daemon=True, name=f"decode-{i}")
+            for i in range(min(workers, max(len(jobs), 1)))
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def __iter__(self) -> Iterator[tuple]:
+        running = len(self.threads)
+        while running:
+            item = self.items.get()
+            if item[0] == "exit":
+                running -= 1
+            else:
+                yield item
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+    def _work(self) -> None:
+        while not self.stop.is_set():
+            with self._take:
+                index = next(self._next, None)
+            if index is None:
+                break
+            self._decode(index)
+        self._put(("exit",))
+
+    def _decode(self, index: int) -> None:
+        job = self.jobs[index]
+        try:
+            clips = decode_job(job, self.extractor)
+            while True:
+                try:
+                    start, clip, valid = next(clips)
+                except StopIteration as end:
+                    self._put(("done", index, end.value))
+                    return
+                if not self._put(("clip", index, start, clip, valid)):
+                    return
+        except VideoError as error:
+            self._put(("failed", index, error))
+        except Exception as error:  # noqa: BLE001 - any decoder crash is this recording's failure
+            message = f"{job.path}: {type(error).__name__}: {error}"
+            self._put(("failed", index, VideoError("decode_error", message)))
+
+    def _put(self, item: tuple) -> bool:
+        """Queue an item, giving up (False) once the pipeline stops."""
+        while not self.stop.is_set():
+            try:
+                self.items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 def run_pipeline(
-    todo: list[VideoRow],
+    jobs: list[Job],
     extractor: Extractor,
     writer: CacheWriter,
     config: ExtractConfig,
     summary: ExtractSummary,
-    on_video: Callable[[int], None],
+    progress: Callable[[int], None],
 ) -> None:
-    batcher = ClipBatcher(extractor.clip_features, config.batch_clips)
-    with ThreadPoolExecutor(config.decode_workers) as pool:
-        loaded = ordered_map(
-            pool, lambda row: load_row(row, extractor), todo, ahead=2 * config.decode_workers + 2
-        )
-        for row, result in zip(todo, loaded):
-            if isinstance(result, VideoError):
-                fail(writer, summary, row, result.reason, str(result))
-                on_video(0)
-                continue
-            for decoded, features in batcher.add(result):
-                store(decoded, features, writer, config, summary, on_video)
-        for decoded, features in batcher.finish():
-            store(decoded, features, writer, config, summary, on_video)
+    in_flight: dict[int, InFlight] = {}
+    batch: list[tuple[int, np.ndarray]] = []
+
+    def run_batch() -> None:
+        outputs = extractor.backbone.forward(np.stack([clip for _, clip in batch]))
+        for (index, _), output in zip(batch, outputs):
+            in_flight[index].features.append(output)
+            in_flight[index].waiting -= 1
+        touched = {index for index, _ in batch}
+        batch.clear()
+        for index in touched:
+            finish(index)
+
+    def finish(index: int) -> None:
+        recording = in_flight[index]
+        if recording.failed and not recording.waiting:
+            del in_flight[index]
+        elif recording.decoded is not None and not recording.waiting:
+            store(recording, writer, config, summary)
+            progress(len(recording.clip_start))
+            del in_flight[index]
+
+    workers = DecodeWorkers(jobs, extractor, config.decode_workers, 2 * config.batch_clips + 16)
+    try:
+        for kind, index, *rest in workers:
+            recording = in_flight.setdefault(index, InFlight(jobs[index]))
+            if kind == "clip":
+                start, clip, valid = rest
+                recording.clip_start.append(start)
+                recording.clip_valid.append(valid)
+                recording.waiting += 1
+                batch.append((index, clip))
+                if len(batch) >= config.batch_clips:
+                    run_batch()
+            elif kind == "done":
+                recording.decoded = rest[0]
+                finish(index)
+            else:
+                error = rest[0]
+                recording.failed = True
+                fail(writer, summary, recording.job.rows[0], error.reason, str(error))
+                progress(0)
+                finish(index)
+        if batch:
+            run_batch()
+    finally:
+        workers.close()
+
+
+# --- storing ------------------------------------------------------------------------------
 
 
 def store(
-    decoded: Decoded,
-    features: np.ndarray,
-    writer: CacheWriter,
-    config: ExtractConfig,
-    summary: ExtractSummary,
-    on_video: Callable[[int], None],
+    recording: InFlight, writer: CacheWriter, config: ExtractConfig, summary: ExtractSummary
 ) -> None:
-    row, probe = decoded.row, decoded.probe
-    shortfall = probe.claimed_frames > probe.decoded_frames
-    if shortfall and config.strict:
-        fail(
-            writer,
-            summary,
-            row,
-            "frame_shortfall",
-            f"{row.path}: the container claims {probe.claimed_frames} frames but only "
-            f"{probe.decoded_frames} decode (--strict)",
+    """Check a finished recording, turn its rows into segments, hand it to the writer."""
+    job, decoded = recording.job, recording.decoded
+    probe, first = decoded.probe, job.rows[0]
+    features = np.stack(recording.features)
+    if probe.claimed_frames > probe.decoded_frames and config.strict:
+        message = (
+            f"{job.path}: the container claims {probe.claimed_frames} frames but only "
+            f"{probe.decoded_frames} decode (--strict)"
         )
-    elif not np.isfinite(features).all():
-        fail(writer, summary, row, "nonfinite_features", f"{row.path}: C3D gave inf or NaN")
-    elif config.dtype == "float16" and np.abs(features).max() > FLOAT16_MAX:
-        fail(
-            writer,
-            summary,
-            row,
-            "float16_overflow",
-            f"{row.path}: features reach {np.abs(features).max():.3g}, beyond float16; "
-            "use --dtype float32",
+        return fail(writer, summary, first, "frame_shortfall", message)
+    if not np.isfinite(features).all():
+        return fail(writer, summary, first, "nonfinite_features", f"{job.path}: inf or NaN")
+    if config.dtype == "float16" and np.abs(features).max() > FLOAT16_MAX:
+        message = (
+            f"{job.path}: features reach {np.abs(features).max():.3g}, beyond float16; "
+            "use --dtype float32"
         )
-    else:
-        writer.add(
-            CachedVideo(
-                video_id=row.video_id,
-                label=row.label,
-                group=row.group,
-                video_sha256=decoded.sha256,
-                features=features,
-                mask=decoded.mask,
-                n_frames=probe.decoded_frames,
-                fps=probe.fps,
-                height=probe.height,
-                width=probe.width,
-                claimed_frames=probe.claimed_frames,
-                file_size=decoded.file_size,
-                file_mtime=decoded.file_mtime,
-                extra=row.extra,
+        return fail(writer, summary, first, "float16_overflow", message)
+    segments = row_segments(job, probe, writer, summary)
+    if not segments:
+        return  # every row failed, each recorded
+    report_overlaps(job, segments, summary)
+    writer.add(
+        CachedRecording(
+            recording_id=job.recording_id,
+            sha256=decoded.sha256,
+            features=features,
+            clip_start=np.array(recording.clip_start, np.int64),
+            clip_valid=np.array(recording.clip_valid, bool),
+            segments=segments,
+            n_frames=probe.decoded_frames,
+            fps=probe.fps,
+            height=probe.height,
+            width=probe.width,
+            claimed_frames=probe.claimed_frames,
+            file_size=decoded.file_size,
+            file_mtime=decoded.file_mtime,
+        )
+    )
+    summary.cached += 1
+    if probe.claimed_frames > probe.decoded_frames:
+        summary.short += 1
+        log.warning(
+            "%s: the container claims %d frames, %d decode; cached what decodes",
+            job.path,
+            probe.claimed_frames,
+            probe.decoded_frames,
+        )
+
+
+def row_segments(
+    job: Job, probe: Probe, writer: CacheWriter, summary: ExtractSummary
+) -> list[Segment]:
+    """Each row's segment in frames; a row outside the recording is a row failure."""
+    n, segments = probe.decoded_frames, []
+    for row in job.rows:
+        if row.in_seconds and not probe.fps:
+            message = f"row {row.row}: times need a frame rate; {job.path} gives none (--fps)"
+            fail(writer, summary, row, "bad_segment", message, row_key(row))
+            continue
+        start, end = row.frames(probe.fps) or (0, n)
+        if not 0 <= start < end <= n:
+            message = (
+                f"row {row.row}: segment [{start}, {end}) is outside {job.recording_id} "
+                f"({n} frames)"
             )
-        )
-        summary.cached += 1
-        if shortfall:
-            summary.short += 1
-            log.warning(
-                "%s: the container claims %d frames, %d decode; cached what decodes",
-                row.path,
-                probe.claimed_frames,
-                probe.decoded_frames,
-            )
-    on_video(len(decoded.mask))
+            fail(writer, summary, row, "bad_segment", message, row_key(row))
+            continue
+        segments.append(Segment(row.label, start, end, row.group, row.row, row.extra))
+    return segments
 
 
-class ClipBatcher:
-    """Batches clips from consecutive videos into model calls of `batch_clips` and hands back
-    each video, in order, once all its clips have features."""
-
-    def __init__(self, forward: Callable[[np.ndarray], np.ndarray], batch_clips: int):
-        self.forward, self.batch_clips = forward, batch_clips
-        self.waiting: deque[tuple[Decoded, list[np.ndarray]]] = deque()
-        self.queue: deque[tuple[np.ndarray, list[np.ndarray]]] = deque()  # clip, its video's list
-
-    def add(self, decoded: Decoded) -> list[tuple[Decoded, np.ndarray]]:
-        features: list[np.ndarray] = []
-        self.waiting.append((decoded, features))
-        self.queue.extend((clip, features) for clip in decoded.clips)
-        while len(self.queue) >= self.batch_clips:
-            self._run(self.batch_clips)
-        return self._finished()
-
-    def finish(self) -> list[tuple[Decoded, np.ndarray]]:
-        while self.queue:
-            self._run(min(len(self.queue), self.batch_clips))
-        return self._finished()
-
-    def _run(self, n: int) -> None:
-        batch = [self.queue.popleft() for _ in range(n)]
-        outputs = self.forward(np.stack([clip for clip, _ in batch]))
-        for (_, features), output in zip(batch, outputs):
-            features.append(output)
-
-    def _finished(self) -> list[tuple[Decoded, np.ndarray]]:
-        finished = []
-        while self.waiting and len(self.waiting[0][1]) == len(self.waiting[0][0].clips):
-            decoded, features = self.waiting.popleft()
-            finished.append((decoded, np.stack(features)))
-        return finished
-
-
-def ordered_map(
-    pool: ThreadPoolExecutor, function: Callable, items: Iterable, ahead: int
-) -> Iterator:
-    """`pool.map` that keeps at most `ahead` items in flight (bounded memory)."""
-    pending: deque = deque()
-    for item in items:
-        pending.append(pool.submit(function, item))
-        if len(pending) >= ahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+def report_overlaps(job: Job, segments: list[Segment], summary: ExtractSummary) -> None:
+    ordered = sorted(segments, key=lambda s: s.start_frame)
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1 :]:
+            if b.start_frame >= a.end_frame:
+                break
+            if a.label != b.label:
+                summary.overlaps += 1
+                log.warning(
+                    "%s: rows %d (%s) and %d (%s) overlap with different labels",
+                    job.recording_id,
+                    a.row,
+                    a.label,
+                    b.row,
+                    b.label,
+                )

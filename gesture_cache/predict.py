@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cache.data import valid_first
+from gesture_cache.data import Window, windows
 from gesture_cache.errors import ConfigError
-from gesture_cache.extract import Extractor
+from gesture_cache.extractor import extractor_from_spec
 from gesture_cache.files import file_sha256
 from gesture_cache.train import load_best_model, read_run_config
 from gesture_cache.video import VideoError
@@ -79,6 +79,7 @@ def predict_videos(
     mean_file: str | None = None,
     top_k: int = 3,
     allow_other_weights: bool = False,
+    fps: float | None = None,
 ) -> list[dict]:
     """One result per video: the top-k classes with probabilities, or the error."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -88,23 +89,29 @@ def predict_videos(
     spec, files = saved["extractor"], saved.get("files", {})
     check_weights(spec, files, weights, random_weights, allow_other_weights)
     check_mean_file(spec["preprocessing"], files, mean_file)
-    if random_weights is not None:
-        spec = {**spec, "weights": {"random_seed": random_weights}}
-    extractor = Extractor(spec, weights, mean_file)
+    extractor = extractor_from_spec(spec, weights, random_weights, mean_file)
     classifier = load_best_model(run_dir)
-    classes = saved["cache"]["classes"]
+    classes = saved.get("classes", saved["cache"]["classes"])
+    window = Window(**saved["window"]) if "window" in saved else None
     results = []
     for video in videos:
         try:
-            clips, mask, _ = extractor.load(video)
+            clips = extractor.features(video, fps)
         except VideoError as error:
             results.append({"video": str(video), "error": f"{error.reason}: {error}"})
             continue
-        features = extractor.clip_features(clips)
         # the classifier learned from features stored at the cache's precision
-        features = features.astype(saved["cache"]["dtype"]).astype(np.float32)
-        features, mask = valid_first(features[None], mask[None])
-        probabilities = classifier.predict([features, mask], verbose=0)[0]
+        features = clips.features.astype(saved["cache"]["dtype"]).astype(np.float32)
+        fixed = not extractor.layout.streams
+        count = np.array([len(features)])
+        positions, mask = windows(
+            np.zeros(1, np.int64),
+            count,
+            clips.clip_valid,
+            window or Window(len(features)),  # schema-1 runs: the fixed clips
+            fixed,
+        )
+        probabilities = classifier.predict([features[positions], mask], verbose=0)[0]
         best = np.argsort(probabilities)[::-1][:top_k]
         results.append(
             {

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def extract_summary(summary: ExtractSummary, out: str | Path) -> str:
     clips_per_s = summary.clips / summary.seconds if summary.seconds else 0.0
     lines = [
-        f"cache {out}: {summary.videos_in_cache} videos",
+        f"cache {out}: {summary.recordings_in_cache} recordings",
         f"  this run: {summary.cached} cached, {summary.skipped} skipped (already done or "
         f"recorded as failed), {sum(summary.failed.values())} failed, "
         f"{summary.duplicate_rows} duplicate rows",
@@ -31,9 +31,11 @@ def extract_summary(summary: ExtractSummary, out: str | Path) -> str:
     if summary.changed:
         lines.append(f"  {summary.changed} cached videos have changed on disk since (see warnings)")
     if summary.relabelled:
-        lines.append(f"  {summary.relabelled} rows label a cached video differently (see warnings)")
+        lines.append(f"  {summary.relabelled} rows differ from the cached segments (see warnings)")
+    if summary.overlaps:
+        lines.append(f"  {summary.overlaps} overlapping segments with different labels")
     if summary.short:
-        lines.append(f"  {summary.short} videos decode fewer frames than they claim (cached)")
+        lines.append(f"  {summary.short} recordings decode fewer frames than claimed (cached)")
     for reason, count in sorted(summary.failed.items()):
         lines.append(f"  failed {reason}: {count}")
     if summary.failures_recorded:
@@ -66,11 +68,11 @@ def cache_info(manifest: dict, failures: dict[str, dict], shortfalls: list[tuple
         f"weights      {weights_text}",
         f"preprocess   {prep['name']}: resize {prep['resize']} {prep['interpolation']}, "
         f"crop {prep['crop']}, mean {mean}, scale {prep['scale']:g}",
-        f"layout       {extractor['frames']} frames, clips of {extractor['clip_len']} every "
-        f"{extractor['clip_stride']}, sampling {extractor['sampling']}, pad {extractor['pad']}, "
-        f"pool5 pad {extractor['pool5_pad']}",
-        f"features     {manifest['feature_shape']} {manifest['dtype']} per video",
-        f"videos       {manifest['videos']} in {len(manifest['shards'])} shards",
+        f"layout       sampling {extractor['sampling']}"
+        + (f" to {extractor['frames']} frames" if "frames" in extractor else "")
+        + f", clips of {extractor['clip_len']} every {extractor['clip_stride']}, "
+        f"pad {extractor['pad']}, pool5 pad {extractor['pool5_pad']}",
+        *contents(manifest),
         "classes      " + ", ".join(f"{c} ({n})" for c, n in manifest["class_counts"].items()),
     ]
     lines += [f"written by   {v}" for v in versions] or ["written by   (not recorded)"]
@@ -81,6 +83,21 @@ def cache_info(manifest: dict, failures: dict[str, dict], shortfalls: list[tuple
     for reason, count in sorted(Counter(r.get("reason", "?") for r in failures.values()).items()):
         lines.append(f"  {reason}: {count}")
     return "\n".join(lines)
+
+
+def contents(manifest: dict) -> list[str]:
+    """What a cache holds, in its schema's terms."""
+    shards = len(manifest["shards"])
+    if manifest["schema_version"] == 1:
+        return [
+            f"features     {manifest['feature_shape']} {manifest['dtype']} per video",
+            f"videos       {manifest['videos']} in {shards} shards",
+        ]
+    return [
+        f"features     {manifest['feature_dim']} {manifest['dtype']} per clip",
+        f"contents     {manifest['recordings']} recordings, {manifest['clips']} clips, "
+        f"{manifest['segments']} segments in {shards} shards",
+    ]
 
 
 def metrics_table(metrics: dict) -> str:
@@ -97,7 +114,7 @@ def metrics_table(metrics: dict) -> str:
     )
     return (
         f"accuracy {metrics['accuracy']:.3f}   macro-F1 {metrics['macro_f1']:.3f}   "
-        f"on {metrics['videos']} videos{warning}\n\n"
+        f"on {metrics['samples']} samples{warning}\n\n"
         f"{per_class.to_string(float_format=lambda v: f'{v:.3f}')}\n\n"
         f"confusion matrix (rows: true, columns: predicted)\n{matrix.to_string()}"
     )
@@ -169,7 +186,7 @@ def demo_summary(result: DemoResult) -> str:
             metrics_table(training.metrics),
             "",
             f"videos      {result.csv.parent} ({result.csv.name})",
-            f"cache       {result.cache} ({result.extraction.videos_in_cache} videos, "
+            f"cache       {result.cache} ({result.extraction.recordings_in_cache} recordings, "
             f"extracted in {result.extraction.seconds:.0f} s)",
             f"run         {result.run} ({training.epochs} epochs): model.keras, metrics.json, "
             "history.csv, learning_curves.png, confusion_matrix.png",
@@ -190,3 +207,79 @@ def study_table(study: optuna.Study) -> str:
         f"best: trial {best.number}, val_loss {best.value:.4f}, {best.user_attrs['run']}\n"
         f"      {best.params}"
     )
+
+
+def plot_timeline(detection, classes: list[str], background: str, out: Path, truth=None) -> Path:
+    """Per-window probabilities over time, the events found and (when known) the true
+    segments, as `out/<recording>.timeline.png`."""
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(12, 3.5))
+    centres = detection.clip_start + 8
+    colours = plt.get_cmap("tab10")
+    gestures = [i for i, c in enumerate(classes) if c != background]
+    for n, i in enumerate(gestures):
+        if len(detection.probabilities):
+            axis.plot(centres, detection.probabilities[:, i], color=colours(n), label=classes[i])
+    for event in detection.events:
+        n = gestures.index(classes.index(event.label))
+        axis.axvspan(event.start_frame, event.end_frame, 0.9, 1.0, color=colours(n), alpha=0.8)
+        axis.axvline(event.fired_frame, color=colours(n), linestyle=":", linewidth=1)
+    if truth is not None:
+        for row in truth.itertuples():
+            n = gestures.index(classes.index(row.label))
+            axis.axvspan(row.start_frame, row.end_frame, 0.0, 0.08, color=colours(n), alpha=0.8)
+    axis.set_ylim(0, 1.05)
+    axis.set_xlim(0, max(detection.n_frames, 1))
+    axis.set_xlabel("frame (top band: events, dotted: when they fired; bottom band: truth)")
+    axis.set_ylabel("probability")
+    axis.set_title(detection.recording)
+    axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    figure.tight_layout()
+    path = Path(out) / f"{Path(detection.recording).stem}.timeline.png"
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def detection_table(result) -> str:
+    """Per recording: events and time per frame; with scores, the score table."""
+    lines = []
+    for d in result.detections:
+        summary = d.summary()
+        skipped = f", {d.skipped} clips skipped (C3D fell behind)" if d.skipped else ""
+        lines.append(
+            f"{d.recording}: {len(d.events)} events, {summary['n_frames']} frames, "
+            f"{summary['ms_per_frame']:.1f} ms/frame{skipped}"
+        )
+        for e in d.events:
+            lines.append(
+                f"  {e.label:<20} frames {e.start_frame}-{e.end_frame}  fired at {e.fired_frame}"
+                f"  score {e.score:.2f}"
+            )
+    if result.scores:
+        lines += ["", score_table(result.scores)]
+    lines.append(f"\nwrote events.csv, recordings.csv, windows.npz, timelines in {result.out}")
+    return "\n".join(lines)
+
+
+def score_table(scores: dict) -> str:
+    o = scores["overall"]
+
+    def number(value, digits=3):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    rows = [
+        ("recordings", str(o["recordings"])),
+        ("gestures / detections", f"{o['gestures']} / {o['detections']}"),
+        ("Levenshtein accuracy", number(o["levenshtein_accuracy"])),
+        (f"segment F1 (IoU >= {o['iou_threshold']})", number(o["f1"])),
+        ("precision / recall", f"{number(o['precision'])} / {number(o['recall'])}"),
+        ("early detection (frames)", number(o["mean_delay_frames"], 1)),
+        ("early detection (of gesture)", number(o["mean_delay_fraction"])),
+        ("false firings / background min", number(o["false_firings_per_background_minute"], 2)),
+    ]
+    if "ms_per_frame" in o:
+        rows.append(("ms per frame", number(o["ms_per_frame"], 1)))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -1,7 +1,9 @@
-"""Synthetic videos of the four reference gestures, for the demo and the tests.
+"""Synthetic videos of the four reference gestures, for the demos and the tests.
 
 A hand-like shape (palm and fingers) clicks, swipes left, swipes right or shakes, with a
 random size, colour, position, speed, length, frame rate and background per video.
+Continuous recordings (`make_recordings`) put several gestures between idle stretches (no
+hand, or a resting fist drifting slowly) and list them as segments.
 """
 
 from __future__ import annotations
@@ -65,12 +67,7 @@ def write_video(path: Path, gesture: str, rng: np.random.Generator) -> None:
     width, height = FRAME_SIZES[rng.integers(len(FRAME_SIZES))]
     fps = float(rng.choice([15, 20, 25, 30]))
     n_frames = int(rng.integers(24, 49))
-    params = {
-        "cx": rng.uniform(0.4, 0.6),
-        "cy": rng.uniform(0.45, 0.65),
-        "cycles": rng.uniform(1.5, 3.0),
-        "sweep": rng.uniform(0.5, 0.7),
-    }
+    params = gesture_params(rng)
     scale = rng.uniform(0.7, 1.3) * width / 160
     colour = tuple(int(c) for c in rng.integers(150, 256, 3))
     background = make_background(rng, width, height)
@@ -94,4 +91,72 @@ def make_dataset(out: str | Path, per_class: int = 12, seed: int = 0) -> Path:
             rows.append({"file_path": relative.as_posix(), "action": gesture})
     csv_path = out / "meta.csv"
     pd.DataFrame(rows).to_csv(csv_path, index=False)
+    return csv_path
+
+
+def gesture_params(rng: np.random.Generator) -> dict:
+    return {
+        "cx": rng.uniform(0.4, 0.6),
+        "cy": rng.uniform(0.45, 0.65),
+        "cycles": rng.uniform(1.5, 3.0),
+        "sweep": rng.uniform(0.5, 0.7),
+    }
+
+
+def resting_pose(t: float, width: int, height: int, start: tuple[float, float]) -> dict:
+    """A loose fist drifting a few pixels: present, but no gesture."""
+    x = start[0] * width + 0.03 * width * np.sin(0.7 * t)
+    y = start[1] * height + 0.02 * height * np.cos(0.5 * t)
+    return {"x": x, "y": y, "angle": 0.0, "fingers": [0.15, 0.1, 0.1, 0.1, 0.1]}
+
+
+def write_recording(
+    path: Path, rng: np.random.Generator, gestures: int, size: tuple[int, int] = (160, 120)
+) -> list[dict]:
+    """A continuous recording: idle, gesture, idle, ..., idle. Returns its segments."""
+    width, height = size
+    fps = 25.0
+    scale = rng.uniform(0.8, 1.2) * width / 160
+    colour = tuple(int(c) for c in rng.integers(150, 256, 3))
+    background = make_background(rng, width, height)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    segments, frame = [], 0
+
+    def idle(n: int) -> None:
+        nonlocal frame
+        hand = rng.random() < 0.5
+        start = (rng.uniform(0.35, 0.65), rng.uniform(0.45, 0.65))
+        for i in range(n):
+            pose = resting_pose(i / fps, width, height, start)
+            writer.write(draw_frame(background, pose, scale, colour) if hand else background)
+        frame += n
+
+    for _ in range(gestures):
+        idle(int(rng.integers(24, 56)))
+        gesture = GESTURES[rng.integers(len(GESTURES))]
+        length, params = int(rng.integers(32, 49)), gesture_params(rng)
+        for i in range(length):
+            pose = hand_pose(gesture, i / (length - 1), width, height, params)
+            writer.write(draw_frame(background, pose, scale, colour))
+        segments.append({"start_frame": frame, "end_frame": frame + length, "action": gesture})
+        frame += length
+    idle(int(rng.integers(24, 56)))
+    writer.release()
+    return segments
+
+
+def make_recordings(out: str | Path, recordings: int, gestures: int = 6, seed: int = 0) -> Path:
+    """Write continuous recordings and `segments.csv` (file_path, action, start_frame,
+    end_frame) under `out`; returns the CSV."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(recordings):
+        name = f"recording_{i:03d}.avi"
+        for segment in write_recording(out / name, rng, gestures):
+            rows.append({"file_path": name, **segment})
+    csv_path = out / "segments.csv"
+    columns = ["file_path", "action", "start_frame", "end_frame"]
+    pd.DataFrame(rows, columns=columns).to_csv(csv_path, index=False)
     return csv_path

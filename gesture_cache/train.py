@@ -1,7 +1,9 @@
 """Fit, evaluate and the run folder.
 
-RUN/config.json        resolved hyperparameters, cache fingerprint and content digest, status
-RUN/split.csv          video_id, label, split (read back by --resume and --split-from)
+RUN/config.json        resolved hyperparameters, window, classes, cache fingerprint and content
+                       digest, extractor, status
+RUN/split.csv          sample_id, recording_id, label, split (read back by --resume and
+                       --split-from)
 RUN/model.keras        the best model by validation loss, across interruptions
 RUN/history.csv        one row per epoch
 RUN/metrics.json       test accuracy, macro-F1, per-class scores, confusion matrix
@@ -27,10 +29,11 @@ from sklearn.metrics import (
 from sklearn.utils.class_weight import compute_class_weight
 
 from gesture_cache import __version__, data, report
-from gesture_cache.cache import Cache, CacheError, open_cache, verified_manifest
+from gesture_cache.cache import Cache, CacheError, feature_dim, open_cache
 from gesture_cache.config import TrainConfig
 from gesture_cache.errors import GestureCacheError, RunError
 from gesture_cache.files import atomic_write, inside, read_json, write_json
+from gesture_cache.integrity import verified_manifest
 from gesture_cache.model import build_classifier, preset_hparams, trainable_parameters
 
 log = logging.getLogger(__name__)
@@ -57,10 +60,48 @@ class TrainResult:
     interrupted: bool
 
 
+@dataclass
+class TrainingData:
+    """A verified cache turned into samples, labels and the window that reads them."""
+
+    cache: Cache
+    samples: data.Samples
+    classes: list[str]
+    y: np.ndarray  # class index of each sample
+    window: data.Window
+    features: tf.Tensor | None  # the whole cache's features, or None when streamed
+
+    def dataset(self, rows: np.ndarray, batch_size: int, shuffle: bool, seed: int):
+        return data.window_dataset(
+            self.cache,
+            self.features,
+            self.samples.take(rows),
+            self.y[rows],
+            self.window,
+            batch_size,
+            shuffle,
+            seed,
+        )
+
+
 def resolve(config: TrainConfig) -> TrainConfig:
     """The config with every `None` filled from its preset."""
     preset = preset_hparams(config.preset)
     return replace(config, **{k: v for k, v in preset.items() if getattr(config, k) is None})
+
+
+def training_data(cache_path: str | Path, config: TrainConfig) -> TrainingData:
+    """Load and verify the cache, and lay out its samples as `config` asks."""
+    cache = load_verified_cache(cache_path, config.memory_limit_mb)
+    samples = data.cache_samples(cache, config.background, config.background_label)
+    classes = sorted(set(samples.labels.tolist()))
+    window = data.Window(config.window_clips, config.window_step, config.window_sampling)
+    if cache.fixed_clips is not None and window.clips != cache.fixed_clips:
+        log.info("a schema-1 cache: windows are its %d stored clips", cache.fixed_clips)
+        window = data.Window(cache.fixed_clips)
+    y = np.searchsorted(classes, samples.labels).astype(np.int32)
+    features = tf.constant(cache.features) if cache.features is not None else None
+    return TrainingData(cache, samples, classes, y, window, features)
 
 
 def train(
@@ -70,38 +111,30 @@ def train(
     split_from: str | Path | None = None,
 ) -> TrainResult:
     """Train a classifier on a cache into a new run folder. `split_from` reuses an earlier
-    run's split (videos it does not know go to training, with a warning)."""
+    run's split (samples it does not know go to training, with a warning)."""
     run_dir = Path(run_dir)
     if (run_dir / "config.json").exists() or (run_dir / "config.json").is_symlink():
         raise RunError(f"run folder {run_dir} already holds a run; use --resume or a new --out")
     config = resolve(config)
-    cache = load_verified_cache(cache_path, config.memory_limit_mb)
-    if len(cache.classes) < 2:
+    prepared = training_data(cache_path, config)
+    if len(prepared.classes) < 2:
         raise RunError(
-            f"cache {cache_path} has one class ({', '.join(cache.classes)}): "
-            "a classifier needs at least two"
+            f"cache {cache_path} has one class ({', '.join(prepared.classes)}): "
+            "a classifier needs at least two (--background adds the background class)"
         )
     if split_from:
-        split = split_from_run(Path(split_from), cache)
+        split = split_from_run(Path(split_from), prepared.samples)
     else:
-        split = data.split_videos(
-            cache.video_ids,
-            cache.labels,
-            cache.groups,
-            config.test_size,
-            config.val_size,
-            config.seed,
-            contents=cache.video_sha256,
-        )
-    run_config = start_run_folder(run_dir, cache, cache_path, config, split)
-    return fit_and_evaluate(run_dir, cache, config, split, run_config, resume=False)
+        split = data.split_samples(prepared.samples, config.test_size, config.val_size, config.seed)
+    run_config = start_run_folder(run_dir, prepared, cache_path, config, split)
+    return fit_and_evaluate(run_dir, prepared, config, split, run_config, resume=False)
 
 
 def resume(
     run_dir: str | Path, cache_path: str | Path | None = None, overrides: dict | None = None
 ) -> TrainResult:
     """Continue an interrupted run with its saved settings and split. The cache must hold
-    exactly the videos it held when the run began (its content digest)."""
+    exactly the data it held when the run began (its content digest)."""
     run_dir = Path(run_dir)
     saved = read_run_config(run_dir)
     if saved.get("status") == "finished":
@@ -116,40 +149,39 @@ def resume(
         )
     check_run_folder(run_dir)
     cache_path = cache_path or saved["cache"]["path"]
-    cache = load_verified_cache(cache_path, config.memory_limit_mb)
-    check_same_cache(cache, cache_path, saved)
-    split = read_split(run_dir, cache)
+    prepared = training_data(cache_path, config)
+    check_same_cache(prepared.cache, cache_path, saved)
+    split = read_split(run_dir, prepared.samples)
     saved["status"] = "running"
     save_json(run_dir, "config.json", saved)
-    return fit_and_evaluate(run_dir, cache, config, split, saved, resume=True)
+    return fit_and_evaluate(run_dir, prepared, config, split, saved, resume=True)
 
 
 def fit_and_evaluate(
     run_dir: Path,
-    cache: Cache,
+    prepared: TrainingData,
     config: TrainConfig,
     split: np.ndarray,
     run_config: dict,
     resume: bool,
 ) -> TrainResult:
     rows = {name: np.flatnonzero(split == name) for name in data.SPLITS}
-    y = np.searchsorted(cache.classes, cache.labels).astype(np.int32)
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    tensors = data.cache_tensors(cache)
     datasets = {
-        name: make_dataset(cache, tensors, rows[name], y, config, shuffle=name == "train")
+        name: prepared.dataset(rows[name], config.batch_size, name == "train", config.seed)
         for name in data.SPLITS
         if len(rows[name])
     }
-    model = compiled_classifier(cache, rows["train"], config)
+    model = compiled_classifier(prepared, rows["train"], config)
     log.info(
-        "%s: %s trainable parameters; %s",
+        "%s: %s trainable parameters; %s samples",
         config.preset,
         f"{trainable_parameters(model):,}",
         ", ".join(f"{n} {len(r)}" for n, r in rows.items()),
     )
     monitor = "val_loss" if "val" in datasets else "loss"
+    weigh = config.class_weight or config.background  # background must not swamp gestures
     interrupted = False
     try:
         model.fit(
@@ -157,8 +189,8 @@ def fit_and_evaluate(
             validation_data=datasets.get("val"),
             epochs=config.epochs,
             callbacks=training_callbacks(run_dir, monitor, config.patience, resume),
-            class_weight=balanced_class_weights(y[rows["train"]]) if config.class_weight else None,
-            shuffle=False,  # tf.data already shuffles, from the seed
+            class_weight=balanced_class_weights(prepared.y[rows["train"]]) if weigh else None,
+            shuffle=False,  # the dataset shuffles, from the seed
             verbose=2,
         )
     except KeyboardInterrupt:
@@ -173,8 +205,7 @@ def fit_and_evaluate(
         raise KeyboardInterrupt  # stopped before the first epoch ended: nothing to evaluate
 
     best = load_best_model(run_dir)
-    test = rows["test"]
-    metrics = compute_metrics(best, cache, tensors, test, y[test], cache.classes)
+    metrics = compute_metrics(best, prepared, rows["test"])
     save_json(run_dir, "metrics.json", metrics)
     history = pd.read_csv(run_dir / "history.csv")
     report.plot_learning_curves(history, inside(run_dir, "learning_curves.png"))
@@ -185,7 +216,11 @@ def fit_and_evaluate(
 
 
 def start_run_folder(
-    run_dir: Path, cache: Cache, cache_path: str | Path, config: TrainConfig, split: np.ndarray
+    run_dir: Path,
+    prepared: TrainingData,
+    cache_path: str | Path,
+    config: TrainConfig,
+    split: np.ndarray,
 ) -> dict:
     """Write split.csv and config.json (status "running") before training starts."""
     try:
@@ -193,17 +228,28 @@ def start_run_folder(
     except OSError as error:
         raise RunError(f"cannot create the run folder {run_dir}: {error}") from None
     check_run_folder(run_dir)
-    table = pd.DataFrame({"video_id": cache.video_ids, "label": cache.labels, "split": split})
+    samples, cache = prepared.samples, prepared.cache
+    table = pd.DataFrame(
+        {
+            "sample_id": samples.ids,
+            "recording_id": samples.recordings,
+            "label": samples.labels,
+            "split": split,
+        }
+    )
     save_bytes(run_dir, "split.csv", table.to_csv(index=False).encode())
     run_config = {
         "hparams": asdict(config),
+        "window": asdict(prepared.window),
+        "classes": prepared.classes,
         "cache": {
             "path": str(Path(cache_path).resolve()),
             "fingerprint": cache.fingerprint,
             "content_digest": cache.content_digest,
-            "videos": len(cache),
+            "schema_version": cache.schema_version,
+            "recordings": len(cache.recordings["recording_id"]),
             "classes": cache.classes,
-            "feature_shape": cache.manifest["feature_shape"],
+            "feature_dim": cache.feature_dim,
             "dtype": cache.manifest["dtype"],
             "random_weights": cache.random_weights,
         },
@@ -226,50 +272,52 @@ def check_same_cache(cache: Cache, cache_path: str | Path, saved: dict) -> None:
     digest = saved["cache"].get("content_digest")
     if digest is not None and cache.content_digest != digest:
         raise RunError(
-            f"cache {cache_path} does not hold the videos the run was trained on "
-            f"({len(cache)} videos now, {saved['cache'].get('videos', '?')} then: grown, "
-            "merged or another dataset); evaluate it with --cache, or train a new run "
-            "with --split-from to keep the old split"
+            f"cache {cache_path} does not hold the data the run was trained on "
+            f"({len(cache.recordings['recording_id'])} recordings now, "
+            f"{saved['cache'].get('recordings', '?')} then: grown, merged or another dataset); "
+            "evaluate it with --cache, or train a new run with --split-from to keep the old split"
         )
 
 
-def read_split(run_dir: Path, cache: Cache) -> np.ndarray:
-    """The run's split.csv, aligned to the cache's videos (which must all be in it)."""
-    path = run_file(run_dir, "split.csv")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        split_of = dict(zip(table["video_id"], table["split"]))
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, KeyError) as error:
-        raise RunError(f"{path} cannot be read: {error}") from None
-    if not set(split_of.values()) <= set(data.SPLITS):
-        raise RunError(f"{path}: split names must be {data.SPLITS}")
-    missing = [v for v in cache.video_ids if v not in split_of]
+def read_split(run_dir: Path, samples: data.Samples) -> np.ndarray:
+    """The run's split.csv, aligned to the samples (which must all be in it)."""
+    split_of = read_split_table(run_file(run_dir, "split.csv"))
+    missing = [v for v in samples.ids if v not in split_of]
     if missing:
         raise RunError(
-            f"{path} does not list {len(missing)} videos of the cache, e.g. {missing[0]}"
+            f"{run_dir / 'split.csv'} lacks {len(missing)} samples of the cache, e.g. {missing[0]}"
         )
-    return np.array([split_of[v] for v in cache.video_ids])
+    return np.array([split_of[v] for v in samples.ids])
 
 
-def split_from_run(other_run: Path, cache: Cache) -> np.ndarray:
-    """An earlier run's split for this cache: its videos keep their split, new videos go to
-    training (said with a count), videos it had that the cache lacks are reported."""
-    path = run_file(other_run, "split.csv")
+def read_split_table(path: Path) -> dict[str, str]:
+    """sample id -> split (runs of schema-1 caches named the column video_id)."""
     if not path.is_file():
-        raise RunError(f"--split-from {other_run}: no split.csv there")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if not {"video_id", "split"} <= set(table.columns):
-        raise RunError(f"{path}: expected columns video_id and split")
-    split_of = dict(zip(table["video_id"], table["split"]))
-    split = np.array([split_of.get(v, "train") for v in cache.video_ids])
-    new = sum(v not in split_of for v in cache.video_ids)
+        raise RunError(f"{path} does not exist")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        ids = table["sample_id"] if "sample_id" in table else table["video_id"]
+        split_of = dict(zip(ids, table["split"]))
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, KeyError) as error:
+        raise RunError(f"{path} cannot be read as a split: {error}") from None
+    if not set(split_of.values()) <= set(data.SPLITS):
+        raise RunError(f"{path}: split names must be {data.SPLITS}")
+    return split_of
+
+
+def split_from_run(other_run: Path, samples: data.Samples) -> np.ndarray:
+    """An earlier run's split for these samples: known samples keep their split, new ones go
+    to training (said with a count); samples it had that the cache lacks are reported."""
+    split_of = read_split_table(run_file(other_run, "split.csv"))
+    split = np.array([split_of.get(v, "train") for v in samples.ids])
+    new = sum(v not in split_of for v in samples.ids)
     if new:
-        log.warning("--split-from %s: %d videos it did not have go to training", other_run, new)
-    gone = len(set(split_of) - set(cache.video_ids))
+        log.warning("--split-from %s: %d samples it did not have go to training", other_run, new)
+    gone = len(set(split_of) - set(samples.ids))
     if gone:
-        log.warning("--split-from %s: %d of its videos are not in this cache", other_run, gone)
+        log.warning("--split-from %s: %d of its samples are not in this cache", other_run, gone)
     if not (split == "test").any():
-        raise RunError(f"--split-from {other_run}: none of its test videos is in this cache")
+        raise RunError(f"--split-from {other_run}: none of its test samples is in this cache")
     return split
 
 
@@ -294,17 +342,22 @@ def save_bytes(run_dir: Path, name: str, value: bytes) -> None:
     atomic_write(run_file(run_dir, name), value)
 
 
-def compiled_classifier(cache: Cache, train_rows: np.ndarray, config: TrainConfig) -> keras.Model:
-    """The configured classifier, standardising with statistics of the training rows only."""
+def compiled_classifier(
+    prepared: TrainingData, train_rows: np.ndarray, config: TrainConfig
+) -> keras.Model:
+    """The configured classifier, standardising with statistics of the training clips only."""
     mean = variance = None
+    train_samples = prepared.samples.take(train_rows)
+    cache = prepared.cache
     if config.normalize and cache.features is None:
-        mean, variance = data.streaming_standardisation(cache, train_rows)
+        mean, variance = data.streaming_standardisation(cache, train_samples)
     elif config.normalize:
-        mean, variance = data.standardisation(cache.features, cache.mask, train_rows)
+        clips = data.sample_clips(train_samples, cache.clip_valid)
+        mean, variance = data.standardisation(cache.features, clips)
     model = build_classifier(
         config.preset,
-        len(cache.classes),
-        tuple(cache.manifest["feature_shape"]),
+        len(prepared.classes),
+        (prepared.window.clips, cache.feature_dim),
         units=config.units,
         cell=config.cell,
         dense=config.dense,
@@ -356,8 +409,12 @@ def load_verified_cache(path: str | Path, memory_limit_mb: float) -> Cache:
     """Refuse a cache that fails `verify`; keep features on disk when holding them in
     memory would pass the limit (peak: MEMORY_COPIES times the features' size)."""
     manifest = verified_manifest(path)
-    T, D = manifest["feature_shape"]
-    size_mb = manifest["videos"] * T * D * np.dtype(manifest["dtype"]).itemsize / 2**20
+    rows = (
+        manifest["clips"]
+        if manifest["schema_version"] == 2
+        else (manifest["videos"] * manifest["feature_shape"][0])
+    )
+    size_mb = rows * feature_dim(manifest) * np.dtype(manifest["dtype"]).itemsize / 2**20
     peak_mb = MEMORY_COPIES * size_mb
     cache = open_cache(path, load_features=peak_mb <= memory_limit_mb, check_hashes=False)
     if cache.features is None:
@@ -366,8 +423,6 @@ def load_verified_cache(path: str | Path, memory_limit_mb: float) -> Cache:
             peak_mb,
             memory_limit_mb,
         )
-    else:
-        cache.features, cache.mask = data.valid_first(cache.features, cache.mask)
     if cache.random_weights:
         log.warning(
             "THE FEATURES IN %s COME FROM RANDOM C3D WEIGHTS: fine for a demo or a test, "
@@ -377,42 +432,18 @@ def load_verified_cache(path: str | Path, memory_limit_mb: float) -> Cache:
     return cache
 
 
-def make_dataset(
-    cache: Cache,
-    tensors: tuple | None,
-    rows: np.ndarray,
-    y: np.ndarray,
-    config: TrainConfig,
-    shuffle: bool,
-) -> tf.data.Dataset:
-    if tensors is None:
-        return data.streaming_dataset(cache, rows, y[rows], config.batch_size, shuffle, config.seed)
-    features, mask = tensors
-    return data.in_memory_dataset(
-        features, mask, rows, y[rows], config.batch_size, shuffle, config.seed
-    )
-
-
 def predict_proba(
-    model: keras.Model, cache: Cache, tensors: tuple | None, rows: np.ndarray, batch_size: int = 64
+    model: keras.Model, prepared: TrainingData, rows: np.ndarray, batch_size: int = 64
 ) -> np.ndarray:
-    dummy = np.zeros(len(cache), np.int32)
-    config = TrainConfig(batch_size=batch_size)
-    return model.predict(
-        make_dataset(cache, tensors, rows, dummy, config, shuffle=False), verbose=0
-    )
+    """Class probabilities of the samples `rows`, from their deterministic windows."""
+    dataset = prepared.dataset(rows, batch_size, shuffle=False, seed=0)
+    return model.predict(dataset, verbose=0)
 
 
-def compute_metrics(
-    model: keras.Model,
-    cache: Cache,
-    tensors: tuple | None,
-    rows: np.ndarray,
-    y: np.ndarray,
-    classes: list[str],
-) -> dict:
+def compute_metrics(model: keras.Model, prepared: TrainingData, rows: np.ndarray) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
-    predicted = predict_proba(model, cache, tensors, rows).argmax(axis=1)
+    classes, y = prepared.classes, prepared.y[rows]
+    predicted = predict_proba(model, prepared, rows).argmax(axis=1)
     labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(
         y, predicted, labels=labels, zero_division=0
@@ -420,41 +451,47 @@ def compute_metrics(
     return {
         "accuracy": float(accuracy_score(y, predicted)),
         "macro_f1": float(f1_score(y, predicted, labels=labels, average="macro", zero_division=0)),
-        "videos": len(rows),
+        "samples": len(rows),
         "classes": classes,
         "per_class": {
             c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for c, p, r, f, s in zip(classes, precision, recall, f1, support)
         },
         "confusion_matrix": confusion_matrix(y, predicted, labels=labels).tolist(),
-        "cache_fingerprint": cache.fingerprint,
-        "random_weights": cache.random_weights,
+        "cache_fingerprint": prepared.cache.fingerprint,
+        "random_weights": prepared.cache.random_weights,
     }
+
+
+def run_settings(saved: dict) -> TrainConfig:
+    return TrainConfig(**saved["hparams"])
 
 
 def evaluate_run(run_dir: str | Path, cache_path: str | Path | None = None) -> dict:
     """Metrics of a run's best model: on its own test split (the cache must still hold the
-    videos it was trained on), or on all of another cache built with the same extractor."""
+    data it was trained on), or on all of another cache built with the same extractor."""
     run_dir = Path(run_dir)
     saved = read_run_config(run_dir)
-    classes = saved["cache"]["classes"]
+    config = run_settings(saved)
     path = cache_path or saved["cache"]["path"]
-    cache = load_verified_cache(path, saved["hparams"]["memory_limit_mb"])
+    prepared = training_data(path, config)
+    classes = saved.get("classes", saved["cache"]["classes"])
     if cache_path is None:
-        check_same_cache(cache, path, saved)
-        rows = np.flatnonzero(read_split(run_dir, cache) == "test")
+        check_same_cache(prepared.cache, path, saved)
+        rows = np.flatnonzero(read_split(run_dir, prepared.samples) == "test")
     else:
-        if cache.fingerprint != saved["cache"]["fingerprint"]:
-            check_same_cache(cache, path, saved)  # raises, naming both fingerprints
-        unknown = sorted(set(cache.labels) - set(classes))
+        if prepared.cache.fingerprint != saved["cache"]["fingerprint"]:
+            check_same_cache(prepared.cache, path, saved)  # raises, naming both fingerprints
+        unknown = sorted(set(prepared.classes) - set(classes))
         if unknown:
             raise RunError(f"cache {path} has classes the run never saw: {unknown}")
-        rows = np.arange(len(cache))
+        rows = np.arange(len(prepared.samples))
     if not len(rows):
-        raise RunError(f"cache {path} holds none of the videos to evaluate run {run_dir} on")
-    y = np.searchsorted(classes, cache.labels[rows]).astype(np.int32)
-    model = load_best_model(run_dir)
-    return compute_metrics(model, cache, data.cache_tensors(cache), rows, y, classes)
+        raise RunError(f"cache {path} holds none of the samples to evaluate run {run_dir} on")
+    prepared.classes = classes
+    prepared.y = np.searchsorted(classes, prepared.samples.labels).astype(np.int32)
+    prepared.window = data.Window(**saved.get("window", asdict(prepared.window)))
+    return compute_metrics(load_best_model(run_dir), prepared, rows)
 
 
 def load_best_model(run_dir: Path) -> keras.Model:

@@ -1,7 +1,15 @@
-"""Decoding (OpenCV), the per-video probe, and the temporal layout of frames into clips."""
+"""Decoding recordings (video files or folders of frames, OpenCV), frame preprocessing, and
+the per-recording probe.
+
+Frames are decoded, resized and cropped one at a time (`Frames`), so a long 1080p recording
+never sits in memory whole.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +19,8 @@ import numpy as np
 from gesture_cache.errors import ConfigError, GestureCacheError
 from gesture_cache.files import file_sha256
 
-CLIP_LEN = 16  # frames per C3D clip
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+DEFAULT_FOLDER_FPS = 30.0
 CROP_SIZE = 112  # C3D's input height and width
 C3D_BGR_MEAN = (90.25, 97.66, 101.41)
 
@@ -64,84 +73,15 @@ def make_preprocessing(name: str = "c3d", mean_file: str | Path | None = None) -
     raise ConfigError(f"unknown preprocessing {name!r}: use 'c3d' or 'reference'")
 
 
-@dataclass(frozen=True)
-class Layout:
-    """How a video's frames become T clips of CLIP_LEN frames."""
-
-    frames: int = 128
-    clip_stride: int = 16
-    sampling: str = "pad"  # "pad" or "uniform"
-    pad: str = "edge"  # "edge" or "zero" (the reference's black frames)
-
-    def __post_init__(self) -> None:
-        if self.frames < CLIP_LEN:
-            raise ConfigError(f"--frames {self.frames} is shorter than one clip ({CLIP_LEN})")
-        if self.clip_stride < 1 or (self.frames - CLIP_LEN) % self.clip_stride:
-            raise ConfigError(
-                f"--clip-stride {self.clip_stride} must divide --frames - {CLIP_LEN} "
-                f"({self.frames - CLIP_LEN})"
-            )
-        if self.sampling not in ("pad", "uniform"):
-            raise ConfigError(f"unknown --sampling {self.sampling!r}: use 'pad' or 'uniform'")
-        if self.pad not in ("edge", "zero"):
-            raise ConfigError(f"unknown --pad {self.pad!r}: use 'edge' or 'zero'")
-
-    @property
-    def num_clips(self) -> int:
-        return (self.frames - CLIP_LEN) // self.clip_stride + 1
-
-
 @dataclass
 class Probe:
-    """What `check` reports for one video."""
+    """What is known of a recording: filled in as its frames are read."""
 
-    claimed_frames: int
+    claimed_frames: int  # what the container (or the folder's image count) says
     decoded_frames: int
     fps: float
     width: int
     height: int
-
-
-def frame_indices(n_frames: int, layout: Layout) -> np.ndarray:
-    """Index of the decoded frame at each of the layout's F positions; -1 marks padding.
-
-    `pad`: a short video is centred and padded (edge frames repeat, or -1 for zero pad);
-    a long one is subsampled uniformly. `uniform`: always resampled to F frames.
-    """
-    F = layout.frames
-    if layout.sampling == "uniform" or n_frames >= F:
-        return np.linspace(0, n_frames - 1, F).round().astype(np.int64)
-    left = (F - n_frames) // 2
-    positions = np.arange(F) - left
-    if layout.pad == "zero":
-        return np.where((positions >= 0) & (positions < n_frames), positions, -1)
-    return np.clip(positions, 0, n_frames - 1)
-
-
-def clip_mask(n_frames: int, layout: Layout) -> np.ndarray:
-    """A clip is valid when at least half its frames are real; at least one clip always is,
-    so every cached video has something for the classifier to read."""
-    F, T = layout.frames, layout.num_clips
-    if layout.sampling == "uniform" or n_frames >= F:
-        return np.ones(T, bool)
-    left = (F - n_frames) // 2
-    real = np.zeros(F, bool)
-    real[left : left + n_frames] = True
-    starts = np.arange(T) * layout.clip_stride
-    real_per_clip = np.array([real[s : s + CLIP_LEN].sum() for s in starts])
-    mask = real_per_clip * 2 >= CLIP_LEN
-    mask[np.argmax(real_per_clip)] = True
-    return mask
-
-
-def to_clips(frames: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
-    """Preprocessed frames (n, H, W, 3) -> clips (T, 16, H, W, 3) uint8 and mask (T,)."""
-    indices = frame_indices(len(frames), layout)
-    laid_out = frames[np.maximum(indices, 0)]
-    laid_out[indices < 0] = 0
-    starts = np.arange(layout.num_clips) * layout.clip_stride
-    clips = np.stack([laid_out[s : s + CLIP_LEN] for s in starts])
-    return clips, clip_mask(len(frames), layout)
 
 
 def prepare_frame(frame: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
@@ -153,47 +93,121 @@ def prepare_frame(frame: np.ndarray, preprocessing: Preprocessing) -> np.ndarray
     return resized[r0:r1, c0:c1]
 
 
-def decode(path: str | Path, preprocessing: Preprocessing | None) -> tuple[np.ndarray, Probe]:
-    """Every decodable frame of `path`, resized and cropped, as (n, 112, 112, 3) uint8 BGR.
+class Frames:
+    """The decoded BGR frames of a video file or a folder of images, one at a time, each
+    resized and cropped by `preprocessing` (kept whole when it is None). `probe` is complete
+    once iteration ends; a recording with no decodable frame raises VideoError then."""
 
-    Frames are resized as they are decoded, so a long 1080p video never sits in memory
-    whole. With `preprocessing=None` frames are only counted (what `check` needs).
-    """
+    def __init__(
+        self, path: str | Path, preprocessing: Preprocessing | None, fps: float | None = None
+    ):
+        self.path = Path(path)
+        self.preprocessing = preprocessing
+        _check_source(self.path)
+        if self.path.is_dir():
+            self.images = folder_images(self.path)
+            self.probe = Probe(len(self.images), 0, fps or DEFAULT_FOLDER_FPS, 0, 0)
+        else:
+            self.images = None
+            self.probe = Probe(0, 0, fps or 0.0, 0, 0)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        raw_frames = self._read_images() if self.images is not None else self._read_video()
+        for frame in raw_frames:
+            if frame.ndim == 2:
+                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+            elif frame.shape[2] == 4:
+                frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+            self.probe.decoded_frames += 1
+            self.probe.height, self.probe.width = frame.shape[:2]
+            yield frame if self.preprocessing is None else prepare_frame(frame, self.preprocessing)
+        if not self.probe.decoded_frames:
+            raise VideoError(
+                "no_frames",
+                f"{self.path}: opens, but no frame decodes (claims {self.probe.claimed_frames})",
+            )
+
+    def _read_video(self) -> Iterator[np.ndarray]:
+        capture = cv2.VideoCapture(str(self.path))
+        if not capture.isOpened():
+            raise VideoError("unreadable", f"{self.path}: OpenCV cannot open it as a video")
+        try:
+            self.probe.claimed_frames = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+            self.probe.fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0) or self.probe.fps
+            while True:
+                ok, frame = capture.read()
+                if not ok or frame is None:
+                    return
+                yield frame
+        finally:
+            capture.release()
+
+    def _read_images(self) -> Iterator[np.ndarray]:
+        for image in self.images:
+            frame = cv2.imread(str(image), cv2.IMREAD_UNCHANGED)
+            if frame is None or frame.size == 0:
+                raise VideoError("unreadable_image", f"{image}: cannot be read as an image")
+            if frame.dtype != np.uint8:
+                frame = cv2.convertScaleAbs(frame, alpha=255.0 / max(int(frame.max()), 1))
+            yield frame
+
+
+def natural_key(name: str) -> list:
+    """frame2.jpg before frame10.jpg."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def folder_images(folder: Path) -> list[Path]:
+    images = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    if not images:
+        raise VideoError(
+            "no_frames", f"{folder}: a folder, but holds no {'/'.join(IMAGE_SUFFIXES)} image"
+        )
+    return sorted(images, key=lambda p: natural_key(p.name))
+
+
+def decode(
+    path: str | Path, preprocessing: Preprocessing | None, fps: float | None = None
+) -> tuple[np.ndarray, Probe]:
+    """Every decodable frame of a recording, resized and cropped, as (n, 112, 112, 3) uint8."""
+    frames = Frames(path, preprocessing, fps)
+    return np.stack(list(frames)), frames.probe
+
+
+def probe(path: str | Path, fps: float | None = None) -> Probe:
+    """Open the recording and decode every frame, keeping none (what `check` reports)."""
+    frames = Frames(path, None, fps)
+    for _ in frames:
+        pass
+    return frames.probe
+
+
+def source_sha256(path: str | Path) -> str:
+    """sha256 of a video file; of a folder, over its images' names and contents."""
     path = Path(path)
-    _check_file(path)
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise VideoError("unreadable", f"{path}: OpenCV cannot open it as a video")
-    try:
-        claimed = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
-        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-        frames, decoded, width, height = [], 0, 0, 0
-        while True:
-            ok, frame = capture.read()
-            if not ok or frame is None:
-                break
-            decoded += 1
-            height, width = frame.shape[:2]
-            if preprocessing is not None:
-                if frame.ndim == 2:
-                    frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-                frames.append(prepare_frame(frame, preprocessing))
-    finally:
-        capture.release()
-    if not decoded:
-        raise VideoError("no_frames", f"{path}: opens, but no frame decodes (claims {claimed})")
-    info = Probe(claimed, decoded, fps, width, height)
-    return (np.stack(frames) if frames else np.empty((0,), np.uint8)), info
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for image in folder_images(path):
+        digest.update(f"{image.name}\0{file_sha256(image)}\n".encode())
+    return digest.hexdigest()
 
 
-def probe(path: str | Path) -> Probe:
-    """Open the video and decode every frame, keeping none (what `check` reports)."""
-    return decode(path, None)[1]
+def source_stat(path: str | Path) -> tuple[int, float]:
+    """(size, modification time) of a file; of a folder, summed sizes and the newest time."""
+    path = Path(path)
+    if not path.is_dir():
+        stat = path.stat()
+        return stat.st_size, stat.st_mtime
+    stats = [p.stat() for p in folder_images(path)]
+    return sum(s.st_size for s in stats), max(s.st_mtime for s in stats)
 
 
-def _check_file(path: Path) -> None:
+def _check_source(path: Path) -> None:
     if not path.exists():
         raise VideoError("missing", f"{path}: file not found")
+    if path.is_dir():
+        return
     if not path.is_file():
         raise VideoError("unreadable", f"{path}: not a regular file")
     if path.stat().st_size == 0:

@@ -49,3 +49,102 @@ def save_keras2_weights(model: keras.Model, path: Path) -> Path:
             for name, weight in zip(names, layer.weights):
                 group.create_dataset(name, data=np.asarray(weight.numpy()))
     return path
+
+
+def clips_of(cache, recording_id: str) -> np.ndarray:
+    """One recording's clip features from a loaded cache, as float32."""
+    i = list(cache.recordings["recording_id"]).index(recording_id)
+    offset, count = cache.recordings["clip_offset"][i], cache.recordings["clip_count"][i]
+    return cache.features[offset : offset + count].astype(np.float32)
+
+
+def unlist_last_shard(folder: Path, delete: bool = False) -> dict:
+    """The manifest as it was before its last shard was listed (a writer killed between the
+    shard's rename and the manifest's); the shard file stays unless `delete`."""
+    import json
+
+    from gesture_cache.cache import read_manifest, read_shard
+
+    manifest = read_manifest(folder)
+    last = manifest["shards"].pop()
+    content = read_shard(folder / last["file"], 2)
+    manifest["recordings"] -= last["recordings"]
+    manifest["clips"] -= last["clips"]
+    manifest["segments"] -= last["segments"]
+    for label in content.segments["label"]:
+        manifest["class_counts"][label] -= 1
+    manifest["class_counts"] = {k: v for k, v in manifest["class_counts"].items() if v}
+    manifest["classes"] = sorted(manifest["class_counts"])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    if delete:
+        (folder / last["file"]).unlink()
+    return last
+
+
+def write_v1_cache(folder: Path, labels: list[str], clips: int = 2, seed: int = 0) -> Path:
+    """A schema-1 cache as the first version of this tool wrote it: one (T, D) feature
+    sequence and one label per video, random features."""
+    import json
+
+    from gesture_cache.cache import fingerprint_of
+    from gesture_cache.files import file_sha256
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    n = len(labels)
+    extractor = {
+        "model": "C3D Sports-1M (Keras)",
+        "layer": "fc7",
+        "weights": {"random_seed": 0},
+        "preprocessing": {
+            "name": "c3d",
+            "resize": [171, 128],
+            "interpolation": "bilinear",
+            "crop": [8, 120, 29, 141],
+            "scale": 1.0,
+            "mean_bgr": [90.25, 97.66, 101.41],
+            "mean_file": None,
+            "mean_sha256": None,
+        },
+        "frames": 16 * clips,
+        "clip_len": 16,
+        "clip_stride": 16,
+        "sampling": "pad",
+        "pad": "edge",
+        "pool5_pad": "caffe",
+        "precision": "float32",
+    }
+    fingerprint = fingerprint_of(extractor)
+    strings = h5py.string_dtype("utf-8")
+    features = rng.random((n, clips, 4096)).astype(np.float16)
+    for i, label in enumerate(labels):  # something to learn: a class-dependent offset
+        features[i, :, :64] += sorted(set(labels)).index(label)
+    with h5py.File(folder / "part-00000.h5", "w") as f:
+        f.attrs["format"], f.attrs["schema_version"] = "gesture-cache", 1
+        f.attrs["fingerprint"] = fingerprint
+        f.create_dataset("features", data=features, chunks=(1, clips, 4096), compression="gzip")
+        f.create_dataset("mask", data=np.ones((n, clips), bool))
+        f.create_dataset("label", data=labels, dtype=strings)
+        f.create_dataset("video_id", data=[f"v{i:03d}.avi" for i in range(n)], dtype=strings)
+        f.create_dataset("video_sha256", data=[f"{i:064x}" for i in range(n)], dtype=strings)
+        f.create_dataset("group", data=[""] * n, dtype=strings)
+        for column, value in (("n_frames", 32), ("fps", 25.0), ("height", 48), ("width", 64)):
+            f.create_dataset(column, data=np.full(n, value))
+    counts = {c: labels.count(c) for c in sorted(set(labels))}
+    manifest = {
+        "format": "gesture-cache",
+        "schema_version": 1,
+        "created_by": "gesture_cache 0.1.0",
+        "extractor": extractor,
+        "fingerprint": fingerprint,
+        "feature_shape": [clips, 4096],
+        "dtype": "float16",
+        "classes": sorted(counts),
+        "class_counts": counts,
+        "shards": [
+            {"file": "part-00000.h5", "videos": n, "sha256": file_sha256(folder / "part-00000.h5")}
+        ],
+        "videos": n,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder

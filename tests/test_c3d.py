@@ -9,7 +9,7 @@ import pytest
 from gesture_cache.c3d import WeightsError, build_c3d, load_keras2_weights
 from gesture_cache.config import ExtractConfig
 from gesture_cache.errors import ConfigError
-from gesture_cache.extract import Extractor, extractor_spec
+from gesture_cache.extractor import extractor_from_config
 from tests.helpers import write_video
 
 REFERENCE_LAYERS = [
@@ -84,11 +84,10 @@ def test_features_match_an_independent_preprocessing(tmp_path, weights_file):
     fc7 = keras.Model(network.inputs, network.get_layer("fc7").output)
     expected = fc7.predict(clip, verbose=0)[0]
 
-    spec = extractor_spec(ExtractConfig(weights=str(weights_file), frames=16))
-    extractor = Extractor(spec, str(weights_file))
-    clips, mask, _ = extractor.load(video)
-    actual = extractor.clip_features(clips)[0]
-    assert mask.tolist() == [True]
+    extractor = extractor_from_config(ExtractConfig(weights=str(weights_file)))
+    clips = extractor.features(video)
+    actual = clips.features[0]
+    assert clips.clip_valid.tolist() == [True] and clips.clip_start.tolist() == [0]
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -117,13 +116,11 @@ def test_a_random_mean_cube_is_subtracted_before_the_crop(tmp_path, weights_file
         clip, verbose=0
     )[0]
 
-    config = ExtractConfig(
-        weights=str(weights_file), frames=16, mean_file=str(tmp_path / "mean.npy")
-    )
-    extractor = Extractor(extractor_spec(config), str(weights_file), config.mean_file)
-    clips, _, _ = extractor.load(video)
-    np.testing.assert_allclose(extractor.clip_features(clips)[0], expected, rtol=1e-4, atol=1e-4)
-    plain = Extractor(extractor_spec(ExtractConfig(weights=str(weights_file), frames=16)), None)
+    config = ExtractConfig(weights=str(weights_file), mean_file=str(tmp_path / "mean.npy"))
+    extractor = extractor_from_config(config)
+    actual = extractor.features(video).features[0]
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    plain = extractor_from_config(ExtractConfig(weights=str(weights_file)))
     assert (
         extractor.spec["preprocessing"]["mean_sha256"]
         and not plain.spec["preprocessing"]["mean_sha256"]
@@ -134,7 +131,7 @@ def test_a_mean_cube_of_another_shape_is_refused(tmp_path, weights_file):
     np.save(tmp_path / "mean.npy", np.zeros((16, 112, 112, 3), np.float32))
     config = ExtractConfig(weights=str(weights_file), mean_file=str(tmp_path / "mean.npy"))
     with pytest.raises(ConfigError, match=r"\(16, 112, 112, 3\).*\(3, 16, 128, 171\)"):
-        extractor_spec(config)
+        extractor_from_config(config)
 
 
 def test_weights_errors_name_the_problem(tmp_path, weights_file):

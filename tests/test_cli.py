@@ -50,16 +50,19 @@ def test_extract_real_videos_then_info_and_verify(tmp_path, shared_videos, capsy
             str(out),
             "--random-weights",
             "1",
-            "--frames",
-            "32",
             "--clip-stride",
-            "16",
+            "64",
         ]
     )
     assert code == 0
     cache = open_cache(out)
-    assert sorted(cache.video_ids) == ["Megamind.avi", "tree.avi"]
-    assert cache.features.shape == (2, 2, 4096)
+    assert sorted(cache.recordings["recording_id"]) == ["Megamind.avi", "tree.avi"]
+    n_frames = dict(zip(cache.recordings["recording_id"], cache.recordings["n_frames"]))
+    assert n_frames["tree.avi"] == 68  # what decodes, not the 444 the container claims
+    clips = {
+        rid: len(range(0, n - 16 + 1, 64)) + ((n - 16) % 64 > 0) for rid, n in n_frames.items()
+    }
+    assert cache.features.shape == (sum(clips.values()), 4096)
     capsys.readouterr()
     assert main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -82,8 +85,8 @@ def test_exit_codes(tmp_path, synth_csv, small_cache, capsys):
                 str(tmp_path / "c1"),
                 "--random-weights",
                 "0",
-                "--frames",
-                "16",
+                "--clip-stride",
+                "64",
             ]
         )
         == 1
@@ -101,13 +104,13 @@ def test_exit_codes(tmp_path, synth_csv, small_cache, capsys):
         str(tmp_path / "c2"),
         "--random-weights",
         "0",
-        "--frames",
-        "16",
+        "--clip-stride",
+        "64",
     ]
     assert main(args) == 0
     assert main([*args, "--strict"]) == 1  # resumes: nothing new, but a recorded failure
 
-    assert main(["extract", str(mixed), "--out", str(tmp_path / "c3"), "--frames", "16"]) == 2
+    assert main(["extract", str(mixed), "--out", str(tmp_path / "c3"), "--clip-stride", "64"]) == 2
     assert "--random-weights" in capsys.readouterr().err
     missing_columns = tmp_path / "cols.csv"
     missing_columns.write_text("video,label\na.avi,x\n")
@@ -134,7 +137,7 @@ def test_merge_refuses_different_fingerprints_and_tampered_sources(
     one.write_text(f"file_path,action\n{synth_csv.parent}/Shake_Hand/shake_hand_000.avi,x\n")
     other = tmp_path / "other"
     assert main(["extract", str(one), "--out", str(other), "--random-weights", "1",
-                 "--frames", "16"]) == 0  # fmt: skip
+                 "--clip-stride", "64"]) == 0  # fmt: skip
     assert main(["merge", str(small_cache), str(other), "--out", str(tmp_path / "m")]) == 2
     assert "another extractor" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()

@@ -5,12 +5,13 @@ import pytest
 
 from gesture_cache import open_cache
 from gesture_cache.data import (
-    cache_tensors,
-    in_memory_dataset,
+    Window,
+    cache_samples,
     split_videos,
     standardisation,
-    streaming_dataset,
-    valid_first,
+    window_dataset,
+    window_positions,
+    windows,
 )
 from gesture_cache.errors import ConfigError
 
@@ -50,44 +51,81 @@ def test_bad_split_sizes_are_refused():
         split_videos(ids, labels, np.full(80, ""), 0.7, 0.4, seed=0)
 
 
-def test_valid_clips_move_to_the_front_in_order():
-    features = np.arange(4, dtype=np.float32).reshape(1, 4, 1) + 1
-    mask = np.array([[False, True, False, True]])
-    moved, moved_mask = valid_first(features, mask)
-    assert moved[0, :, 0].tolist()[:2] == [2, 4] and moved_mask.tolist() == [[1, 1, 0, 0]]
-
-
 def test_standardisation_treats_constant_features_as_spread_one():
     rng = np.random.default_rng(0)
-    features = rng.normal(5, 2, (50, 3, 4)).astype(np.float32)
-    features[:, :, 1] = 0  # a ReLU unit that never fires in training
-    mask = np.ones((50, 3), bool)
-    mask[:, 2] = False
-    features[:, 2] = 1000  # padded clips must not count
-    mean, variance = standardisation(features, mask, np.arange(50), chunk=7)
+    features = rng.normal(5, 2, (150, 4)).astype(np.float32)
+    features[:, 1] = 0  # a ReLU unit that never fires in training
+    features[100:] = 1000  # clips not asked for must not count
+    mean, variance = standardisation(features, np.arange(100), chunk=7)
     assert variance[1] == 1 and mean[1] == 0
     assert abs(mean[0] - 5) < 0.5 and abs(variance[0] - 4) < 1.5
 
 
+def test_uniform_windows_spread_over_the_sample():
+    lo, hi = np.array([0, 100]), np.array([16, 104])
+    positions, inside = window_positions(lo, hi, Window(4))
+    assert positions[0].tolist() == [1, 5, 9, 13]  # the middle of each of 4 bins
+    assert positions[1].tolist() == [100, 101, 102, 103] and inside.all()
+    short, inside = window_positions(np.array([10]), np.array([12]), Window(4))
+    assert short[0].tolist() == [10, 11, 11, 11] and inside[0].tolist() == [1, 1, 0, 0]
+
+
+def test_center_and_stepped_windows():
+    lo, hi = np.array([0]), np.array([20])
+    assert window_positions(lo, hi, Window(4, sampling="center"))[0][0].tolist() == [8, 9, 10, 11]
+    stepped, _ = window_positions(lo, hi, Window(3, step=5))
+    assert stepped[0].tolist() == [4, 9, 14]  # span 11 centred in 20 clips
+    too_long, inside = window_positions(lo, np.array([6]), Window(3, step=5))
+    assert too_long[0].tolist() == [0, 5, 5] and inside[0].tolist() == [1, 1, 0]
+
+
+def test_random_windows_move_every_draw_and_stay_inside():
+    rng = np.random.default_rng(0)
+    lo, hi = np.zeros(50, np.int64), np.full(50, 40)
+    draws = [window_positions(lo, hi, Window(4, sampling="random"), rng=rng)[0] for _ in range(3)]
+    assert not np.array_equal(draws[0], draws[1])
+    for positions in draws:
+        assert positions.min() >= 0 and positions.max() < 40
+        assert (np.diff(positions, axis=1) > 0).all()  # one per bin, in order
+    fixed = window_positions(lo, hi, Window(4, sampling="random"))[0]  # no rng: deterministic
+    assert np.array_equal(fixed, window_positions(lo, hi, Window(4))[0])
+
+
+def test_masks_put_valid_clips_first():
+    valid = np.array([True, False, True, False, True])
+    positions, mask = windows(np.array([0]), np.array([5]), valid, Window(5), fixed=True)
+    assert positions[0].tolist()[:3] == [0, 2, 4] and mask[0].tolist() == [1, 1, 1, 0, 0]
+
+
+def test_segments_become_samples_with_their_clips(small_cache):
+    cache = open_cache(small_cache)
+    samples = cache_samples(cache)
+    assert len(samples) == 8 and set(samples.ids) == set(cache.recordings["recording_id"])
+    assert ((samples.hi - samples.lo) == cache.recordings["clip_count"]).all()
+
+
 def test_in_memory_and_streaming_datasets_agree(small_cache):
+    import tensorflow as tf
+
     cache = open_cache(small_cache)
     lazy = open_cache(small_cache, load_features=False)
     assert lazy.features is None
-    rows = np.array([0, 2, 3, 5, 7])
-    y = np.arange(len(cache), dtype=np.int32)
-    features, mask = cache_tensors(cache)
-    memory = in_memory_dataset(features, mask, rows, y[rows], 2, False, 0)
-    streamed = streaming_dataset(lazy, rows, y[rows], 2, True, 0)
+    samples = cache_samples(cache).take(np.array([0, 2, 3, 5, 7]))
+    y = np.arange(len(samples), dtype=np.int32)
+    window = Window(3)
+    memory = window_dataset(cache, tf.constant(cache.features), samples, y, window, 2, False, 0)
+    streamed = window_dataset(lazy, None, samples, y, window, 2, True, 0)
 
     def collect(dataset):
         seen = {}
         for (features, mask), labels in dataset:
             assert features.dtype.name == "float32" and mask.dtype.name == "bool"
-            for f, label in zip(features.numpy(), labels.numpy()):
-                seen[int(label)] = f
+            for f, m, label in zip(features.numpy(), mask.numpy(), labels.numpy()):
+                seen[int(label)] = (f, m)
         return seen
 
     a, b = collect(memory), collect(streamed)
-    assert sorted(a) == sorted(b) == rows.tolist()
+    assert sorted(a) == sorted(b) == list(range(5))
     for key in a:
-        np.testing.assert_array_equal(a[key], b[key])
+        np.testing.assert_array_equal(a[key][0], b[key][0])
+        np.testing.assert_array_equal(a[key][1], b[key][1])

@@ -9,20 +9,16 @@ import pytest
 
 from gesture_cache import open_cache
 from gesture_cache.c3d import build_c3d, randomize_weights
-from gesture_cache.cache import (
-    CacheError,
-    CacheWriter,
-    merge_caches,
-    read_failures,
-    read_shard_columns,
-    verify_cache,
-)
+from gesture_cache.cache import CacheError, read_failures
 from gesture_cache.config import ExtractConfig
-from gesture_cache.extract import SetupError, run_extraction
+from gesture_cache.errors import ConfigError
+from gesture_cache.extract import run_extraction
+from gesture_cache.integrity import merge_caches, verify_cache
 from gesture_cache.meta import MetaError, read_meta
-from tests.helpers import save_keras2_weights, write_video
+from gesture_cache.writer import CacheWriter
+from tests.helpers import clips_of, save_keras2_weights, write_video
 
-FAST = {"random_weights": 0, "frames": 16, "shard_size": 4}
+FAST = {"random_weights": 0, "clip_stride": 64, "shard_size": 4}
 
 
 def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -78,23 +74,24 @@ def test_every_awkward_row_is_cached_or_recorded(tmp_path, awkward):
     out = tmp_path / "cache"
     summary = run_extraction(csv, out, ExtractConfig(**FAST))
     cache = open_cache(out)
-    failures = read_failures(out)
+    failures = {r["recording_id"]: r for r in read_failures(out).values()}
+    ids = cache.recordings["recording_id"]
     for video_id, reason in expected.items():
         if reason is None:
-            assert video_id in cache.video_ids, video_id
+            assert video_id in ids, video_id
             assert video_id not in failures
         else:
-            assert video_id not in cache.video_ids, video_id
+            assert video_id not in ids, video_id
             assert failures[video_id]["reason"] in np.atleast_1d(reason), failures[video_id]
             assert failures[video_id]["message"]
     assert summary.duplicate_rows == 1 and summary.ok
     assert verify_cache(out).problems == []
-    assert cache.mask.any(axis=1).all()  # the one-frame video keeps a valid clip
-    assert cache.manifest["videos"] == len(cache) == sum(v is None for v in expected.values())
-    widths = np.concatenate(
-        [read_shard_columns(out / s["file"], ("width",))["width"] for s in cache.manifest["shards"]]
-    )
-    assert 1920 in widths
+    assert (cache.recordings["clip_count"] >= 1).all()  # the one-frame video keeps a clip
+    assert cache.manifest["recordings"] == len(ids) == sum(v is None for v in expected.values())
+    assert 1920 in cache.recordings["width"]
+    long = list(ids).index("long.avi")  # 300 frames, stride 64: 0, 64, ..., 256, and 284
+    offset, count = cache.recordings["clip_offset"][long], cache.recordings["clip_count"][long]
+    assert cache.clip_start[offset : offset + count].tolist() == [0, 64, 128, 192, 256, 284]
 
 
 def test_rerun_resumes_and_skips_done_and_failed(tmp_path, awkward):
@@ -126,16 +123,16 @@ def test_changed_extractor_settings_are_refused(tmp_path, synth_csv):
     shutil.copytree(synth_csv.parent, tmp_path / "videos")
     csv = write_csv(tmp_path / "one.csv", [("videos/Shake_Hand/shake_hand_000.avi", "shake")])
     run_extraction(csv, out, ExtractConfig(**FAST))
-    with pytest.raises(CacheError, match="differs in: frames"):
-        run_extraction(csv, out, ExtractConfig(**{**FAST, "frames": 32}))
+    with pytest.raises(CacheError, match="differs in: clip_stride"):
+        run_extraction(csv, out, ExtractConfig(**{**FAST, "clip_stride": 32}))
     assert run_extraction(csv, out, ExtractConfig(**FAST)).skipped == 1  # not left locked
 
 
 def test_second_writer_is_refused(small_cache):
     manifest = open_cache(small_cache).manifest
-    with CacheWriter(small_cache, manifest["extractor"], (1, 4096), "float16", 4):
+    with CacheWriter(small_cache, manifest["extractor"], 4096, "float16", 4):
         with pytest.raises(CacheError, match="being written by another process"):
-            CacheWriter(small_cache, manifest["extractor"], (1, 4096), "float16", 4)
+            CacheWriter(small_cache, manifest["extractor"], 4096, "float16", 4)
 
 
 def test_csv_problems_stop_before_any_work(tmp_path):
@@ -153,15 +150,15 @@ def test_csv_problems_stop_before_any_work(tmp_path):
 
 
 def test_weights_are_required(tmp_path, synth_csv):
-    with pytest.raises(SetupError, match="--weights FILE.h5 or --random-weights"):
-        run_extraction(synth_csv, tmp_path / "out", ExtractConfig(frames=16))
+    with pytest.raises(ConfigError, match="--weights FILE.h5 or --random-weights"):
+        run_extraction(synth_csv, tmp_path / "out", ExtractConfig())
 
 
 def test_csv_paths_are_cleaned_and_other_columns_kept(tmp_path):
     csv = tmp_path / "meta.csv"
     csv.write_text('file_path,action,group,subject\n" a\\b c.avi ", click ,g1,anna\n')
     (row,) = read_meta(csv)
-    assert row.video_id == "a/b c.avi" and row.label == "click" and row.group == "g1"
+    assert row.recording_id == "a/b c.avi" and row.label == "click" and row.group == "g1"
     assert row.path == tmp_path / "a" / "b c.avi" and row.extra == {"subject": "anna"}
     (rooted,) = read_meta(csv, video_root="/data")
     assert rooted.path == Path("/data/a/b c.avi")
@@ -170,19 +167,22 @@ def test_csv_paths_are_cleaned_and_other_columns_kept(tmp_path):
 def test_partitions_merge_into_the_whole(tmp_path, synth_csv, small_cache):
     parts = []
     for index in range(2):
-        config = ExtractConfig(**{**FAST, "num_shards": 2, "shard_index": index, "shard_size": 3})
+        config = ExtractConfig(
+            random_weights=0, clip_stride=32, num_shards=2, shard_index=index, shard_size=3
+        )
         run_extraction(synth_csv, tmp_path / f"part{index}", config)
         parts.append(tmp_path / f"part{index}")
-    sizes = [open_cache(p).manifest["videos"] for p in parts]
+    sizes = [open_cache(p).manifest["recordings"] for p in parts]
     assert sum(sizes) == 8 and 0 < sizes[0] < 8
     merge_caches(parts, tmp_path / "merged")
     merged, whole = open_cache(tmp_path / "merged"), open_cache(small_cache)
     assert verify_cache(tmp_path / "merged").problems == []
     assert merged.fingerprint == whole.fingerprint
-    order = np.argsort(merged.video_ids)
-    reference = np.argsort(whole.video_ids)
-    np.testing.assert_array_equal(merged.video_ids[order], whole.video_ids[reference])
-    np.testing.assert_array_equal(merged.features[order], whole.features[reference])
+    assert merged.content_digest == whole.content_digest
+    for recording_id in whole.recordings["recording_id"]:
+        np.testing.assert_allclose(
+            clips_of(merged, recording_id), clips_of(whole, recording_id), atol=2e-3, rtol=1e-2
+        )
 
 
 def test_features_beyond_float16_are_refused_or_kept_as_float32(tmp_path, synth_csv):
@@ -195,11 +195,11 @@ def test_features_beyond_float16_are_refused_or_kept_as_float32(tmp_path, synth_
         tmp_path / "one.csv",
         [(str(synth_csv.parent / "Shake_Hand" / "shake_hand_000.avi"), "shake")],
     )
-    config = ExtractConfig(weights=str(weights), frames=16)
+    config = ExtractConfig(weights=str(weights), clip_stride=64)
     summary = run_extraction(csv, tmp_path / "f16", config)
     assert summary.failed == {"float16_overflow": 1} and not summary.ok
     stored = run_extraction(
-        csv, tmp_path / "f32", ExtractConfig(weights=str(weights), frames=16, dtype="float32")
+        csv, tmp_path / "f32", ExtractConfig(weights=str(weights), clip_stride=64, dtype="float32")
     )
     assert stored.cached == 1
     features = open_cache(tmp_path / "f32").features
@@ -218,8 +218,8 @@ def one_video(tmp_path_factory) -> Path:
     "options",
     [
         {"preprocess": "reference", "pool5_pad": "symmetric", "layer": "fc6", "dtype": "float32"},
-        {"sampling": "uniform"},
-        {"pad": "zero", "frames": 32, "clip_stride": 8},
+        {"sampling": "uniform", "frames": 16},
+        {"sampling": "pad", "pad": "zero", "frames": 32, "clip_stride": 8},
         {"precision": "mixed_bfloat16"},
     ],
 )
@@ -242,7 +242,7 @@ def test_pad_zero_marks_fewer_valid_clips_than_it_pads(tmp_path, one_video):
     run_extraction(
         one_video,
         tmp_path / "c",
-        ExtractConfig(**{**FAST, "frames": 32, "clip_stride": 8, "pad": "zero"}),
+        ExtractConfig(random_weights=0, sampling="pad", frames=32, clip_stride=8, pad="zero"),
     )
     # 12 frames centred in 32 sit at 10..21: only the clip starting at 8 holds 8 real frames
-    assert open_cache(tmp_path / "c").mask.tolist() == [[False, True, False]]
+    assert open_cache(tmp_path / "c").clip_valid.tolist() == [False, True, False]

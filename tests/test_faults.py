@@ -15,22 +15,18 @@ import h5py
 import numpy as np
 import pytest
 
-from gesture_cache import cache as cache_module
 from gesture_cache import open_cache
-from gesture_cache.cache import (
-    CacheWriter,
-    read_failures,
-    read_manifest,
-    repair_cache,
-    verify_cache,
-)
+from gesture_cache import writer as writer_module
+from gesture_cache.cache import read_failures, read_manifest
 from gesture_cache.cli import main
 from gesture_cache.config import ExtractConfig
 from gesture_cache.errors import CacheError, GestureCacheError
 from gesture_cache.extract import run_extraction
+from gesture_cache.integrity import repair_cache, verify_cache
+from gesture_cache.writer import CacheWriter
 from tests.helpers import write_video
 
-FAST = {"random_weights": 0, "frames": 16}
+FAST = {"random_weights": 0, "clip_stride": 64}
 
 
 @pytest.fixture
@@ -42,7 +38,12 @@ def copy(small_cache, tmp_path) -> Path:
 
 def writer_for(folder: Path) -> CacheWriter:
     manifest = read_manifest(folder)
-    return CacheWriter(folder, manifest["extractor"], (1, 4096), "float16", 3)
+    return CacheWriter(folder, manifest["extractor"], 4096, "float16", 3)
+
+
+def failure_of(cache: Path, recording_id: str) -> dict:
+    (record,) = [r for r in read_failures(cache).values() if r["recording_id"] == recording_id]
+    return record
 
 
 def one_video_csv(tmp_path: Path, n: int = 1, label: str = "wave") -> Path:
@@ -89,7 +90,7 @@ def test_a_planted_temporary_link_is_replaced_not_followed(copy, tmp_path):
     (copy / ".manifest.json.tmp").symlink_to(victim)
     with writer_for(copy) as writer:
         writer.write_failures()
-    cache_module.write_manifest(copy, read_manifest(copy))
+    writer_module.write_manifest(copy, read_manifest(copy))
     assert victim.read_text() == "precious" and verify_cache(copy).problems == []
 
 
@@ -112,23 +113,23 @@ def test_ctrl_c_inside_a_manifest_write_leaves_no_video_twice(tmp_path, monkeypa
     """Ctrl-C lands after the new manifest is on disk but before the writer knows it."""
     csv = one_video_csv(tmp_path, n=3)
     out = tmp_path / "cache"
-    real_write = cache_module.write_manifest
+    real_write = writer_module.write_manifest
     calls = []
 
     def write_then_interrupt(folder, manifest):
         real_write(folder, manifest)
-        calls.append(manifest["videos"])
+        calls.append(manifest["recordings"])
         if len(calls) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache_module, "write_manifest", write_then_interrupt)
+    monkeypatch.setattr(writer_module, "write_manifest", write_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         run_extraction(csv, out, ExtractConfig(**FAST, shard_size=2))
     monkeypatch.undo()
     assert verify_cache(out).problems == []
     run_extraction(csv, out, ExtractConfig(**FAST, shard_size=2))
     cache = open_cache(out)
-    assert sorted(cache.video_ids) == ["v0.avi", "v1.avi", "v2.avi"]
+    assert sorted(cache.recordings["recording_id"]) == ["v0.avi", "v1.avi", "v2.avi"]
     assert verify_cache(out).problems == []
 
 
@@ -137,7 +138,7 @@ def test_a_file_size_limit_is_a_message_not_a_crash(tmp_path):
     csv = one_video_csv(tmp_path, n=2)
     out = tmp_path / "cache"
     command = [sys.executable, "-m", "gesture_cache.cli", "extract", str(csv), "--out", str(out)]
-    command += ["--random-weights", "0", "--frames", "16"]
+    command += ["--random-weights", "0", "--clip-stride", "64"]
 
     def limit_files() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
@@ -148,7 +149,7 @@ def test_a_file_size_limit_is_a_message_not_a_crash(tmp_path):
     assert not list(out.glob("part-*.h5"))
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert len(open_cache(out)) == 2
+    assert open_cache(out).manifest["recordings"] == 2
 
 
 def test_tqdm_disabled_extraction_works(tmp_path, monkeypatch):
@@ -179,7 +180,8 @@ def test_a_nul_byte_fails_its_row_only(tmp_path):
     csv.write_text(csv.read_text().replace("v1.avi,wave", "v1.avi,wa\0ve"))
     out = tmp_path / "c"
     summary = run_extraction(csv, out, ExtractConfig(**FAST))
-    assert summary.cached == 1 and read_failures(out)["v1.avi"]["reason"] == "bad_text"
+    assert summary.cached == 1 and failure_of(out, "v1.avi")["reason"] == "bad_row"
+    assert "NUL" in failure_of(out, "v1.avi")["message"]
     assert run_extraction(csv, out, ExtractConfig(**FAST)).skipped == 2
 
 
@@ -195,25 +197,24 @@ def test_a_label_fixed_in_the_csv_is_reported(tmp_path, caplog):
     run_extraction(csv, tmp_path / "c", ExtractConfig(**FAST))
     csv.write_text(csv.read_text().replace(",wave", ",click"))
     again = run_extraction(csv, tmp_path / "c", ExtractConfig(**FAST))
-    assert again.relabelled == 1 and "labelled 'click' in the CSV but 'wave'" in caplog.text
+    assert again.relabelled == 1 and "'click' [0, 10] is not in the cache" in caplog.text
 
 
 def test_a_file_replaced_while_decoded_is_a_failure(tmp_path, monkeypatch):
-    import gesture_cache.extract as extract
+    from gesture_cache.extractor import Extractor
 
-    real_decode = extract.decode
+    real_clips = Extractor.clips
 
-    def decode_then_replace(path, preprocessing):
-        result = real_decode(path, preprocessing)
-        with open(path, "ab") as f:
+    def clips_then_replace(self, frames):
+        yield from real_clips(self, frames)
+        with open(frames.path, "ab") as f:
             f.write(b"appended while decoding")
-        return result
 
-    monkeypatch.setattr(extract, "decode", decode_then_replace)
+    monkeypatch.setattr(Extractor, "clips", clips_then_replace)
     out = tmp_path / "c"
     summary = run_extraction(one_video_csv(tmp_path), out, ExtractConfig(**FAST))
     assert summary.cached == 0
-    assert read_failures(out)["v0.avi"]["reason"] == "changed_while_reading"
+    assert failure_of(out, "v0.avi")["reason"] == "changed_while_reading"
 
 
 def test_trailing_commas_do_not_shift_columns(tmp_path):
@@ -229,9 +230,9 @@ def test_trailing_commas_do_not_shift_columns(tmp_path):
     "edit, field",
     [
         (lambda m: m.pop("shards"), "'shards'"),
-        (lambda m: m.update(videos="8"), "'videos'"),
+        (lambda m: m.update(recordings="8"), "'recordings'"),
         (lambda m: m["shards"][0].pop("sha256"), "'sha256'"),
-        (lambda m: m.update(feature_shape=[1]), "'feature_shape'"),
+        (lambda m: m.update(feature_dim=[4096]), "'feature_dim'"),
         (lambda m: m["extractor"].update(weights=None), "extractor.weights"),
         (lambda m: m.update(class_counts={"x": "2"}), "class_counts"),
     ],
@@ -295,7 +296,7 @@ def test_repair_keeps_every_intact_video(copy):
     manifest = read_manifest(copy)
     # a video in two shards (as a Ctrl-C inside a manifest write once left it) ...
     with h5py.File(copy / "part-00000.h5") as f:
-        first_id = f["video_id"].asstr()[0]
+        first_id = f["recording_id"].asstr()[0]
     shutil.copy(copy / "part-00000.h5", copy / "part-00005.h5")
     manifest["shards"].append({**manifest["shards"][0], "file": "part-00005.h5"})
     # ... and a corrupt shard
@@ -304,12 +305,13 @@ def test_repair_keeps_every_intact_video(copy):
     (copy / "part-00001.h5").write_bytes(bytes(data))
     (copy / "manifest.json").write_text(json.dumps(manifest))
     assert verify_cache(copy).problems
-    lost = manifest["shards"][1]["videos"]
+    lost = manifest["shards"][1]["recordings"]
 
     report = repair_cache(copy)
     assert verify_cache(copy).problems == []
     cache = open_cache(copy)
-    assert len(cache) == 8 - lost and list(cache.video_ids).count(first_id) == 1
+    ids = list(cache.recordings["recording_id"])
+    assert len(ids) == 8 - lost and ids.count(first_id) == 1
     assert any("part-00001.h5" in d for d in report.dropped)
     assert (copy / "damaged-part-00001.h5").exists()  # kept aside, never deleted
 
@@ -317,8 +319,8 @@ def test_repair_keeps_every_intact_video(copy):
 def test_repair_rebuilds_a_lost_manifest_from_the_shards(copy, capsys):
     (copy / "manifest.json").write_text('{"format": "gesture-cache", "schema')
     assert main(["repair", str(copy)]) == 0
-    assert "8 videos kept" in capsys.readouterr().out
-    assert verify_cache(copy).problems == [] and len(open_cache(copy)) == 8
+    assert "8 recordings kept" in capsys.readouterr().out
+    assert verify_cache(copy).problems == [] and open_cache(copy).manifest["recordings"] == 8
 
 
 def test_a_writer_adopts_what_a_kill_left_named(copy):
@@ -331,13 +333,13 @@ def test_a_writer_adopts_what_a_kill_left_named(copy):
 
 
 def writer_for_extractor(folder: Path, manifest: dict) -> CacheWriter:
-    return CacheWriter(folder, manifest["extractor"], (1, 4096), "float16", 3)
+    return CacheWriter(folder, manifest["extractor"], 4096, "float16", 3)
 
 
 def test_failures_cut_short_by_a_kill_are_skipped(copy):
     (copy / "failures.jsonl").write_text('{"video_id": "a", "reason": "missing"}\n{"video_')
     assert list(read_failures(copy)) == ["a"]
-    assert np.all(open_cache(copy).mask)
+    assert np.all(open_cache(copy).clip_valid)
 
 
 def test_a_rerun_does_not_rehash_unchanged_files(tmp_path, monkeypatch):
@@ -347,5 +349,5 @@ def test_a_rerun_does_not_rehash_unchanged_files(tmp_path, monkeypatch):
     def no_hashing(path):
         raise AssertionError(f"{path} was hashed although its size and time are unchanged")
 
-    monkeypatch.setattr("gesture_cache.extract.file_sha256", no_hashing)
+    monkeypatch.setattr("gesture_cache.extract.source_sha256", no_hashing)
     assert run_extraction(csv, tmp_path / "c", ExtractConfig(**FAST)).skipped == 2

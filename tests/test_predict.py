@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gesture_cache import open_cache, synth
+from gesture_cache import synth
 from gesture_cache.cli import main
-from gesture_cache.data import cache_tensors, valid_first
+from gesture_cache.config import TrainConfig
 from gesture_cache.demo import DEMO_EXTRACT
 from gesture_cache.errors import ConfigError
 from gesture_cache.extract import run_extraction
 from gesture_cache.predict import predict_videos
-from gesture_cache.train import evaluate_run, load_best_model, predict_proba
+from gesture_cache.train import evaluate_run, load_best_model, predict_proba, training_data
 
 pytestmark = pytest.mark.slow  # they need the demo's trained run
 
@@ -40,7 +40,7 @@ def test_evaluate_reproduces_the_runs_test_metrics(demo, capsys):
 def test_evaluate_on_another_cache_with_the_same_extractor(demo, new_videos, small_cache, capsys):
     _, cache = new_videos
     metrics = evaluate_run(demo.run, cache)
-    assert metrics["videos"] == 8 and np.sum(metrics["confusion_matrix"]) == 8
+    assert metrics["samples"] == 8 and np.sum(metrics["confusion_matrix"]) == 8
     assert metrics["accuracy"] >= 0.5  # chance is 0.25
     assert main(["evaluate", str(demo.run), "--cache", str(small_cache)]) == 2
     assert "another extractor" in capsys.readouterr().err
@@ -49,14 +49,13 @@ def test_evaluate_on_another_cache_with_the_same_extractor(demo, new_videos, sma
 def test_predict_matches_the_cached_features(demo, new_videos):
     """Each video's probabilities from the file equal the classifier's on its cached features."""
     csv, cache_path = new_videos
-    cache = open_cache(cache_path)
-    cache.features, cache.mask = valid_first(cache.features, cache.mask)
+    prepared = training_data(cache_path, TrainConfig())
     table = pd.read_csv(csv)
     videos = [csv.parent / p for p in table["file_path"]]
     results = predict_videos(demo.run, videos, random_weights=0, top_k=4)
     model = load_best_model(demo.run)
-    rows = np.array([list(cache.video_ids).index(p) for p in table["file_path"]])
-    expected = predict_proba(model, cache, cache_tensors(cache), rows)
+    rows = np.array([list(prepared.samples.ids).index(p) for p in table["file_path"]])
+    expected = predict_proba(model, prepared, rows)
     classes = json.loads((demo.run / "config.json").read_text())["cache"]["classes"]
     for result, probabilities in zip(results, expected):
         got = np.zeros(len(classes))

@@ -14,18 +14,19 @@ from gesture_cache.cache import fingerprint_of, read_failures
 from gesture_cache.cli import main
 from gesture_cache.config import ExtractConfig
 from gesture_cache.errors import CacheError, ConfigError
-from gesture_cache.extract import extractor_files, extractor_spec, run_extraction
+from gesture_cache.extract import run_extraction
+from gesture_cache.extractor import extractor_files, extractor_from_config
 from gesture_cache.predict import check_mean_file
 from tests.helpers import write_video
 
-FAST = {"random_weights": 0, "frames": 16}
+FAST = {"random_weights": 0, "clip_stride": 64}
 
 
 def test_renaming_the_weights_file_keeps_the_fingerprint(tmp_path, weights_file):
     renamed = tmp_path / "C3D_Sport1M_weights_keras_2.2.4.h5"
     os.link(weights_file, renamed)
-    original = extractor_spec(ExtractConfig(weights=str(weights_file)))
-    moved = extractor_spec(ExtractConfig(weights=str(renamed)))
+    original = extractor_from_config(ExtractConfig(weights=str(weights_file))).spec
+    moved = extractor_from_config(ExtractConfig(weights=str(renamed))).spec
     assert fingerprint_of(original) == fingerprint_of(moved)
     assert "C3D_Sport1M" not in str(moved)  # names are metadata, not content
     assert extractor_files(ExtractConfig(weights=str(renamed))) == {"weights": renamed.name}
@@ -35,7 +36,7 @@ def test_a_new_features_version_refuses_to_resume_an_old_cache(tmp_path, monkeyp
     write_video(tmp_path / "v.avi", 10)
     (tmp_path / "meta.csv").write_text("file_path,action\nv.avi,wave\n")
     run_extraction(tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(**FAST))
-    monkeypatch.setattr("gesture_cache.extract.FEATURES_VERSION", 99)
+    monkeypatch.setattr("gesture_cache.extractor.FEATURES_VERSION", 99)
     with pytest.raises(CacheError, match="differs in: features_version"):
         run_extraction(tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(**FAST))
 
@@ -45,7 +46,7 @@ def test_info_shows_the_libraries_that_wrote_each_shard(small_cache, capsys):
     out = capsys.readouterr().out
     for library in ("opencv", "tensorflow", "keras", "h5py", "numpy"):
         assert library in out
-    assert "features version 2" in out
+    assert "features version 3" in out
 
 
 def test_the_seed_recipe_and_its_conflicts():
@@ -67,7 +68,7 @@ def test_the_seed_recipe_from_the_command_line(tmp_path, capsys):
     common = ["extract", str(tmp_path / "meta.csv"), "--out", str(out), "--random-weights", "0"]
     assert main([*common, "--recipe", "seed", "--pool5-pad", "caffe"]) == 2
     assert "drop --pool5-pad caffe" in capsys.readouterr().err
-    assert main([*common, "--recipe", "seed", "--frames", "16"]) == 0
+    assert main([*common, "--recipe", "seed"]) == 0
     extractor = open_cache(out).manifest["extractor"]
     assert extractor["preprocessing"]["name"] == "reference" and extractor["pad"] == "zero"
     assert extractor["pool5_pad"] == "symmetric"
@@ -78,14 +79,14 @@ def test_mean_cube_must_be_the_one_the_cache_used(tmp_path):
     np.save(right, np.ones((3, 16, 128, 171), np.float32))
     np.save(wrong, np.zeros((3, 16, 128, 171), np.float32))
     config = ExtractConfig(random_weights=0, mean_file=str(right))
-    spec = extractor_spec(config)
+    spec = extractor_from_config(config).spec
     files = extractor_files(config)
     check_mean_file(spec["preprocessing"], files, str(right))
     with pytest.raises(ConfigError, match="not the cube the cache was built with"):
         check_mean_file(spec["preprocessing"], files, str(wrong))
     with pytest.raises(ConfigError, match="give --mean-file"):
         check_mean_file(spec["preprocessing"], files, None)
-    plain = extractor_spec(ExtractConfig(random_weights=0))["preprocessing"]
+    plain = extractor_from_config(ExtractConfig(random_weights=0)).spec["preprocessing"]
     with pytest.raises(ConfigError, match="per-channel mean"):
         check_mean_file(plain, {}, str(right))
 
@@ -94,10 +95,10 @@ def test_frame_shortfall_is_cached_recorded_and_strict_fails_it(tmp_path, shared
     csv = tmp_path / "meta.csv"
     csv.write_text("file_path,action\ntree.avi,tree\n")
     common = ["extract", str(csv), "--video-root", str(shared_videos), "--random-weights", "0"]
-    assert main([*common, "--out", str(tmp_path / "c"), "--frames", "16"]) == 0
+    assert main([*common, "--out", str(tmp_path / "c"), "--clip-stride", "64"]) == 0
     assert main(["info", str(tmp_path / "c")]) == 0
     assert "tree.avi: claims 444, 68 decode" in capsys.readouterr().out
-    code = main([*common, "--out", str(tmp_path / "strict"), "--frames", "16", "--strict"])
+    code = main([*common, "--out", str(tmp_path / "strict"), "--clip-stride", "64", "--strict"])
     assert code == 1
     assert read_failures(tmp_path / "strict")["tree.avi"]["reason"] == "frame_shortfall"
 

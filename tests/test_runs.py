@@ -11,30 +11,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gesture_cache.cache import read_manifest, read_shard_columns
 from gesture_cache.cli import main
 from gesture_cache.config import ExtractConfig, TrainConfig, load_config_file, make_train_config
 from gesture_cache.data import split_groups, split_videos
 from gesture_cache.errors import ConfigError, RunError
 from gesture_cache.extract import run_extraction
 from gesture_cache.train import evaluate_run, resume, train, training_callbacks
-from tests.helpers import write_video
+from tests.helpers import unlist_last_shard, write_video
 
 TINY = {"epochs": 2, "patience": 2, "units": (4,), "dense": 0, "test_size": 0.5, "val_size": 0}
 
 
 def smaller_copy(small_cache: Path, folder: Path) -> Path:
-    """The cache as it was before its last shard: same extractor, fewer videos."""
+    """The cache as it was before its last shard: same extractor, fewer recordings."""
     shutil.copytree(small_cache, folder)
-    manifest = read_manifest(folder)
-    last = manifest["shards"].pop()
-    manifest["videos"] -= last["videos"]
-    for label in read_shard_columns(folder / last["file"], ("label",))["label"]:
-        manifest["class_counts"][label] -= 1
-    manifest["class_counts"] = {k: v for k, v in manifest["class_counts"].items() if v}
-    manifest["classes"] = sorted(manifest["class_counts"])
-    (folder / last["file"]).unlink()
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    unlist_last_shard(folder, delete=True)
     return folder
 
 
@@ -50,7 +41,7 @@ def test_resume_refuses_a_cache_that_grew(small_cache, tmp_path):
     run = tmp_path / "run"
     train(smaller, run, TrainConfig(**TINY))
     interrupted(run)
-    with pytest.raises(RunError, match="does not hold the videos the run was trained on"):
+    with pytest.raises(RunError, match="does not hold the data the run was trained on"):
         resume(run, small_cache)
     split_before = (run / "split.csv").read_text()
     result = resume(run, smaller)  # the same cache: goes on, split read back
@@ -77,12 +68,12 @@ def test_split_from_keeps_the_old_split_and_sends_new_videos_to_training(
     code = main(["train", str(small_cache), "--out", str(tmp_path / "b"), "--epochs", "1",
                  "--units", "4", "--split-from", str(tmp_path / "a")])  # fmt: skip
     assert code == 0
-    a = pd.read_csv(tmp_path / "a" / "split.csv").set_index("video_id")["split"]
-    b = pd.read_csv(tmp_path / "b" / "split.csv").set_index("video_id")["split"]
+    a = pd.read_csv(tmp_path / "a" / "split.csv").set_index("sample_id")["split"]
+    b = pd.read_csv(tmp_path / "b" / "split.csv").set_index("sample_id")["split"]
     assert (b[a.index] == a).all()
     new = b.drop(a.index)
     assert len(new) and (new == "train").all()
-    assert f"{len(new)} videos it did not have go to training" in caplog.text
+    assert f"{len(new)} samples it did not have go to training" in caplog.text
 
 
 def test_evaluate_refuses_another_dataset_at_the_runs_cache_path(small_cache, tmp_path):
@@ -91,7 +82,7 @@ def test_evaluate_refuses_another_dataset_at_the_runs_cache_path(small_cache, tm
     train(path, run, TrainConfig(**TINY))
     shutil.rmtree(path)
     shutil.copytree(small_cache, path)  # same path, same extractor, other videos
-    with pytest.raises(RunError, match="does not hold the videos"):
+    with pytest.raises(RunError, match="does not hold the data"):
         evaluate_run(run)
     with pytest.raises(RunError, match="classes the run never saw"):
         evaluate_run(run, path)  # asked for explicitly: all of it, whose classes are checked
@@ -102,7 +93,7 @@ def test_a_one_class_cache_is_refused(tmp_path):
         write_video(tmp_path / f"v{i}.avi", 10, seed=i)
     (tmp_path / "meta.csv").write_text("file_path,action\nv0.avi,wave\nv1.avi,wave\n")
     run_extraction(
-        tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(random_weights=0, frames=16)
+        tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(random_weights=0, clip_stride=64)
     )
     with pytest.raises(RunError, match="one class"):
         train(tmp_path / "c", tmp_path / "run", TrainConfig(**TINY))
@@ -149,10 +140,10 @@ def test_run_files_planted_as_links_are_refused(small_cache, tmp_path):
 def test_a_blank_group_is_a_group_of_its_own(caplog):
     groups = np.array(["s1", "s1", "", "s2", ""])
     contents = np.array(["a", "b", "c", "d", "e"])
-    tied = split_groups(groups, contents)
+    tied = split_groups(groups, [contents])
     assert tied[0] == tied[1] and len({tied[2], tied[3], tied[4], tied[0]}) == 4
-    assert "2 of 5 videos have no group" in caplog.text
-    assert split_groups(np.full(3, ""), np.array(["a", "b", "c"])) is None
+    assert "2 of 5 samples have no group" in caplog.text
+    assert split_groups(np.full(3, ""), [np.array(["a", "b", "c"])]) is None
 
 
 def test_identical_files_under_two_paths_share_a_split():
@@ -162,7 +153,7 @@ def test_identical_files_under_two_paths_share_a_split():
     contents = np.array([f"sha{i}" for i in range(n)])
     contents[1::10] = contents[0::10]  # ten files copied under a second path (other label)
     for seed in range(5):
-        split = split_videos(ids, labels, np.full(n, ""), 0.25, 0.15, seed, contents=contents)
+        split = split_videos(ids, labels, np.full(n, ""), 0.25, 0.15, seed, ties=[contents])
         for i in range(0, n, 10):
             assert split[i] == split[i + 1], (seed, i)
 

@@ -16,16 +16,14 @@ import pytest
 from gesture_cache import CacheError
 from gesture_cache.cli import main
 from gesture_cache.config import TrainConfig, load_config_file, make_train_config
-from gesture_cache.data import cache_tensors
 from gesture_cache.errors import ConfigError
 from gesture_cache.model import trainable_parameters
 from gesture_cache.train import (
     load_best_model,
-    load_verified_cache,
-    make_dataset,
     read_split,
     resume,
     train,
+    training_data,
 )
 
 QUICK = {"epochs": 4, "patience": 4}
@@ -35,7 +33,7 @@ QUICK = {"epochs": 4, "patience": 4}
 def test_demo_reaches_090_on_held_out_videos(demo):
     metrics = demo.training.metrics
     assert metrics["accuracy"] >= 0.9, metrics
-    assert metrics["videos"] == 16 and np.sum(metrics["confusion_matrix"]) == 16
+    assert metrics["samples"] == 16 and np.sum(metrics["confusion_matrix"]) == 16
     assert metrics["random_weights"] is True
     for name in (
         "config.json",
@@ -58,9 +56,10 @@ def test_run_folder_records_config_and_a_disjoint_split(demo):
         config["cache"]["fingerprint"]
         == json.loads((demo.cache / "manifest.json").read_text())["fingerprint"]
     )
-    assert config["extractor"]["frames"] == 32 and config["status"] == "finished"
+    assert config["extractor"]["sampling"] == "dense" and config["status"] == "finished"
+    assert config["window"] == {"clips": 8, "step": None, "sampling": "uniform"}
     split = pd.read_csv(demo.run / "split.csv")
-    assert split["video_id"].is_unique and set(split["split"]) == {"train", "val", "test"}
+    assert split["sample_id"].is_unique and set(split["split"]) == {"train", "val", "test"}
     assert (split["split"] == "test").sum() == 16
     assert split.groupby("split")["label"].nunique().to_dict() == {"test": 4, "train": 4, "val": 4}
 
@@ -76,7 +75,7 @@ def test_same_cache_config_and_seed_give_the_same_run(demo, tmp_path):
     )
     third = train(demo.cache, tmp_path / "c", TrainConfig(seed=6, **QUICK))
     assert (tmp_path / "c" / "split.csv").read_text() != (tmp_path / "a" / "split.csv").read_text()
-    assert third.metrics["videos"] == 16
+    assert third.metrics["samples"] == 16
 
 
 @pytest.mark.slow
@@ -179,7 +178,7 @@ def test_ctrl_c_leaves_a_usable_run_that_resume_finishes(demo, tmp_path):
     assert process.returncode == 130, err[-2000:]
     config = json.loads((run / "config.json").read_text())
     assert config["status"] == "interrupted"
-    assert json.loads((run / "metrics.json").read_text())["videos"] == 16
+    assert json.loads((run / "metrics.json").read_text())["samples"] == 16
     done = len(pd.read_csv(run / "history.csv"))
     assert 2 <= done < 25
 
@@ -189,10 +188,9 @@ def test_ctrl_c_leaves_a_usable_run_that_resume_finishes(demo, tmp_path):
     assert history["epoch"].tolist() == list(range(25))
     assert json.loads((run / "config.json").read_text())["status"] == "finished"
     # model.keras is the best epoch of both sessions, by the monitored validation loss
-    cache = load_verified_cache(demo.cache, 4096)
-    val = np.flatnonzero(read_split(run, cache) == "val")
-    y = np.searchsorted(cache.classes, cache.labels).astype(np.int32)
-    dataset = make_dataset(cache, cache_tensors(cache), val, y, TrainConfig(), shuffle=False)
+    prepared = training_data(demo.cache, TrainConfig())
+    val = np.flatnonzero(read_split(run, prepared.samples) == "val")
+    dataset = prepared.dataset(val, 16, shuffle=False, seed=0)
     val_loss = load_best_model(run).evaluate(dataset, verbose=0, return_dict=True)["loss"]
     assert val_loss == pytest.approx(history["val_loss"].min(), rel=1e-3)
 
@@ -206,11 +204,11 @@ def test_group_column_keeps_a_subject_in_one_split(synth_csv, tmp_path):
     table["group"] = [f"subject{i % 4}" for i in range(len(table))]  # 4 subjects, 2 videos each
     csv = tmp_path / "grouped.csv"
     table.to_csv(csv, index=False)
-    run_extraction(csv, tmp_path / "cache", ExtractConfig(random_weights=0, frames=16))
+    run_extraction(csv, tmp_path / "cache", ExtractConfig(random_weights=0, clip_stride=64))
     train(tmp_path / "cache", tmp_path / "run", TrainConfig(epochs=1, val_size=0, units=(4,)))
     split = pd.read_csv(tmp_path / "run" / "split.csv").merge(
-        table.assign(video_id=table["file_path"].str.replace("\\\\", "/", regex=False)),
-        on="video_id",
+        table.assign(sample_id=table["file_path"].str.replace("\\\\", "/", regex=False)),
+        on="sample_id",
     )
     assert split.groupby("group")["split"].nunique().max() == 1
     assert set(split["split"]) == {"train", "test"}

@@ -3,74 +3,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gesture_cache.errors import ConfigError
 from gesture_cache.video import (
     CROP_SIZE,
-    Layout,
+    DEFAULT_FOLDER_FPS,
+    Frames,
     VideoError,
-    clip_mask,
     decode,
-    frame_indices,
     make_preprocessing,
     probe,
-    to_clips,
+    source_sha256,
 )
 from tests.helpers import write_video
 
 C3D = make_preprocessing("c3d")
-
-
-def test_layout_counts_clips():
-    assert Layout().num_clips == 8
-    assert Layout(frames=32, clip_stride=8).num_clips == 3
-    with pytest.raises(ConfigError, match="--clip-stride"):
-        Layout(frames=40, clip_stride=16)
-    with pytest.raises(ConfigError, match="--frames"):
-        Layout(frames=8)
-
-
-def test_short_video_is_centred_and_edge_padded():
-    indices = frame_indices(10, Layout(frames=16))
-    assert indices.tolist() == [0, 0, 0] + list(range(10)) + [9, 9, 9]
-
-
-def test_zero_pad_marks_padding():
-    indices = frame_indices(10, Layout(frames=16, pad="zero"))
-    assert (indices == -1).sum() == 6 and indices[3] == 0
-
-
-def test_long_video_is_subsampled_uniformly():
-    indices = frame_indices(1000, Layout(frames=128))
-    assert len(indices) == 128 and indices[0] == 0 and indices[-1] == 999
-    assert np.all(np.diff(indices) > 0)
-
-
-def test_uniform_sampling_stretches_short_videos():
-    indices = frame_indices(20, Layout(frames=32, sampling="uniform"))
-    assert len(indices) == 32 and indices[0] == 0 and indices[-1] == 19
-    assert clip_mask(20, Layout(frames=32, sampling="uniform")).all()
-
-
-def test_clip_is_valid_when_half_its_frames_are_real():
-    layout = Layout(frames=128)  # 8 clips
-    mask = clip_mask(40, layout)  # real frames 44..83
-    assert mask.tolist() == [False, False, False, True, True, False, False, False]
-    # 48 frames sit at 40..87: clips 2 and 5 hold exactly 8 real frames each
-    assert clip_mask(48, layout).tolist() == [False, False, True, True, True, True, False, False]
-
-
-def test_a_one_frame_video_keeps_one_valid_clip():
-    mask = clip_mask(1, Layout(frames=128))
-    assert mask.sum() == 1
-
-
-def test_to_clips_zero_pad_is_black():
-    frames = np.full((4, 112, 112, 3), 200, np.uint8)
-    clips, mask = to_clips(frames, Layout(frames=16, pad="zero"))
-    assert clips.shape == (1, 16, 112, 112, 3)
-    assert clips[0, 0].max() == 0 and clips[0, 6].min() == 200
-    edge, _ = to_clips(frames, Layout(frames=16))
-    assert edge.min() == 200
 
 
 @pytest.mark.parametrize(
@@ -116,3 +61,39 @@ def test_bad_files_raise_with_a_reason(tmp_path):
     with pytest.raises(VideoError) as text:
         decode(tmp_path / "text.mp4", C3D)
     assert text.value.reason in ("unreadable", "no_frames")
+
+
+def write_frames(folder, n: int, suffix: str = ".png"):
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        frame = np.full((48, 64, 3), i * 10, np.uint8) + rng.integers(0, 5, (48, 64, 3), np.uint8)
+        cv2.imwrite(str(folder / f"frame{i}{suffix}"), frame)
+    return folder
+
+
+def test_a_folder_of_frames_is_a_recording_in_natural_order(tmp_path):
+    folder = write_frames(tmp_path / "rec", 12)
+    (folder / "notes.txt").write_text("not a frame")
+    frames, info = decode(folder, None)
+    assert info.decoded_frames == info.claimed_frames == 12 and info.fps == DEFAULT_FOLDER_FPS
+    means = frames.reshape(12, -1).mean(axis=1)
+    assert np.all(np.diff(means) > 0)  # frame2 before frame10
+    assert probe(folder, fps=12.5).fps == 12.5
+    before = source_sha256(folder)
+    write_frames(tmp_path / "rec", 13)
+    assert source_sha256(folder) != before
+
+
+def test_an_unreadable_frame_names_the_file(tmp_path):
+    folder = write_frames(tmp_path / "rec", 5, ".jpg")
+    (folder / "frame3.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(VideoError, match="frame3.jpg: cannot be read") as error:
+        decode(folder, make_preprocessing("c3d"))
+    assert error.value.reason == "unreadable_image"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(VideoError, match="holds no"):
+        Frames(empty, None)

@@ -1,0 +1,592 @@
+"""Gestures in continuous video: sliding windows, smoothing, hysteresis, live sources.
+
+A run trained with a background class slides its window over a recording's clips: one
+window per clip, centred on it (T clips `step` apart, the same windows training drew, shifted
+inside the recording at its ends). Each window's class probabilities are smoothed with a
+causal moving average and turned into events by hysteresis: a gesture fires when its
+smoothed probability reaches `on` (and leads the other gestures), and ends when it falls
+below `off`; events of one label closer than `min_gap` frames are merged.
+
+Offline, a recording's clips come from the extractor (or from a cache that holds it). Live,
+frames are read as they arrive into the extractor's ring buffer, a clip every stride goes to
+C3D through a one-slot queue (a clip that finds it full replaces the waiting one, and is
+counted as skipped), and events are reported the moment they fire.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+
+from gesture_cache.clips import CLIP_LEN, stream_clips
+from gesture_cache.config import DetectSettings
+from gesture_cache.data import Window, windows
+from gesture_cache.errors import ConfigError, RunError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Event:
+    recording: str
+    label: str
+    start_frame: int
+    end_frame: int  # exclusive
+    fired_frame: int  # the last frame the window that fired it had seen
+    score: float  # the highest smoothed probability while it lasted
+    fps: float = 0.0
+
+    def row(self) -> dict:
+        seconds = (lambda f: round(f / self.fps, 3)) if self.fps else (lambda f: None)
+        return {
+            "recording": self.recording,
+            "label": self.label,
+            "start_frame": self.start_frame,
+            "end_frame": self.end_frame,
+            "start_time": seconds(self.start_frame),
+            "end_time": seconds(self.end_frame),
+            "fired_frame": self.fired_frame,
+            "score": round(self.score, 4),
+        }
+
+
+class EventTracker:
+    """Smoothing and hysteresis over windows, one at a time, in order (offline and live)."""
+
+    def __init__(
+        self,
+        recording: str,
+        classes: list[str],
+        background: str,
+        settings: DetectSettings,
+        half_stride: int,
+        fps: float,
+    ):
+        self.recording, self.classes, self.settings = recording, classes, settings
+        self.gestures = [i for i, c in enumerate(classes) if c != background]
+        self.half, self.fps = half_stride, fps
+        # a causal moving average of L windows lags (L - 1) / 2 windows behind them
+        self.lag = (settings.smoothing - 1) * half_stride
+        self.recent: deque[np.ndarray] = deque(maxlen=settings.smoothing)
+        self.active: dict | None = None
+        self.events: list[Event] = []
+
+    def update(self, centre: int, seen: int, probabilities: np.ndarray) -> Event | None:
+        """One window (centred on frame `centre`, its last frame `seen`); returns the event
+        that fired with it, if one did."""
+        centre -= self.lag  # where the smoothed evidence is centred
+        self.recent.append(probabilities)
+        smoothed = np.mean(self.recent, axis=0)
+        best = max(self.gestures, key=lambda i: smoothed[i])
+        fired = None
+        if self.active and smoothed[self.active["class"]] < self.settings.off:
+            self._close()
+        if self.active:
+            self.active["end"] = centre + self.half
+            self.active["score"] = max(self.active["score"], float(smoothed[self.active["class"]]))
+        elif smoothed[best] >= self.settings.on:
+            fired = self._open(best, centre, seen, float(smoothed[best]))
+        return fired
+
+    def finish(self) -> list[Event]:
+        if self.active:
+            self._close()
+        return self.events
+
+    def _open(self, index: int, centre: int, seen: int, score: float) -> Event | None:
+        label = self.classes[index]
+        last = self.events[-1] if self.events else None
+        if (
+            last
+            and last.label == label
+            and centre - self.half - last.end_frame <= self.settings.min_gap
+        ):
+            self.events.pop()  # the same gesture again after a short dip: one event
+            self.active = {
+                "class": index,
+                "start": last.start_frame,
+                "end": centre + self.half,
+                "fired": last.fired_frame,
+                "score": max(last.score, score),
+            }
+            return None
+        self.active = {
+            "class": index,
+            "start": max(centre - self.half, 0),
+            "end": centre + self.half,
+            "fired": seen,
+            "score": score,
+        }
+        return Event(
+            self.recording, label, self.active["start"], centre + self.half, seen, score, self.fps
+        )
+
+    def _close(self) -> None:
+        a = self.active
+        self.events.append(
+            Event(
+                self.recording,
+                self.classes[a["class"]],
+                a["start"],
+                a["end"],
+                a["fired"],
+                a["score"],
+                self.fps,
+            )
+        )
+        self.active = None
+
+
+@dataclass
+class Detector:
+    """A trained run, ready to classify windows of clip features."""
+
+    classifier: keras.Model
+    classes: list[str]
+    background: str
+    window: Window
+    dtype: str  # features are rounded to the cache's storage type, as training saw them
+
+    def probabilities(self, features: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        """Class probabilities (len(centres), C) of the windows centred on these clips of
+        one recording's clip features (K, D)."""
+        count = np.full(len(centres), len(features))
+        positions, mask = windows(
+            centres, centres + 1, np.ones(len(features), bool), self.window,
+            rec_lo=np.zeros(len(centres), np.int64), rec_hi=count,
+        )  # fmt: skip
+        stored = features.astype(self.dtype).astype(np.float32)
+        return self.classifier.predict([stored[positions], mask], verbose=0, batch_size=256)
+
+    @property
+    def span(self) -> int:
+        """Clips from a window's first to its last."""
+        return (self.window.clips - 1) * self.window.step + 1
+
+    def last_clip(self, centre: int, clips: int) -> int:
+        """The last clip the window centred on `centre` reads, of a recording of `clips`."""
+        after = (self.window.clips - 1 - self.window.clips // 2) * self.window.step
+        return min(max(centre + after, self.span - 1), clips - 1)
+
+    def probabilities_at(self, features: list[np.ndarray], centre: int) -> np.ndarray:
+        """The window centred on `centre` from the clips so far (live): only the clips it can
+        read are stacked, and it reads what the offline window over the same clips reads."""
+        half = (self.window.clips // 2) * self.window.step
+        base = max(0, min(centre - half, len(features) - self.span))
+        return self.probabilities(np.stack(features[base:]), np.array([centre - base]))[0]
+
+
+def load_detector(run_dir: str | Path) -> Detector:
+    """The run's classifier and window; refuses a run trained without a background class or
+    with windows that are not consecutive clips (what sliding needs)."""
+    from gesture_cache.train import load_best_model, read_run_config
+
+    saved = read_run_config(Path(run_dir))
+    hparams = saved["hparams"]
+    if not hparams.get("background"):
+        raise RunError(
+            f"run {run_dir} was trained without a background class, so it cannot tell when "
+            "no gesture happens; train with --background (and --window-step 1)"
+        )
+    window = Window(**saved["window"])
+    if window.step is None:
+        raise RunError(
+            f"run {run_dir} spread its windows over whole segments; detection slides windows "
+            "of consecutive clips: train with --window-step 1 (--window-sampling random)"
+        )
+    return Detector(
+        load_best_model(Path(run_dir)),
+        saved["classes"],
+        hparams["background_label"],
+        window,
+        saved["cache"]["dtype"],
+    )
+
+
+@dataclass
+class Detection:
+    """One recording's detection."""
+
+    recording: str
+    path: str
+    events: list[Event]
+    clip_start: np.ndarray
+    probabilities: np.ndarray  # (clips, C), one window per clip
+    n_frames: int
+    fps: float
+    skipped: int = 0  # clips dropped because C3D fell behind (live)
+    seconds: dict = field(default_factory=dict)  # decode+C3D, classifier
+    interrupted: bool = False  # Ctrl-C ended a live run; what came before is kept
+
+    def summary(self) -> dict:
+        total = sum(self.seconds.values())
+        return {
+            "recording": self.recording,
+            "path": self.path,
+            "n_frames": self.n_frames,
+            "fps": self.fps,
+            "clips": len(self.clip_start),
+            "events": len(self.events),
+            "skipped_clips": self.skipped,
+            "ms_per_frame": 1000 * total / max(self.n_frames, 1),
+        }
+
+
+def events_of(
+    detector: Detector,
+    recording: str,
+    clip_start: np.ndarray,
+    probabilities: np.ndarray,
+    settings: DetectSettings,
+    fps: float,
+) -> list[Event]:
+    """Events of a whole recording from its windows' probabilities (offline)."""
+    stride = int(np.median(np.diff(clip_start))) if len(clip_start) > 1 else CLIP_LEN
+    tracker = EventTracker(
+        recording, detector.classes, detector.background, settings, max(stride // 2, 1), fps
+    )
+    for p, probs in enumerate(probabilities):
+        seen = int(clip_start[detector.last_clip(p, len(clip_start))]) + CLIP_LEN
+        tracker.update(int(clip_start[p]) + CLIP_LEN // 2, seen, probs)
+    return tracker.finish()
+
+
+def detect_offline(
+    detector: Detector,
+    extractor,
+    source: str,
+    settings: DetectSettings,
+    fps: float | None = None,
+) -> Detection:
+    started = time.perf_counter()
+    clips = extractor.features(source, fps)
+    decoded = time.perf_counter()
+    probabilities = detector.probabilities(clips.features, np.arange(len(clips.clip_start)))
+    classified = time.perf_counter()
+    probe = clips.probe
+    events = events_of(detector, source, clips.clip_start, probabilities, settings, probe.fps)
+    return Detection(
+        source,
+        str(Path(source).resolve()),
+        events,
+        clips.clip_start,
+        probabilities,
+        probe.decoded_frames,
+        probe.fps,
+        seconds={"decode_and_c3d": decoded - started, "classifier": classified - decoded},
+    )
+
+
+def detect_cached(detector: Detector, cache, recording: str, settings: DetectSettings) -> Detection:
+    """Detection over a recording a cache already holds (no decoding, no C3D)."""
+    ids = list(cache.recordings["recording_id"])
+    if recording not in ids:
+        raise ConfigError(f"cache {cache.path} does not hold {recording!r}")
+    i = ids.index(recording)
+    lo = int(cache.recordings["clip_offset"][i])
+    hi = lo + int(cache.recordings["clip_count"][i])
+    fps = float(cache.recordings["fps"][i])
+    started = time.perf_counter()
+    features = cache.features[lo:hi].astype(np.float32)
+    probabilities = detector.probabilities(features, np.arange(hi - lo))
+    events = events_of(detector, recording, cache.clip_start[lo:hi], probabilities, settings, fps)
+    return Detection(
+        recording,
+        str((Path(cache.path) / recording).resolve()),
+        events,
+        cache.clip_start[lo:hi],
+        probabilities,
+        int(cache.recordings["n_frames"][i]),
+        fps,
+        seconds={"classifier": time.perf_counter() - started},
+    )
+
+
+# --- live -----------------------------------------------------------------------------------
+
+
+def open_source(source: str) -> cv2.VideoCapture:
+    """A file, a camera index ("0") or any URL OpenCV opens."""
+    target: str | int = int(source) if source.isdigit() else source
+    capture = cv2.VideoCapture(target)
+    if not capture.isOpened():
+        what = "camera" if isinstance(target, int) else "source"
+        raise ConfigError(f"{what} {source!r} cannot be opened")
+    return capture
+
+
+def paced_frames(
+    capture: cv2.VideoCapture, fps: float, speed: float, stop: threading.Event, paced: bool
+) -> Iterator[tuple[np.ndarray, float]]:
+    """(frame, the time it arrived): a file is played at its frame rate times `speed`, as a
+    camera would deliver it; a stream or camera delivers at its own pace."""
+    started = time.perf_counter()
+    index = 0
+    while not stop.is_set():
+        ok, frame = capture.read()
+        if not ok or frame is None:
+            return
+        if paced:
+            due = started + index / (fps * speed)
+            time.sleep(max(due - time.perf_counter(), 0))
+        index += 1
+        yield frame, time.perf_counter()
+
+
+def detect_live(
+    detector: Detector,
+    extractor,
+    source: str,
+    settings: DetectSettings,
+    speed: float = 1.0,
+    on_event: Callable[[Event, float], None] | None = None,
+    stop: threading.Event | None = None,
+) -> Detection:
+    """Detection while frames arrive. Clips wait in a one-slot queue: when C3D is still busy
+    with the previous clip, the waiting one is replaced and counted as skipped, so the
+    detector never falls further behind. `on_event(event, latency_s)` is called the moment
+    an event fires; `stop` (or Ctrl-C) ends the stream and keeps what was found."""
+    capture = open_source(source)
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0) or 30.0
+    paced = not source.isdigit() and "://" not in source
+    stop = stop or threading.Event()
+    slot: queue.Queue = queue.Queue(maxsize=1)
+    skipped = [0]
+    arrival: dict[int, float] = {}
+    n_frames = [0]
+    preprocessing = extractor.backbone.preprocessing
+    from gesture_cache.video import prepare_frame
+
+    def read() -> None:
+        def frames() -> Iterator[np.ndarray]:
+            for frame, at in paced_frames(capture, fps, speed, stop, paced):
+                arrival[n_frames[0]] = at
+                n_frames[0] += 1
+                yield prepare_frame(frame, preprocessing)
+
+        for start, clip in stream_clips(frames(), extractor.layout.clip_stride):
+            item = (start, clip)
+            try:
+                slot.put_nowait(item)
+            except queue.Full:
+                try:
+                    slot.get_nowait()
+                    skipped[0] += 1
+                except queue.Empty:
+                    pass
+                slot.put_nowait(item)
+        slot.put(None)
+
+    reader = threading.Thread(target=read, daemon=True, name="live-reader")
+    reader.start()
+    starts, features = [], []
+    tracker = EventTracker(
+        source, detector.classes, detector.background, settings,
+        max(extractor.layout.clip_stride // 2, 1), fps,
+    )  # fmt: skip
+    probabilities, done, interrupted = [], 0, False
+    seconds = {"c3d": 0.0, "classifier": 0.0}
+
+    def classify(final: bool) -> None:
+        """Every window whose clips are all here (at the end: every window left)."""
+        nonlocal done
+        while done < len(starts) and (final or detector.last_clip(done, 10**12) < len(starts)):
+            t0 = time.perf_counter()
+            probs = detector.probabilities_at(features, done)
+            seconds["classifier"] += time.perf_counter() - t0
+            probabilities.append(probs)
+            seen = starts[detector.last_clip(done, len(starts))] + CLIP_LEN
+            event = tracker.update(starts[done] + CLIP_LEN // 2, seen, probs)
+            if event and on_event:
+                latency = time.perf_counter() - arrival.get(seen - 1, time.perf_counter())
+                on_event(event, latency if not final else 0.0)
+            done += 1
+
+    try:
+        while (item := slot.get()) is not None:
+            start, clip = item
+            t0 = time.perf_counter()
+            features.append(extractor.backbone.forward(clip[None])[0])
+            seconds["c3d"] += time.perf_counter() - t0
+            starts.append(start)
+            classify(final=False)
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted: keeping the events found so far")
+    finally:
+        stop.set()
+        capture.release()
+    classify(final=True)
+    return Detection(
+        source,
+        str(Path(source).resolve()) if paced else source,
+        tracker.finish(),
+        np.array(starts, np.int64),
+        np.array(probabilities).reshape(len(probabilities), len(detector.classes)),
+        n_frames[0],
+        fps,
+        skipped=skipped[0],
+        seconds=seconds,
+        interrupted=interrupted,
+    )
+
+
+def settings_record(settings: DetectSettings, detector: Detector) -> dict:
+    return {**asdict(settings), "window": asdict(detector.window), "classes": detector.classes}
+
+
+# --- a detection run: sources in, files out ----------------------------------------------------
+
+
+@dataclass
+class DetectionRun:
+    detections: list[Detection]
+    scores: dict | None
+    out: Path
+
+
+def run_detection(
+    run_dir: str | Path,
+    sources: list[str],
+    out: str | Path,
+    settings: DetectSettings,
+    *,
+    weights: str | None = None,
+    random_weights: int | None = None,
+    mean_file: str | None = None,
+    cache_path: str | Path | None = None,
+    realtime: bool = False,
+    speed: float = 1.0,
+    fps: float | None = None,
+    truth: str | None = None,
+    render: bool = False,
+    on_event: Callable[[Event, float], None] | None = None,
+) -> DetectionRun:
+    """Detect gestures in every source and write events.csv, recordings.csv, windows.npz,
+    a timeline per recording, detection.json (settings, and scores with `truth`) and with
+    `render` an .mp4 per recording. Files are rewritten after each recording, so a stop
+    keeps what was found."""
+    import pandas as pd
+
+    from gesture_cache import report, scoring
+    from gesture_cache.extractor import extractor_from_spec
+    from gesture_cache.files import write_json
+    from gesture_cache.predict import check_mean_file, check_weights
+    from gesture_cache.train import read_run_config
+
+    if speed <= 0:
+        raise ConfigError(f"--speed {speed} must be above 0")
+    detector = load_detector(run_dir)
+    saved = read_run_config(Path(run_dir))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = extractor = None
+    if cache_path:
+        from gesture_cache.train import check_same_cache, load_verified_cache
+
+        cache = load_verified_cache(cache_path, 1e12)
+        if cache.fingerprint != saved["cache"]["fingerprint"]:
+            check_same_cache(cache, cache_path, saved)  # raises, naming both fingerprints
+    else:
+        spec, files = saved["extractor"], saved.get("files", {})
+        check_weights(spec, files, weights, random_weights, allow_other=False)
+        check_mean_file(spec["preprocessing"], files, mean_file)
+        extractor = extractor_from_spec(spec, weights, random_weights, mean_file)
+        if not extractor.layout.streams:
+            raise RunError(f"run {run_dir} was trained on fixed clips, not dense ones")
+    detections: list[Detection] = []
+    try:
+        for source in sources:
+            if cache is not None:
+                detection = detect_cached(detector, cache, source, settings)
+            elif realtime or source.isdigit() or "://" in source:
+                detection = detect_live(detector, extractor, source, settings, speed, on_event)
+            else:
+                detection = detect_offline(detector, extractor, source, settings, fps)
+            detections.append(detection)
+            write_outputs(out, detections, detector, settings)
+            report.plot_timeline(detection, detector.classes, detector.background, out)
+            if render:
+                render_video(detection, out / f"{Path(detection.recording).stem}.mp4")
+            if detection.interrupted:
+                raise KeyboardInterrupt
+    finally:
+        scores = None
+        if detections:
+            recordings = pd.DataFrame([d.summary() for d in detections])
+            events = pd.read_csv(out / "events.csv")
+            if truth:
+                true = scoring.read_truth(truth, recordings, detector.classes)
+                scores = scoring.score(true, events, recordings)
+                for detection in detections:
+                    mine = true[true["recording"] == detection.recording]
+                    report.plot_timeline(
+                        detection, detector.classes, detector.background, out, mine
+                    )
+            write_json(
+                out / "detection.json",
+                {"settings": settings_record(settings, detector), "scores": scores},
+            )
+    return DetectionRun(detections, scores, out)
+
+
+def write_outputs(
+    out: Path, detections: list[Detection], detector: Detector, settings: DetectSettings
+) -> None:
+    import pandas as pd
+
+    from gesture_cache.files import atomic_write
+
+    columns = ["recording", "label", "start_frame", "end_frame", "start_time", "end_time"]
+    columns += ["fired_frame", "score"]
+    events = pd.DataFrame([e.row() for d in detections for e in d.events], columns=columns)
+    atomic_write(out / "events.csv", events.to_csv(index=False).encode())
+    recordings = pd.DataFrame([d.summary() for d in detections])
+    atomic_write(out / "recordings.csv", recordings.to_csv(index=False).encode())
+    arrays = {}
+    for i, d in enumerate(detections):
+        arrays[f"recording_{i}_clip_start"] = d.clip_start
+        arrays[f"recording_{i}_probabilities"] = d.probabilities
+    arrays["recordings"] = np.array([d.recording for d in detections])
+    arrays["classes"] = np.array(detector.classes)
+    with open(out / "windows.npz", "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def render_video(detection: Detection, path: Path) -> None:
+    """The recording with the gesture of the moment written on it."""
+    capture = open_source(detection.path)
+    fps = detection.fps or 30.0
+    writer = None
+    index = 0
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if writer is None:
+                height, width = frame.shape[:2]
+                writer = cv2.VideoWriter(
+                    str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
+                )
+            label = next(
+                (e.label for e in detection.events if e.start_frame <= index < e.end_frame), ""
+            )
+            if label:
+                cv2.putText(frame, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 0), 2)
+            writer.write(frame)
+            index += 1
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()

@@ -1,0 +1,140 @@
+"""The extractor: a backbone plus the temporal layout, turning a recording into clip features.
+
+`extract` (the cache), `predict` and `detect` share it. Its `spec` is what the cache's
+fingerprint hashes: the backbone's fields, the layout, and FEATURES_VERSION.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from gesture_cache.backbone import Backbone
+from gesture_cache.c3d import C3D
+from gesture_cache.clips import Layout, fixed_clips, stream_clips
+from gesture_cache.config import ExtractConfig
+from gesture_cache.video import Frames, Preprocessing, Probe, make_preprocessing
+
+# Bump whenever video.py, clips.py or c3d.py change what features come out for the same
+# settings: it is part of the fingerprint, so an old cache is never resumed with new code.
+FEATURES_VERSION = 3
+
+
+@dataclass
+class ClipFeatures:
+    """One recording's clips: start frames (K,), features (K, D), validity (K,)."""
+
+    clip_start: np.ndarray
+    features: np.ndarray
+    clip_valid: np.ndarray
+    probe: Probe
+
+
+class Extractor:
+    def __init__(self, backbone: Backbone, layout: Layout):
+        self.backbone, self.layout = backbone, layout
+
+    @property
+    def spec(self) -> dict:
+        layout = {
+            "clip_len": self.backbone.clip_len,
+            "sampling": self.layout.sampling,
+            "clip_stride": self.layout.clip_stride,
+            "pad": self.layout.pad,
+        }
+        if self.layout.frames is not None:
+            layout["frames"] = self.layout.frames
+        return {
+            **self.backbone.fingerprint_fields(),
+            "features_version": FEATURES_VERSION,
+            **layout,
+        }
+
+    @property
+    def feature_dim(self) -> int:
+        return self.backbone.feature_dim
+
+    def frames(self, path: str | Path, fps: float | None = None) -> Frames:
+        return Frames(path, self.backbone.preprocessing, fps)
+
+    def clips(self, frames: Frames) -> Iterator[tuple[int, np.ndarray, bool]]:
+        """(start frame, uint8 clip, valid) in order; dense layouts stream."""
+        if self.layout.streams:
+            for start, clip in stream_clips(frames, self.layout.clip_stride, self.layout.pad):
+                yield start, clip, True
+            return
+        starts, clips, valid = fixed_clips(np.stack(list(frames)), self.layout)
+        yield from zip(starts.tolist(), clips, valid.tolist())
+
+    def features(
+        self, path: str | Path, fps: float | None = None, batch_clips: int = 16
+    ) -> ClipFeatures:
+        """Every clip of one recording through the backbone, `batch_clips` at a time."""
+        frames = self.frames(path, fps)
+        starts, valid, outputs, batch = [], [], [], []
+        for start, clip, is_valid in self.clips(frames):
+            starts.append(start)
+            valid.append(is_valid)
+            batch.append(clip)
+            if len(batch) == batch_clips:
+                outputs.append(self.backbone.forward(np.stack(batch)))
+                batch = []
+        if batch:
+            outputs.append(self.backbone.forward(np.stack(batch)))
+        return ClipFeatures(
+            np.array(starts, np.int64), np.concatenate(outputs), np.array(valid), frames.probe
+        )
+
+
+def extractor_from_config(config: ExtractConfig) -> Extractor:
+    preprocessing = make_preprocessing(config.preprocess, config.mean_file)
+    backbone = C3D(
+        preprocessing,
+        weights=config.weights,
+        random_seed=config.random_weights,
+        mean_file=config.mean_file,
+        layer=config.layer,
+        pool5_pad=config.pool5_pad,
+        precision=config.precision,
+    )
+    layout = Layout(config.sampling, config.clip_stride, config.frames, config.pad)
+    return Extractor(backbone, layout)
+
+
+def extractor_from_spec(
+    spec: dict,
+    weights: str | None = None,
+    random_seed: int | None = None,
+    mean_file: str | None = None,
+) -> Extractor:
+    """The extractor a cache (or a run's cache) recorded, with the user's weights and mean
+    files; version-1 specs (fixed frames per video) work too."""
+    known = {f.name for f in fields(Preprocessing)}  # version 1 also named the mean file
+    preprocessing = Preprocessing(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in spec["preprocessing"].items()
+            if k in known
+        }
+    )
+    backbone = C3D(
+        preprocessing,
+        weights=weights,
+        random_seed=random_seed,
+        mean_file=mean_file,
+        layer=spec["layer"],
+        pool5_pad=spec["pool5_pad"],
+        precision=spec["precision"],
+    )
+    sampling = spec["sampling"]
+    frames = spec.get("frames") if sampling != "dense" else None
+    return Extractor(backbone, Layout(sampling, spec["clip_stride"], frames, spec["pad"]))
+
+
+def extractor_files(config: ExtractConfig) -> dict:
+    """The names of the files the extractor read: metadata, never part of the fingerprint."""
+    names = {"weights": config.weights, "mean_file": config.mean_file}
+    return {k: Path(v).name for k, v in names.items() if v}

@@ -1,0 +1,293 @@
+"""Trusting a cache: verify it, merge caches, repair a damaged one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+
+from gesture_cache.cache import (
+    FAILURES,
+    SCHEMA_VERSION,
+    SHARD_NAME,
+    CacheError,
+    check_shard_hash,
+    fingerprint_of,
+    read_failures,
+    read_manifest,
+    read_shard,
+    read_shard_recordings,
+    shard_image,
+    shard_path,
+    shard_problem,
+    shard_recordings,
+    total_recordings,
+)
+from gesture_cache.files import atomic_write, file_sha256, fsync_dir
+from gesture_cache.writer import LOCK, CacheWriter, acquire_lock, new_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Verification:
+    problems: list[str]  # the cache must not be used as it is
+    warnings: list[str]  # usable, but worth knowing (e.g. one file under two paths)
+    recordings: int = 0
+
+
+def verify_cache(path: str | Path) -> Verification:
+    """Every problem found, as messages: fields, fingerprint, hashes, tables, values, counts.
+    Each shard is hashed once."""
+    folder = Path(path)
+    try:
+        manifest = read_manifest(folder, check_hashes=False)
+    except CacheError as error:
+        return Verification([str(error)], [])
+    problems: list[str] = []
+    if fingerprint_of(manifest["extractor"]) != manifest["fingerprint"]:
+        problems.append("manifest fingerprint is not the sha256 of its extractor (edited?)")
+    seen: dict[str, str] = {}
+    by_content: dict[str, list[str]] = {}
+    labels: Counter = Counter()
+    recordings = clips = 0
+    for shard in manifest["shards"]:
+        name = shard["file"]
+        try:
+            check_shard_hash(folder, shard)
+        except CacheError as error:
+            problems.append(str(error))
+            continue
+        problem = shard_problem(folder / name, manifest)
+        if problem:
+            problems.append(f"{name}: {problem}")
+        try:
+            content = read_shard(folder / name, manifest["schema_version"])
+        except CacheError:
+            continue
+        ids = content.recordings["recording_id"].tolist()
+        if len(ids) != shard_recordings(manifest, shard):
+            problems.append(f"{name}: {len(ids)} recordings, the manifest says otherwise")
+        if manifest["schema_version"] == 2 and (
+            shard["clips"] != len(content.clip_valid)
+            or shard["segments"] != len(content.segments["label"])
+        ):
+            problems.append(f"{name}: clip or segment count differs from the manifest's")
+        for recording_id, sha256 in zip(ids, content.recordings["sha256"].tolist()):
+            if recording_id in seen:
+                problems.append(f"recording {recording_id!r} is in {seen[recording_id]} and {name}")
+            seen[recording_id] = name
+            by_content.setdefault(sha256, []).append(recording_id)
+        labels.update(content.segments["label"].tolist())
+        recordings += len(ids)
+        clips += len(content.clip_valid)
+    if not problems:
+        problems += count_problems(manifest, recordings, clips, labels)
+    warnings = [
+        f"the same file content (sha256 {sha[:12]}...) is cached as {', '.join(ids)}; "
+        "splits keep these recordings together"
+        for sha, ids in by_content.items()
+        if len(ids) > 1
+    ]
+    return Verification(problems, warnings, recordings)
+
+
+def count_problems(manifest: dict, recordings: int, clips: int, labels: Counter) -> list[str]:
+    problems = []
+    if total_recordings(manifest) != recordings:
+        problems.append(
+            f"manifest counts {total_recordings(manifest)} recordings, shards hold {recordings}"
+        )
+    if manifest["schema_version"] == 2 and (
+        manifest["clips"] != clips or manifest["segments"] != sum(labels.values())
+    ):
+        problems.append("manifest clip or segment totals differ from the shards'")
+    counts = dict(sorted(labels.items()))
+    if counts != manifest["class_counts"]:
+        problems.append(f"manifest class_counts {manifest['class_counts']} != shards {counts}")
+    if sorted(labels) != manifest["classes"]:
+        problems.append(f"manifest classes {manifest['classes']} != shards {sorted(labels)}")
+    return problems
+
+
+def verified_manifest(path: str | Path) -> dict:
+    """The manifest of a cache that passes `verify_cache`, or a CacheError with its problem."""
+    result = verify_cache(path)
+    if result.problems:
+        more = f" (and {len(result.problems) - 1} more)" if len(result.problems) > 1 else ""
+        raise CacheError(f"cache {path} fails verification: {result.problems[0]}{more}")
+    return read_manifest(path, check_hashes=False)
+
+
+def merge_caches(sources: list[str | Path], out: str | Path) -> dict:
+    """Combine caches built with the same extractor (e.g. `--num-shards` parts) into `out`.
+
+    Every source is verified and every recording id checked before anything is written; the
+    merged cache is built in a temporary folder beside `out` and renamed at the end, so a
+    failed merge leaves no partial cache behind."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CacheError(f"--out {out} exists and is not empty; merge into a new folder")
+    manifests = [verified_manifest(s) for s in sources]
+    first = manifests[0]
+    for source, manifest in zip(sources, manifests):
+        if manifest["schema_version"] != SCHEMA_VERSION:
+            raise CacheError(
+                f"{source} is a schema-{manifest['schema_version']} cache; merge needs schema "
+                f"{SCHEMA_VERSION} caches (versions are never mixed): re-extract it"
+            )
+        if manifest["fingerprint"] != first["fingerprint"] or manifest["dtype"] != first["dtype"]:
+            raise CacheError(
+                f"{source} was built with another extractor or dtype than {sources[0]}"
+            )
+    owner: dict[str, str] = {}
+    for source, manifest in zip(sources, manifests):
+        for shard in manifest["shards"]:
+            content = read_shard(Path(source) / shard["file"], SCHEMA_VERSION)
+            for recording_id in content.recordings["recording_id"]:
+                if recording_id in owner:
+                    raise CacheError(
+                        f"recording {recording_id!r} is in both {owner[recording_id]} and {source}"
+                    )
+                owner[recording_id] = str(source)
+    staging = out.with_name(f".{out.name}.merging-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        writer = CacheWriter(
+            staging,
+            first["extractor"],
+            first["feature_dim"],
+            first["dtype"],
+            shard_size=10**9,
+            files=first.get("files", {}),
+            software=first.get("created_by", {}),
+        )
+        with writer:
+            for source, manifest in zip(sources, manifests):
+                for shard in manifest["shards"]:
+                    writer.software = shard.get("software", {})
+                    writer.pending = read_shard_recordings(Path(source) / shard["file"])
+                    writer.flush()
+                for key, record in read_failures(source).items():
+                    if key.split("#", 1)[0] not in writer.done:
+                        writer.failures[key] = record
+        (staging / LOCK).unlink(missing_ok=True)
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+        fsync_dir(out.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return read_manifest(out, check_hashes=False)
+
+
+@dataclass
+class RepairReport:
+    kept: int = 0  # recordings in the repaired cache
+    dropped: list[str] = field(default_factory=list)  # what was removed, and why
+
+
+def repair_cache(path: str | Path) -> RepairReport:
+    """Make a damaged cache consistent again, keeping every recording that is intact.
+
+    Shards that are listed and intact stay as they are. Unlisted shards with the cache's
+    fingerprint are adopted; corrupt or foreign shards are set aside as `damaged-part-*.h5`;
+    a recording already held by an earlier shard is dropped (a shard with some duplicates is
+    rewritten without them). The manifest is rewritten from what remains; an unreadable one
+    is rebuilt from a shard's own attributes."""
+    folder = Path(path)
+    manifest = _manifest_for_repair(folder)
+    report = RepairReport()
+    lock = acquire_lock(folder)
+    try:
+        listed = {s["file"]: s for s in manifest["shards"]}
+        kept: list[tuple[str, dict, int, int, list[str]]] = []
+        owner: dict[str, str] = {}
+        for name in sorted(p.name for p in folder.iterdir() if SHARD_NAME.match(p.name)):
+            path = shard_path(folder, name)
+            problem = shard_problem(path, manifest)
+            if problem is None and name in listed and file_sha256(path) != listed[name]["sha256"]:
+                problem = "its sha256 differs from the manifest's"
+            if problem:
+                report.dropped.append(f"{name}: {problem}")
+                path.rename(path.with_name(f"damaged-{name}"))
+                continue
+            recordings = read_shard_recordings(path)
+            fresh = [r for r in recordings if r.recording_id not in owner]
+            for r in recordings:
+                if r.recording_id in owner:
+                    report.dropped.append(
+                        f"{name}: {r.recording_id} (also in {owner[r.recording_id]})"
+                    )
+            if not fresh:
+                path.unlink()
+                continue
+            software = listed.get(name, {}).get("software", {})
+            if len(fresh) < len(recordings):
+                atomic_write(path, shard_image(fresh, manifest, software))
+            owner.update((r.recording_id, name) for r in fresh)
+            labels = [s.label for r in fresh for s in r.segments]
+            kept.append((name, software, len(fresh), sum(len(r.features) for r in fresh), labels))
+        for leftover in folder.iterdir():
+            if leftover.name.startswith(".") and leftover.name.endswith(".tmp"):
+                leftover.unlink()
+        counts = Counter(label for *_, labels in kept for label in labels)
+        manifest.update(
+            shards=[
+                {
+                    "file": name,
+                    "recordings": recordings,
+                    "clips": clips,
+                    "segments": len(labels),
+                    "sha256": file_sha256(folder / name),
+                    "software": software,
+                }
+                for name, software, recordings, clips, labels in kept
+            ],
+            class_counts=dict(sorted(counts.items())),
+            classes=sorted(counts),
+            recordings=sum(k[2] for k in kept),
+            clips=sum(k[3] for k in kept),
+            segments=sum(counts.values()),
+        )
+        write_manifest(folder, manifest)
+        failures = {
+            k: r for k, r in read_failures(folder).items() if k.split("#", 1)[0] not in owner
+        }
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in failures.values())
+        atomic_write(folder / FAILURES, lines.encode())
+        report.kept = manifest["recordings"]
+    finally:
+        os.close(lock)
+    return report
+
+
+def _manifest_for_repair(folder: Path) -> dict:
+    """The manifest if it can be read; else one rebuilt from a shard's own attributes."""
+    try:
+        manifest = read_manifest(folder, check_hashes=False)
+    except CacheError as error:
+        if not folder.is_dir():
+            raise
+        reason = str(error)
+    else:
+        if manifest["schema_version"] != SCHEMA_VERSION:
+            raise CacheError(f"{folder} is a schema-1 cache; this version repairs schema 2")
+        return manifest
+    for path in sorted(folder.glob("part-*.h5")):
+        try:
+            with h5py.File(path, "r") as f:
+                extractor = json.loads(f.attrs["extractor"])
+                features = f["features"]
+                dim, dtype = int(features.shape[1]), str(features.dtype)
+        except (OSError, KeyError, ValueError, IndexError):
+            continue
+        log.warning("manifest unusable (%s); rebuilding it from %s", reason, path.name)
+        return new_manifest(extractor, dim, dtype, {}, {})
+    raise CacheError(f"{folder} cannot be repaired: {reason}, and no shard says what it is")
