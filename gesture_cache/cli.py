@@ -136,12 +136,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from gesture_cache import report, tune
+    from gesture_cache import report, runs, tune
 
     file_values = load_config_file(args.config) if args.config else {}
     base = make_train_config(file_values, {"epochs": args.epochs, "seed": args.seed})
     study = tune.tune(args.cache, args.out, args.trials, base, args.storage, args.study)
     print(report.study_table(study))
+    print()
+    print(runs.format_table(runs.runs_table(args.out, "test_accuracy"), "table"))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from gesture_cache import runs
+
+    print(runs.format_table(runs.runs_table(args.folder, args.sort), args.format))
     return 0
 
 
@@ -461,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, help="the split's seed, the same for every trial")
     p.set_defaults(handler=cmd_tune)
+
+    p = commands.add_parser("runs", help="compare the run folders under a folder")
+    p.add_argument("folder")
+    p.add_argument("--sort", help="a column, e.g. test_accuracy (best first) or lr")
+    p.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
+    p.set_defaults(handler=cmd_runs)
 
     p = commands.add_parser("evaluate", help="metrics of a run on its test split or a cache")
     p.add_argument("run")

@@ -58,7 +58,7 @@ class DetectDemoResult:
 
 
 def run_detect_demo(
-    out: str | Path, recordings: int = 6, unseen: int = 2, gestures: int = 4, seed: int = 0
+    out: str | Path, recordings: int = 16, unseen: int = 3, gestures: int = 4, seed: int = 0
 ) -> DetectDemoResult:
     """synth recordings -> extract -> train with background -> detect on unseen recordings
     -> score; re-running reuses the recordings and the cache."""

@@ -198,6 +198,9 @@ def demo_summary(result: DemoResult) -> str:
 def study_table(study: optuna.Study) -> str:
     """Every finished trial, best first, and the best trial's settings."""
     trials = study.trials_dataframe(attrs=("number", "value", "params", "user_attrs", "state"))
+    states = trials["state"].value_counts().to_dict() if len(trials) else {}
+    if not states.get("COMPLETE"):
+        return f"no trial finished yet ({states or 'none run'})"
     finished = trials[trials["state"] == "COMPLETE"].drop(columns="state")
     finished = finished.sort_values("value").rename(columns={"value": "val_loss"})
     finished.columns = [c.removeprefix("params_").removeprefix("user_attrs_") for c in finished]
@@ -205,7 +208,8 @@ def study_table(study: optuna.Study) -> str:
     return (
         f"{finished.to_string(index=False)}\n\n"
         f"best: trial {best.number}, val_loss {best.value:.4f}, {best.user_attrs['run']}\n"
-        f"      {best.params}"
+        f"      {best.params}\n"
+        f"trials by state: {states}"
     )
 
 

@@ -25,7 +25,7 @@ def hand_pose(gesture: str, t: float, width: int, height: int, rng_params: dict)
     x, y, angle = cx * width, cy * height, 0.0
     if gesture == "1_Finger_Click":
         fingers = [0.3, 1.0 - 0.8 * abs(np.sin(np.pi * cycles * t)), 0.0, 0.0, 0.0]
-        y += 0.05 * height * abs(np.sin(np.pi * cycles * t))
+        y += 0.12 * height * abs(np.sin(np.pi * cycles * t))  # the hand taps down with it
     elif gesture in ("2_Fingers_Left", "2_Fingers_Right"):
         sweep = rng_params["sweep"] * width
         progress = np.clip(1.25 * t - 0.125, 0, 1)

@@ -109,9 +109,11 @@ def train(
     run_dir: str | Path,
     config: TrainConfig,
     split_from: str | Path | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
     """Train a classifier on a cache into a new run folder. `split_from` reuses an earlier
-    run's split (samples it does not know go to training, with a warning)."""
+    run's split (samples it does not know go to training, with a warning); `callbacks` are
+    added to Keras' (a search's pruning)."""
     run_dir = Path(run_dir)
     if (run_dir / "config.json").exists() or (run_dir / "config.json").is_symlink():
         raise RunError(f"run folder {run_dir} already holds a run; use --resume or a new --out")
@@ -127,7 +129,7 @@ def train(
     else:
         split = data.split_samples(prepared.samples, config.test_size, config.val_size, config.seed)
     run_config = start_run_folder(run_dir, prepared, cache_path, config, split)
-    return fit_and_evaluate(run_dir, prepared, config, split, run_config, resume=False)
+    return fit_and_evaluate(run_dir, prepared, config, split, run_config, False, callbacks)
 
 
 def resume(
@@ -164,6 +166,7 @@ def fit_and_evaluate(
     split: np.ndarray,
     run_config: dict,
     resume: bool,
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
     rows = {name: np.flatnonzero(split == name) for name in data.SPLITS}
     keras.utils.set_random_seed(config.seed)
@@ -188,7 +191,10 @@ def fit_and_evaluate(
             datasets["train"],
             validation_data=datasets.get("val"),
             epochs=config.epochs,
-            callbacks=training_callbacks(run_dir, monitor, config.patience, resume),
+            callbacks=[
+                *training_callbacks(run_dir, monitor, config.patience, resume),
+                *(extra_callbacks or []),
+            ],
             class_weight=balanced_class_weights(prepared.y[rows["train"]]) if weigh else None,
             shuffle=False,  # the dataset shuffles, from the seed
             verbose=2,

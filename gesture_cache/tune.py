@@ -8,22 +8,28 @@ folder; trials are compared on their best validation loss (the test split stays 
 
 from __future__ import annotations
 
+import json
+import random
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import keras
 import optuna
 import pandas as pd
 
 from gesture_cache.cache import read_manifest
 from gesture_cache.config import TrainConfig, parse_units
 from gesture_cache.errors import ConfigError
+from gesture_cache.files import write_json
 from gesture_cache.train import train
 
 UNITS_CHOICES = ["64", "128", "256", "128,64", "256,64"]
 
 
 def suggest(trial: optuna.Trial, base: TrainConfig) -> TrainConfig:
-    """The search space: recurrent sizes and cell, dense size, dropout, learning rate, batch."""
+    """The search space: recurrent sizes and cell, dense size, dropout, learning rate, batch,
+    and the temporal window (free: nothing is re-extracted)."""
     return replace(
         base,
         units=parse_units(trial.suggest_categorical("units", UNITS_CHOICES)),
@@ -32,6 +38,7 @@ def suggest(trial: optuna.Trial, base: TrainConfig) -> TrainConfig:
         dropout=trial.suggest_float("dropout", 0.0, 0.5),
         lr=trial.suggest_float("lr", 1e-4, 3e-3, log=True),
         batch_size=trial.suggest_categorical("batch_size", [8, 16, 32]),
+        window_clips=trial.suggest_categorical("window_clips", [4, 8]),
     )
 
 
@@ -55,15 +62,7 @@ def tune(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    try:
-        study = optuna.create_study(
-            study_name=study_name, storage=url, direction="minimize", load_if_exists=True
-        )
-    except Exception as error:  # noqa: BLE001 - SQLAlchemy, drivers and Optuna each raise their own
-        raise ConfigError(
-            f"--storage {url}: cannot open the study ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:300]})"
-        ) from None
+    study = open_study(url, study_name)
     known = study.user_attrs.get("cache_fingerprint")
     if known is None:
         study.set_user_attr("cache_fingerprint", fingerprint)
@@ -75,7 +74,11 @@ def tune(
 
     def objective(trial: optuna.Trial) -> float:
         run_dir = out / f"trial-{trial.number:04d}"
-        result = train(cache_path, run_dir, suggest(trial, base))
+        pruning = PruneBehind(trial)
+        result = train(cache_path, run_dir, suggest(trial, base), callbacks=[pruning])
+        if pruning.pruned:
+            mark_run(run_dir, "pruned")
+            raise optuna.TrialPruned(f"validation loss behind the median at epoch {pruning.epoch}")
         if result.interrupted:
             raise KeyboardInterrupt  # Optuna marks the trial failed and stops
         history = pd.read_csv(run_dir / "history.csv")
@@ -86,3 +89,52 @@ def tune(
 
     study.optimize(objective, n_trials=trials)
     return study
+
+
+def open_study(url: str, name: str, attempts: int = 8) -> optuna.Study:
+    """The study in `url`, created on first use. Workers started at the same moment race to
+    create it (and SQLite's tables); a loser retries and loads the winner's study."""
+    storage_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(attempts):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=storage_kwargs)
+            return optuna.create_study(
+                study_name=name,
+                storage=storage,
+                direction="minimize",
+                load_if_exists=True,
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3),
+            )
+        except Exception as error:  # noqa: BLE001 - SQLAlchemy, drivers and Optuna each raise their own
+            transient = "locked" in str(error) or "already exists" in str(error).lower()
+            if transient and attempt < attempts - 1:
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+                continue
+            raise ConfigError(
+                f"--storage {url}: cannot open the study ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:300]})"
+            ) from None
+    raise AssertionError("unreachable")
+
+
+class PruneBehind(keras.callbacks.Callback):
+    """Reports each epoch's validation loss to Optuna and stops a trial that falls behind."""
+
+    def __init__(self, trial: optuna.Trial):
+        super().__init__()
+        self.trial, self.pruned, self.epoch = trial, False, 0
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("val_loss")
+        if loss is None:
+            return
+        self.trial.report(float(loss), epoch)
+        if self.trial.should_prune():
+            self.pruned, self.epoch = True, epoch
+            self.model.stop_training = True
+
+
+def mark_run(run_dir: Path, status: str) -> None:
+    config = json.loads((run_dir / "config.json").read_text())
+    config["status"] = status
+    write_json(run_dir / "config.json", config)

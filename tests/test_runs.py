@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
@@ -220,3 +221,19 @@ def test_a_full_disk_while_training_is_a_message(small_cache, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, preexec_fn=limit_files)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "cannot write in" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_runs_lists_every_run_and_survives_half_written_ones(small_cache, tmp_path, capsys):
+    train(small_cache, tmp_path / "runs" / "a", TrainConfig(**TINY))
+    train(small_cache, tmp_path / "runs" / "b", TrainConfig(**{**TINY, "lr": 0.01}))
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "config.json").write_text('{"hparams": ')
+    assert main(["runs", str(tmp_path / "runs"), "--sort", "lr", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert table["run"].tolist() == ["a", "b", "broken"]
+    assert table["status"].tolist() == ["finished", "finished", "incomplete"]
+    assert table.loc[0, "epochs"] == 2 and 0 <= table.loc[0, "test_accuracy"] <= 1
+    assert main(["runs", str(tmp_path / "runs"), "--format", "markdown"]) == 0
+    assert capsys.readouterr().out.startswith("| run | status |")
+    assert main(["runs", str(tmp_path / "runs"), "--sort", "nope"]) == 2
+    assert "--sort 'nope'" in capsys.readouterr().err

@@ -36,9 +36,8 @@ def test_tuning_needs_a_validation_split(small_cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study(small_cache, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    optuna.create_study(study_name="shared", storage=storage)  # created once, before the workers
+def test_two_workers_started_together_share_one_new_study(small_cache, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"  # fresh: the workers race to create it
     command = [
         sys.executable,
         "-m",
