@@ -25,7 +25,7 @@ def hand_pose(gesture: str, t: float, width: int, height: int, rng_params: dict)
     x, y, angle = cx * width, cy * height, 0.0
     if gesture == "1_Finger_Click":
         fingers = [0.3, 1.0 - 0.8 * abs(np.sin(np.pi * cycles * t)), 0.0, 0.0, 0.0]
-        y += 0.12 * height * abs(np.sin(np.pi * cycles * t))  # the hand taps down with it
+        y += rng_params.get("tap", 0.05) * height * abs(np.sin(np.pi * cycles * t))
     elif gesture in ("2_Fingers_Left", "2_Fingers_Right"):
         sweep = rng_params["sweep"] * width
         progress = np.clip(1.25 * t - 0.125, 0, 1)
@@ -135,6 +135,9 @@ def write_recording(
         idle(int(rng.integers(24, 56)))
         gesture = GESTURES[rng.integers(len(GESTURES))]
         length, params = int(rng.integers(32, 49)), gesture_params(rng)
+        # the hand taps harder with a click here: a random-weight C3D must tell it from a
+        # resting fist, not only from the other gestures
+        params["tap"] = 0.12
         for i in range(length):
             pose = hand_pose(gesture, i / (length - 1), width, height, params)
             writer.write(draw_frame(background, pose, scale, colour))

@@ -228,6 +228,7 @@ def test_runs_lists_every_run_and_survives_half_written_ones(small_cache, tmp_pa
     train(small_cache, tmp_path / "runs" / "b", TrainConfig(**{**TINY, "lr": 0.01}))
     (tmp_path / "runs" / "broken").mkdir()
     (tmp_path / "runs" / "broken" / "config.json").write_text('{"hparams": ')
+    capsys.readouterr()  # training's own output
     assert main(["runs", str(tmp_path / "runs"), "--sort", "lr", "--format", "csv"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert table["run"].tolist() == ["a", "b", "broken"]
