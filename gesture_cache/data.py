@@ -390,7 +390,7 @@ def sample_clips(samples: Samples, clip_valid: np.ndarray) -> np.ndarray:
 
 
 def standardisation(
-    features: np.ndarray, clips: np.ndarray, chunk: int = 4096
+    features: np.ndarray, clips: np.ndarray, chunk: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance per feature over the given clips, `chunk` at a time (the float64
     copy stays small).
@@ -426,9 +426,9 @@ def window_dataset(
 ) -> tf.data.Dataset:
     """Batches ((features (B, T, D) float32, mask (B, T)), labels (B,)).
 
-    Window positions are drawn per batch in numpy (new random windows every epoch when
-    shuffling); features are gathered from `features`, the whole cache as one tensor, or
-    read shard by shard from disk when it is None (caches over --memory-limit)."""
+    Window positions are drawn in numpy, once per epoch for all samples (new random windows
+    every epoch when shuffling); features are gathered from `features`, the whole cache as
+    one tensor, or read shard by shard from disk when it is None (over --memory-limit)."""
     rng = np.random.default_rng(seed)
     T, D = window.clips, cache.feature_dim
     if features is None:  # batches never mix shards
@@ -443,38 +443,40 @@ def window_dataset(
         )
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
     else:
-        generator = lambda: _index_batches(cache, samples, y, window, batch_size, shuffle, rng)  # noqa: E731
+        generator = lambda: _epoch_windows(cache, samples, y, window, shuffle, rng)  # noqa: E731
         signature = (
             tf.TensorSpec((None, T), tf.int64),
             tf.TensorSpec((None, T), tf.bool),
             tf.TensorSpec((None,), tf.int32),
         )
 
+        def batches_of(positions: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor):
+            return tf.data.Dataset.from_tensor_slices((positions, mask, labels)).batch(batch_size)
+
         def gather(positions: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor) -> tuple:
             return (tf.cast(tf.gather(features, positions), tf.float32), mask), labels
 
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
-        dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.flat_map(batches_of).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))  # Keras' steps
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _index_batches(
+def _epoch_windows(
     cache: Cache,
     samples: Samples,
     y: np.ndarray,
     window: Window,
-    batch_size: int,
     shuffle: bool,
     rng: np.random.Generator,
 ) -> Iterator[tuple]:
+    """One epoch's windows for every sample at once (in shuffled order): drawn in one
+    vectorised call per epoch, batched and gathered inside tf.data."""
     order = rng.permutation(len(samples)) if shuffle else np.arange(len(samples))
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        positions, mask = batch_windows(
-            samples.take(rows), cache.clip_valid, window, rng if shuffle else None
-        )
-        yield positions, mask, y[rows].astype(np.int32)
+    positions, mask = batch_windows(
+        samples.take(order), cache.clip_valid, window, rng if shuffle else None
+    )
+    yield positions, mask, y[order].astype(np.int32)
 
 
 def _streamed_batches(
