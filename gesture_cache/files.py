@@ -44,18 +44,13 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def temporary_name(path: Path) -> Path:
-    """The writer's own temporary name for `path` (the only names clean-up may delete)."""
-    return path.with_name(f".{path.name}.tmp")
-
-
 def atomic_write(path: Path, data: bytes) -> str:
     """Write `data` under a temporary name, fsync, rename over `path`; returns its sha256.
 
     Errors of the disk (full, quota, file-size limit) become a message naming the file; the
     old `path`, if any, is left as it was.
     """
-    temporary = temporary_name(path)
+    temporary = path.with_name(f".{path.name}.tmp")  # writer.OWN_TEMPORARY matches these
     try:
         temporary.unlink(missing_ok=True)  # a planted link is removed, never followed
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)

@@ -472,16 +472,12 @@ def compute_metrics(model: keras.Model, prepared: TrainingData, rows: np.ndarray
     }
 
 
-def run_settings(saved: dict) -> TrainConfig:
-    return TrainConfig(**saved["hparams"])
-
-
 def evaluate_run(run_dir: str | Path, cache_path: str | Path | None = None) -> dict:
     """Metrics of a run's best model: on its own test split (the cache must still hold the
     data it was trained on), or on all of another cache built with the same extractor."""
     run_dir = Path(run_dir)
     saved = read_run_config(run_dir)
-    config = run_settings(saved)
+    config = TrainConfig(**saved["hparams"])
     path = cache_path or saved["cache"]["path"]
     prepared = training_data(path, config)
     classes = saved.get("classes", saved["cache"]["classes"])
