@@ -106,7 +106,10 @@ def open_study(url: str, name: str, attempts: int = 8) -> optuna.Study:
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3),
             )
         except Exception as error:  # noqa: BLE001 - SQLAlchemy, drivers and Optuna each raise their own
-            transient = "locked" in str(error) or "already exists" in str(error).lower()
+            text = str(error).lower()
+            transient = "IntegrityError" in type(error).__name__ or any(
+                word in text for word in ("locked", "already exists", "unique constraint")
+            )  # another worker is creating the same tables or study right now
             if transient and attempt < attempts - 1:
                 time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
                 continue
