@@ -387,22 +387,29 @@ def read_shard_recordings(path: Path) -> list[CachedRecording]:
     return result
 
 
-def shard_problem(path: Path, manifest: dict) -> str | None:
-    """What is wrong with one shard against the manifest, or None: attributes, every table
-    present and consistent, features of the right size and type and finite."""
+def inspect_shard(path: Path, manifest: dict) -> tuple[str | None, ShardContent | None]:
+    """What is wrong with one shard against the manifest (None: nothing), and its content
+    with features as read for the checks (None when it cannot be read): attributes, every
+    table present and consistent, features of the right size and type and finite."""
     version = manifest["schema_version"]
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("fingerprint") != manifest["fingerprint"]:
-                return "its fingerprint differs from the manifest's"
-            if f.attrs.get("schema_version") != version:
-                return f"schema_version {f.attrs.get('schema_version')}"
+                attributes = "its fingerprint differs from the manifest's"
+            elif f.attrs.get("schema_version") != version:
+                attributes = f"schema_version {f.attrs.get('schema_version')}"
+            else:
+                attributes = None
     except OSError as error:
-        return f"cannot be read ({error})"
+        return f"cannot be read ({error})", None
     try:
         content = read_shard(path, version, features=True)
     except CacheError as error:
-        return str(error)
+        return attributes or str(error), None
+    return attributes or _content_problem(content, manifest), content
+
+
+def _content_problem(content: ShardContent, manifest: dict) -> str | None:
     features, recordings, segments = content.features, content.recordings, content.segments
     if features.ndim != 2 or features.shape[1] != feature_dim(manifest):
         return f"features of shape {features.shape}, the manifest says {feature_dim(manifest)} wide"

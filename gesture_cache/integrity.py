@@ -19,13 +19,13 @@ from gesture_cache.cache import (
     CacheError,
     check_shard_hash,
     fingerprint_of,
+    inspect_shard,
     read_failures,
     read_manifest,
     read_shard,
     read_shard_recordings,
     shard_image,
     shard_path,
-    shard_problem,
     shard_recordings,
     total_recordings,
 )
@@ -64,12 +64,10 @@ def verify_cache(path: str | Path) -> Verification:
         except CacheError as error:
             problems.append(str(error))
             continue
-        problem = shard_problem(folder / name, manifest)
+        problem, content = inspect_shard(folder / name, manifest)
         if problem:
             problems.append(f"{name}: {problem}")
-        try:
-            content = read_shard(folder / name, manifest["schema_version"])
-        except CacheError:
+        if content is None:
             continue
         ids = content.recordings["recording_id"].tolist()
         if len(ids) != shard_recordings(manifest, shard):
@@ -211,7 +209,7 @@ def repair_cache(path: str | Path) -> RepairReport:
         owner: dict[str, str] = {}
         for name in sorted(p.name for p in folder.iterdir() if SHARD_NAME.match(p.name)):
             path = shard_path(folder, name)
-            problem = shard_problem(path, manifest)
+            problem, _ = inspect_shard(path, manifest)
             if problem is None and name in listed and file_sha256(path) != listed[name]["sha256"]:
                 problem = "its sha256 differs from the manifest's"
             if problem:

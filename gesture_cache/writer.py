@@ -25,12 +25,12 @@ from gesture_cache.cache import (
     SHARD_NAME,
     CachedRecording,
     fingerprint_of,
+    inspect_shard,
     read_failures,
     read_manifest,
     read_shard,
     shard_image,
     shard_path,
-    shard_problem,
 )
 from gesture_cache.errors import CacheError, GestureCacheError
 from gesture_cache.files import atomic_write, file_sha256, write_json
@@ -161,9 +161,8 @@ class CacheWriter:
 
     def _adopt(self, path: Path) -> None:
         """A shard renamed by a writer killed before it updated the manifest."""
-        problem = shard_problem(path, self.manifest)
+        problem, content = inspect_shard(path, self.manifest)
         if problem is None:
-            content = read_shard(path, SCHEMA_VERSION)
             if set(content.recordings["recording_id"]) & set(self.done):
                 problem = "it repeats recordings the cache already holds"
         if problem:
