@@ -140,7 +140,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     file_values = load_config_file(args.config) if args.config else {}
     base = make_train_config(file_values, {"epochs": args.epochs, "seed": args.seed})
-    study = tune.tune(args.cache, args.out, args.trials, base, args.storage, args.study)
+    study = tune.tune(
+        args.cache, args.out, args.trials, base, args.storage, args.study, args.heartbeat
+    )
     print(report.study_table(study))
     print()
     print(runs.format_table(runs.runs_table(args.out, "test_accuracy"), "table"))
@@ -466,6 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=20, help="trials this process runs")
     p.add_argument("--storage", help="Optuna storage URL shared by workers (sqlite in --out)")
     p.add_argument("--study", default="gesture-cache", help="study name in the storage")
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a worker silent for 4x this long is taken for dead; its trial is rerun (30)",
+    )
     p.add_argument("--config", help="TOML or YAML of the settings not searched")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, help="the split's seed, the same for every trial")

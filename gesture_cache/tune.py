@@ -1,9 +1,11 @@
 """Hyperparameter search with Optuna over a cache.
 
-The study lives in a storage URL (SQLite by default, in the output folder), so several
-processes, or machines sharing a database, can work on one search: each runs
+The study lives in a storage URL (SQLite by default, in the output folder; PostgreSQL for
+several machines), so several processes can work on one search: each runs
 `gesture-cache tune` with the same `--storage` and `--study`. Every trial is a normal run
 folder; trials are compared on their best validation loss (the test split stays unseen).
+Each worker sends a heartbeat while it trains: a trial whose worker died (killed, machine
+lost) is marked failed by the next worker that starts a trial and run again once.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import json
 import random
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import keras
 import optuna
 import pandas as pd
+import sqlalchemy
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from gesture_cache.cache import read_manifest
 from gesture_cache.config import TrainConfig, parse_units
@@ -49,20 +54,24 @@ def tune(
     base: TrainConfig,
     storage: str | None = None,
     study_name: str = "gesture-cache",
+    heartbeat: float = 30.0,
 ) -> optuna.Study:
     """Run `trials` more trials of the study (created on first use, resumed after).
 
     Ctrl-C stops the search: the trial it interrupted is marked failed (never ranked with
-    its partial loss) and KeyboardInterrupt reaches the caller."""
+    its partial loss) and KeyboardInterrupt reaches the caller. A worker silent for
+    4 x `heartbeat` seconds is taken for dead and its trial retried."""
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"--trials {trials}: give a whole number of at least 1")
     if base.val_size <= 0:
         raise ConfigError("tuning compares validation losses: --val-size must be above 0")
+    if not heartbeat > 0:
+        raise ConfigError(f"--heartbeat {heartbeat}: give a number of seconds above 0")
     fingerprint = read_manifest(cache_path)["fingerprint"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    study = open_study(url, study_name)
+    study = open_study(url, study_name, heartbeat)
     known = study.user_attrs.get("cache_fingerprint")
     if known is None:
         study.set_user_attr("cache_fingerprint", fingerprint)
@@ -91,13 +100,26 @@ def tune(
     return study
 
 
-def open_study(url: str, name: str, attempts: int = 8) -> optuna.Study:
+def open_study(url: str, name: str, heartbeat: float = 30.0, attempts: int = 8) -> optuna.Study:
     """The study in `url`, created on first use. Workers started at the same moment race to
-    create it (and SQLite's tables); a loser retries and loads the winner's study."""
-    storage_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    create it (and the storage's tables); a loser retries and loads the winner's study."""
+    shown = shown_url(url)
+    url = storage_url(url)
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     for attempt in range(attempts):
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=storage_kwargs)
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=max(1, round(heartbeat)),
+                    grace_period=max(4, round(4 * heartbeat)),
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
             return optuna.create_study(
                 study_name=name,
                 storage=storage,
@@ -105,6 +127,11 @@ def open_study(url: str, name: str, attempts: int = 8) -> optuna.Study:
                 load_if_exists=True,
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3),
             )
+        except ModuleNotFoundError as error:
+            raise ConfigError(
+                f"--storage {shown} needs the {error.name} package: "
+                "pip install 'gesture_cache[postgres]'"
+            ) from None
         except Exception as error:  # noqa: BLE001 - SQLAlchemy, drivers and Optuna each raise their own
             text = str(error).lower()
             transient = "IntegrityError" in type(error).__name__ or any(
@@ -113,11 +140,30 @@ def open_study(url: str, name: str, attempts: int = 8) -> optuna.Study:
             if transient and attempt < attempts - 1:
                 time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
                 continue
+            first_line = (str(error).strip().splitlines() or [""])[0][:300]
             raise ConfigError(
-                f"--storage {url}: cannot open the study ({type(error).__name__}: "
-                f"{str(error).splitlines()[0][:300]})"
+                f"--storage {shown}: cannot open the study ({type(error).__name__}: {first_line})"
             ) from None
     raise AssertionError("unreachable")
+
+
+def shown_url(url: str) -> str:
+    """The URL as the user gave it, password hidden."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        raise ConfigError(
+            f"--storage {url!r} is not a database URL "
+            "(e.g. sqlite:///study.db or postgresql://user@host/db)"
+        ) from None
+
+
+def storage_url(url: str) -> str:
+    """PostgreSQL URLs without a driver use psycopg 3 (SQLAlchemy 2.0 would pick psycopg2)."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
 
 
 class PruneBehind(keras.callbacks.Callback):

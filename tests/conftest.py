@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ from gesture_cache.c3d import build_c3d, randomize_weights
 from gesture_cache.config import ExtractConfig
 from gesture_cache.extract import run_extraction
 from tests.helpers import save_keras2_weights
+from tests.postgres import postgres_bin, postgres_server
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "videos"
 
@@ -50,3 +53,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     from gesture_cache.demo import run_demo
 
     return run_demo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on loopback for this test session (skips without one)."""
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs it)")
+    folder = Path(tempfile.mkdtemp(prefix="gesture-cache-pg-"))  # the server's user can reach it
+    try:
+        with postgres_server(folder) as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

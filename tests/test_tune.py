@@ -1,17 +1,27 @@
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
 
 import optuna
+import pandas as pd
 import pytest
 
 from gesture_cache.cli import main
 from gesture_cache.config import TrainConfig
 from gesture_cache.errors import ConfigError
-from gesture_cache.tune import tune
+from gesture_cache.runs import runs_table
+from gesture_cache.tune import open_study, tune
+from tests.postgres import free_port
+
+
+def tune_command(cache, out, storage: str, study: str, trials: int, epochs: int) -> list[str]:
+    command = [sys.executable, "-m", "gesture_cache.cli", "tune", str(cache), "--out", str(out)]
+    command += ["--trials", str(trials), "--epochs", str(epochs)]
+    return command + ["--storage", storage, "--study", study, "--heartbeat", "1"]
 
 
 def test_tune_runs_trials_and_resumes_the_study(small_cache, tmp_path, capsys):
@@ -84,3 +94,84 @@ def test_ctrl_c_stops_the_search_and_fails_the_interrupted_trial(small_cache, tm
     trials = optuna.load_study(study_name="gesture-cache", storage=f"sqlite:///{out / 'study.db'}")
     states = [t.state for t in trials.trials]
     assert states == [optuna.trial.TrialState.FAIL], states  # not COMPLETE, and no next trial
+
+
+def test_a_trial_behind_the_median_is_pruned_and_its_run_marked(small_cache, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(storage, "gesture-cache")
+    study.set_user_attr(
+        "cache_fingerprint", json.loads((small_cache / "manifest.json").read_text())["fingerprint"]
+    )
+    for _ in range(2):  # two finished trials no real run can keep up with
+        study.add_trial(
+            optuna.trial.create_trial(value=0.0, intermediate_values=dict.fromkeys(range(10), 0.0))
+        )
+    tune(small_cache, tmp_path, 1, TrainConfig(epochs=8, val_size=0.25), storage=storage)
+    trial = optuna.load_study(study_name="gesture-cache", storage=storage).trials[-1]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert sorted(trial.intermediate_values) == [0, 1, 2, 3]  # warm-up of 3 epochs, then cut
+    run = tmp_path / f"trial-{trial.number:04d}"
+    assert json.loads((run / "config.json").read_text())["status"] == "pruned"
+    assert len(pd.read_csv(run / "history.csv")) == 4
+    assert runs_table(tmp_path).set_index("run").loc[run.name, "status"] == "pruned"
+
+
+def test_an_unreachable_storage_is_one_clear_line(small_cache, tmp_path, capsys):
+    url = f"postgresql://someone:hunter2@127.0.0.1:{free_port()}/nothing"
+    code = main(["tune", str(small_cache), "--out", str(tmp_path), "--storage", url])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot open the study" in err and "Connection refused" in err
+    assert "hunter2" not in err and "someone:***@" in err
+    assert main(["tune", str(small_cache), "--out", str(tmp_path), "--storage", "nonsense"]) == 2
+    assert "is not a database URL" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_postgres_study(small_cache, tmp_path, postgres_url):
+    out = tmp_path / "trials"
+    command = tune_command(small_cache, out, postgres_url, "together", trials=2, epochs=1)
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # started together: both race to create the study
+    for worker in workers:
+        assert worker.wait(timeout=300) == 0, worker.stderr.read()[-2000:]
+    trials = optuna.load_study(study_name="together", storage=postgres_url).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    runs = sorted(p.parent.name for p in out.glob("trial-*/model.keras"))
+    assert runs == [f"trial-{i:04d}" for i in range(4)]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_leaves_the_postgres_study_usable(small_cache, tmp_path, postgres_url):
+    out = tmp_path / "trials"
+    doomed = subprocess.Popen(
+        tune_command(small_cache, out, postgres_url, "killed", trials=3, epochs=400),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    history = out / "trial-0000" / "history.csv"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and doomed.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.1)
+    doomed.kill()  # mid-trial: no chance to tell the study anything
+    doomed.wait()
+    killed_at = time.monotonic()
+    stuck = optuna.load_study(study_name="killed", storage=postgres_url).trials
+    assert [t.state for t in stuck] == [optuna.trial.TrialState.RUNNING]
+    time.sleep(max(0.0, killed_at + 5 - time.monotonic()))  # silent for 4 heartbeats: dead
+    survivor = subprocess.run(
+        tune_command(small_cache, out, postgres_url, "killed", trials=1, epochs=1),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert survivor.returncode == 0, survivor.stderr[-2000:]
+    first, retry = optuna.load_study(study_name="killed", storage=postgres_url).trials
+    assert first.state == optuna.trial.TrialState.FAIL
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.params == first.params and retry.system_attrs["failed_trial"] == 0
+    assert (out / "trial-0001" / "model.keras").exists()
