@@ -156,6 +156,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_features(args: argparse.Namespace) -> int:
+    from gesture_cache import export
+
+    out = export.export_parquet(args.cache, args.out)
+    print(f"exported {args.cache} as Parquet: {out} (recordings, clips, segments, README.md)")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from gesture_cache import report, train
 
@@ -485,6 +493,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", help="a column, e.g. test_accuracy (best first) or lr")
     p.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
     p.set_defaults(handler=cmd_runs)
+
+    p = commands.add_parser(
+        "export-features", help="write a cache as Parquet files with a dataset card"
+    )
+    p.add_argument("cache")
+    p.add_argument("--format", choices=["parquet"], default="parquet")
+    p.add_argument("--out", required=True, help="a new folder")
+    p.set_defaults(handler=cmd_export_features)
 
     p = commands.add_parser("evaluate", help="metrics of a run on its test split or a cache")
     p.add_argument("run")

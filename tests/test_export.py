@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from gesture_cache.cache import open_cache
+from gesture_cache.cli import main
+from gesture_cache.export import export_parquet
+from tests.helpers import clips_of
+
+
+@pytest.fixture(scope="module")
+def exported(small_cache, tmp_path_factory):
+    return export_parquet(small_cache, tmp_path_factory.mktemp("export") / "features")
+
+
+def test_pandas_reads_every_clip_as_the_cache_holds_it(small_cache, exported):
+    cache = open_cache(small_cache)
+    clips = pd.read_parquet(exported / "clips.parquet")
+    assert len(clips) == len(cache.features)
+    for recording_id in cache.recordings["recording_id"]:
+        mine = clips[clips.recording_id == recording_id].sort_values("clip_index")
+        np.testing.assert_array_equal(
+            np.stack(mine.features.to_numpy()), clips_of(cache, recording_id).astype(np.float32)
+        )
+        assert mine.clip_index.tolist() == list(range(len(mine)))
+    recordings = pd.read_parquet(exported / "recordings.parquet")
+    assert sorted(recordings.recording_id) == sorted(cache.recordings["recording_id"])
+    assert recordings.clips.sum() == len(clips)
+    segments = pd.read_parquet(exported / "segments.parquet")
+    assert sorted(segments.label) == sorted(cache.segments["label"])
+    assert (segments.end_frame > segments.start_frame).all()
+
+
+def test_pyarrow_reads_the_manifest_from_the_schema(small_cache, exported):
+    table = pq.read_table(exported / "segments.parquet")
+    manifest = json.loads(table.schema.metadata[b"gesture_cache"])
+    assert manifest["fingerprint"] == open_cache(small_cache).fingerprint
+    features = pq.read_schema(exported / "clips.parquet").field("features").type
+    assert features.list_size == manifest["feature_dim"]
+
+
+def test_datasets_loads_the_files_and_the_cards_configs(exported, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    datasets = pytest.importorskip("datasets")
+    clips = datasets.load_dataset(
+        "parquet", data_files=str(exported / "clips.parquet"), split="train"
+    )
+    assert clips.num_rows == len(pd.read_parquet(exported / "clips.parquet"))
+    assert len(clips[0]["features"]) == 4096
+    segments = datasets.load_dataset(str(exported), "segments", split="train")
+    assert set(segments.column_names) >= {"recording_id", "label", "start_frame", "end_frame"}
+    card = (exported / "README.md").read_text()
+    assert "random weights (seed 0)" in card and "| 1_Finger_Click | 2 |" in card
+
+
+def test_an_existing_target_is_refused_and_left_alone(small_cache, tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.mkdir()
+    (target / "mine.txt").write_text("keep me")
+    assert main(["export-features", str(small_cache), "--out", str(target)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert [p.name for p in target.iterdir()] == ["mine.txt"]
+
+
+def test_a_damaged_cache_exports_nothing(small_cache, tmp_path, capsys):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(small_cache, damaged)
+    shard = damaged / "part-00000.h5"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    assert main(["export-features", str(damaged), "--out", str(tmp_path / "out")]) == 2
+    assert "part-00000.h5" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged"]
