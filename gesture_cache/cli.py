@@ -460,6 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--background-label", help="the background class's name (no_gesture)")
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--strategy",
+        choices=["auto", "mirrored", "none"],
+        help="auto: mirror over all GPUs when there are several; mirrored: over the GPUs, or "
+        "the logical CPUs; none: one device (auto)",
+    )
     p.add_argument("--no-normalize", dest="normalize", action="store_false", default=None)
     p.add_argument(
         "--memory-limit",

@@ -80,6 +80,9 @@ class ExtractConfig:
                 )
 
 
+STRATEGIES = ("auto", "mirrored", "none")
+
+
 @dataclass
 class TrainConfig:
     """Every hyperparameter of `gesture-cache train`. `None` means "the preset's value"."""
@@ -104,6 +107,7 @@ class TrainConfig:
     window_sampling: str = "uniform"  # uniform | center | random (new placement each epoch)
     background: bool = False  # add the background class (stretches no segment covers)
     background_label: str = "no_gesture"
+    strategy: str = "auto"  # auto | mirrored | none: data-parallel over this machine's devices
 
     def __post_init__(self) -> None:
         """Settings from files arrive untyped: check them here, naming the setting."""
@@ -135,6 +139,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"setting {name} = {value!r}: expected a name")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"setting strategy = {self.strategy!r}: choose one of {', '.join(STRATEGIES)}"
+            )
         for name in ("class_weight", "normalize", "background"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"setting {name} = {getattr(self, name)!r}: use true or false")

@@ -424,11 +424,13 @@ def window_dataset(
     shuffle: bool,
     seed: int,
 ) -> tf.data.Dataset:
-    """Batches ((features (B, T, D) float32, mask (B, T)), labels (B,)).
+    """Batches ((features (B, T, D) float32, mask (B, T) uint8), labels (B,)).
 
     Window positions are drawn in numpy, once per epoch for all samples (new random windows
     every epoch when shuffling); features are gathered from `features`, the whole cache as
-    one tensor, or read shard by shard from disk when it is None (over --memory-limit)."""
+    one tensor, or read shard by shard from disk when it is None (over --memory-limit).
+    Masks are 0/1 uint8, which the model casts to bool: Keras' fit under a distribution
+    strategy averages a first batch over the replicas, which it cannot do with bool."""
     rng = np.random.default_rng(seed)
     T, D = window.clips, cache.feature_dim
     if features is None:  # batches never mix shards
@@ -438,7 +440,7 @@ def window_dataset(
     if features is None:
         generator = lambda: _streamed_batches(cache, samples, y, window, batch_size, shuffle, rng)  # noqa: E731
         signature = (
-            (tf.TensorSpec((None, T, D), tf.float32), tf.TensorSpec((None, T), tf.bool)),
+            (tf.TensorSpec((None, T, D), tf.float32), tf.TensorSpec((None, T), tf.uint8)),
             tf.TensorSpec((None,), tf.int32),
         )
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
@@ -454,7 +456,8 @@ def window_dataset(
             return tf.data.Dataset.from_tensor_slices((positions, mask, labels)).batch(batch_size)
 
         def gather(positions: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor) -> tuple:
-            return (tf.cast(tf.gather(features, positions), tf.float32), mask), labels
+            clips = tf.cast(tf.gather(features, positions), tf.float32)
+            return (clips, tf.cast(mask, tf.uint8)), labels
 
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
         dataset = dataset.flat_map(batches_of).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
@@ -498,7 +501,7 @@ def _streamed_batches(
                 samples.take(chosen), cache.clip_valid, window, rng if shuffle else None
             )
             batch = features[positions - start].astype(np.float32)
-            yield (batch, mask), y[chosen].astype(np.int32)
+            yield (batch, mask.astype(np.uint8)), y[chosen].astype(np.int32)
 
 
 def _shards(cache: Cache, shards: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:

@@ -144,7 +144,10 @@ def resume(
     if saved.get("status") == "finished":
         raise RunError(f"run {run_dir} is finished; there is nothing to resume (use a new --out)")
     config = TrainConfig(**saved["hparams"])
-    changed = {k: v for k, v in (overrides or {}).items() if getattr(config, k, None) != v}
+    overrides = dict(overrides or {})
+    if "strategy" in overrides:  # how to spread the work, not what is learnt
+        config = replace(config, strategy=overrides.pop("strategy"))
+    changed = {k: v for k, v in overrides.items() if getattr(config, k, None) != v}
     if changed:
         raise RunError(
             f"--resume continues run {run_dir} with its saved settings; these differ: "
@@ -178,12 +181,15 @@ def fit_and_evaluate(
         for name in data.SPLITS
         if len(rows[name])
     }
-    model = compiled_classifier(prepared, rows["train"], config)
+    strategy = distribution_strategy(config.strategy)
+    with strategy.scope():
+        model = compiled_classifier(prepared, rows["train"], config)
     log.info(
-        "%s: %s trainable parameters; %s samples",
+        "%s: %s trainable parameters; %s samples; %d replica(s)",
         config.preset,
         f"{trainable_parameters(model):,}",
         ", ".join(f"{n} {len(r)}" for n, r in rows.items()),
+        strategy.num_replicas_in_sync,
     )
     monitor = "val_loss" if "val" in datasets else "loss"
     weigh = config.class_weight or config.background  # background must not swamp gestures
@@ -219,8 +225,25 @@ def fit_and_evaluate(
     report.plot_learning_curves(history, inside(run_dir, "learning_curves.png"))
     report.plot_confusion_matrix(metrics, inside(run_dir, "confusion_matrix.png"))
     run_config["status"] = "interrupted" if interrupted else "finished"
+    run_config["replicas"] = strategy.num_replicas_in_sync
     save_json(run_dir, "config.json", run_config)
     return TrainResult(run_dir, metrics, len(history), interrupted)
+
+
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """Data parallelism on this machine. `auto` mirrors over the GPUs when there are two or
+    more, `mirrored` over the GPUs or, without any, over the logical CPU devices, `none` uses
+    one device. Each batch of `batch_size` is split between the replicas. (Several machines:
+    Keras 3's fit does not support MultiWorkerMirroredStrategy, keras-team/keras#20585.)"""
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if name == "auto" and len(gpus) >= 2 or name == "mirrored" and gpus:
+        return tf.distribute.MirroredStrategy(gpus)
+    if name == "mirrored":
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        if len(cpus) < 2:
+            log.warning("--strategy mirrored: one device (no GPU, one CPU device); no gain")
+        return tf.distribute.MirroredStrategy(cpus)
+    return tf.distribute.get_strategy()
 
 
 def start_run_folder(

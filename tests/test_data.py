@@ -119,7 +119,7 @@ def test_in_memory_and_streaming_datasets_agree(small_cache):
     def collect(dataset):
         seen = {}
         for (features, mask), labels in dataset:
-            assert features.dtype.name == "float32" and mask.dtype.name == "bool"
+            assert features.dtype.name == "float32" and mask.dtype.name == "uint8"
             for f, m, label in zip(features.numpy(), mask.numpy(), labels.numpy()):
                 seen[int(label)] = (f, m)
         return seen
