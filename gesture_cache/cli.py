@@ -391,6 +391,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="a video that decodes fewer frames than its container claims is a failure; "
         "exit 1 if any video failed",
     )
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default=d.engine,
+        help="local: decode threads and the model in this process (default); ray: decode "
+        "tasks and model actors on a Ray cluster (pip install 'gesture_cache[ray]')",
+    )
+    p.add_argument(
+        "--address",
+        dest="ray_address",
+        help="the Ray cluster: auto, ray://HOST:10001 or HOST:PORT (default: start one here)",
+    )
+    p.add_argument(
+        "--actors",
+        type=int,
+        help="model actors on Ray (default: one per GPU, or one without GPUs)",
+    )
     p.set_defaults(handler=cmd_extract)
 
     p = commands.add_parser("info", help="describe a cache")

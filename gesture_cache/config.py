@@ -64,6 +64,9 @@ class ExtractConfig:
     shard_index: int = 0
     retry_failed: bool = False
     strict: bool = False
+    engine: str = "local"  # local | ray
+    ray_address: str | None = None  # None: start a Ray instance on this machine
+    actors: int | None = None  # backbone actors on Ray (None: one per GPU, else one)
 
     def __post_init__(self) -> None:
         """Fill what the recipe sets; a flag that contradicts the recipe is an error."""

@@ -108,6 +108,10 @@ def check_settings(config: ExtractConfig) -> None:
     for name in ("batch_clips", "decode_workers", "shard_size"):
         if getattr(config, name) < 1:
             raise SetupError(f"--{name.replace('_', '-')} must be at least 1")
+    if config.engine not in ("local", "ray"):
+        raise SetupError(f"unknown --engine {config.engine!r}: use local or ray")
+    if config.engine == "local" and (config.ray_address or config.actors):
+        raise SetupError("--address and --actors go with --engine ray")
     if config.dtype not in ("float16", "float32"):
         raise SetupError(f"unknown --dtype {config.dtype!r}: use float16 or float32")
     if config.mean_file and not Path(config.mean_file).is_file():
@@ -121,6 +125,10 @@ def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig)
     exists."""
     started = time.perf_counter()
     check_settings(config)
+    if config.engine == "ray":
+        from gesture_cache.ray_extract import connect
+
+        connect(config.ray_address)  # before anything is written
     rows = read_meta(csv_path, config.video_root, config.path_column, config.label_column)
     rows = [r for r in rows if in_partition(r.recording_id, config.num_shards, config.shard_index)]
     extractor = extractor_from_config(config)
@@ -139,7 +147,10 @@ def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig)
                 elapsed = max(time.perf_counter() - pipeline_started, 1e-9)
                 bar.set_postfix(clips_per_s=f"{summary.clips / elapsed:.2f}")
 
-            run_pipeline(jobs, extractor, writer, config, summary, progress)
+            pipeline = run_pipeline
+            if config.engine == "ray":
+                from gesture_cache.ray_extract import run_ray_pipeline as pipeline
+            pipeline(jobs, extractor, writer, config, summary, progress)
         summary.setup_seconds += getattr(extractor.backbone, "build_seconds", 0.0)
         summary.recordings_in_cache = writer.manifest["recordings"] + len(writer.pending)
         wanted = {r.recording_id for r in rows}
@@ -293,6 +304,24 @@ def decode_job(job: Job, extractor: Extractor) -> Iterator[tuple[int, np.ndarray
     return Decoded(sha256, size, mtime, frames.probe)
 
 
+def job_events(job: Job, extractor: Extractor) -> Iterator[tuple]:
+    """A recording as events: ("clip", start, clip, valid) for each clip, then
+    ("done", Decoded) or ("failed", VideoError). Local threads and Ray tasks both use it."""
+    try:
+        clips = decode_job(job, extractor)
+        while True:
+            try:
+                start, clip, valid = next(clips)
+            except StopIteration as end:
+                yield ("done", end.value)
+                return
+            yield ("clip", start, clip, valid)
+    except VideoError as error:
+        yield ("failed", error)
+    except Exception as error:  # noqa: BLE001 - any decoder crash is this recording's failure
+        yield ("failed", VideoError("decode_error", f"{job.path}: {type(error).__name__}: {error}"))
+
+
 @dataclass
 class InFlight:
     """A recording whose clips are being computed."""
@@ -347,22 +376,9 @@ class DecodeWorkers:
         self._put(("exit",))
 
     def _decode(self, index: int) -> None:
-        job = self.jobs[index]
-        try:
-            clips = decode_job(job, self.extractor)
-            while True:
-                try:
-                    start, clip, valid = next(clips)
-                except StopIteration as end:
-                    self._put(("done", index, end.value))
-                    return
-                if not self._put(("clip", index, start, clip, valid)):
-                    return
-        except VideoError as error:
-            self._put(("failed", index, error))
-        except Exception as error:  # noqa: BLE001 - any decoder crash is this recording's failure
-            message = f"{job.path}: {type(error).__name__}: {error}"
-            self._put(("failed", index, VideoError("decode_error", message)))
+        for kind, *rest in job_events(self.jobs[index], self.extractor):
+            if not self._put((kind, index, *rest)):
+                return
 
     def _put(self, item: tuple) -> bool:
         """Queue an item, giving up (False) once the pipeline stops."""

@@ -32,6 +32,9 @@ class VideoError(GestureCacheError):
         super().__init__(message)
         self.reason = reason
 
+    def __reduce__(self) -> tuple:  # pickled across processes (Ray's decode tasks)
+        return VideoError, (self.reason, str(self))
+
 
 @dataclass(frozen=True)
 class Preprocessing:
