@@ -11,6 +11,7 @@ lost) is marked failed by the next worker that starts a trial and run again once
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 import warnings
@@ -29,6 +30,7 @@ from gesture_cache.errors import ConfigError
 from gesture_cache.files import write_json
 from gesture_cache.train import train
 
+log = logging.getLogger(__name__)
 UNITS_CHOICES = ["64", "128", "256", "128,64", "256,64"]
 
 
@@ -83,6 +85,7 @@ def tune(
 
     def objective(trial: optuna.Trial) -> float:
         run_dir = out / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run", str(run_dir))
         pruning = PruneBehind(trial)
         result = train(cache_path, run_dir, suggest(trial, base), callbacks=[pruning])
         if pruning.pruned:
@@ -92,7 +95,6 @@ def tune(
             raise KeyboardInterrupt  # Optuna marks the trial failed and stops
         history = pd.read_csv(run_dir / "history.csv")
         best = history["val_loss"].idxmin()
-        trial.set_user_attr("run", str(run_dir))
         trial.set_user_attr("val_accuracy", float(history.loc[best, "val_accuracy"]))
         return float(history.loc[best, "val_loss"])
 
@@ -118,7 +120,7 @@ def open_study(url: str, name: str, heartbeat: float = 30.0, attempts: int = 8) 
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=max(1, round(heartbeat)),
                     grace_period=max(4, round(4 * heartbeat)),
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                    heartbeat_stale_trial_callback=RetryLostTrial(max_retry=1),
                 )
             return optuna.create_study(
                 study_name=name,
@@ -164,6 +166,19 @@ def storage_url(url: str) -> str:
         if url.startswith(plain):
             return "postgresql+psycopg://" + url[len(plain) :]
     return url
+
+
+class RetryLostTrial(RetryHeartbeatStaleTrialCallback):
+    """A trial whose worker died: its run folder is marked "lost", the trial queued again."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        run = trial.user_attrs.get("run")
+        if run and (Path(run) / "config.json").is_file():
+            try:
+                mark_run(Path(run), "lost")
+            except (OSError, ValueError) as error:  # half-written by the dead worker
+                log.warning("trial %d's run folder %s: %s", trial.number, run, error)
+        super().__call__(study, trial)
 
 
 class PruneBehind(keras.callbacks.Callback):

@@ -116,6 +116,14 @@ def test_a_trial_behind_the_median_is_pruned_and_its_run_marked(small_cache, tmp
     assert runs_table(tmp_path).set_index("run").loc[run.name, "status"] == "pruned"
 
 
+def test_a_study_of_another_cache_is_refused(small_cache, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    open_study(storage, "gesture-cache").set_user_attr("cache_fingerprint", "0" * 64)
+    with pytest.raises(ConfigError, match="fingerprint 000000000000.*use another --study"):
+        tune(small_cache, tmp_path, 1, TrainConfig(epochs=1), storage=storage)
+    assert not list(tmp_path.glob("trial-*"))
+
+
 def test_an_unreachable_storage_is_one_clear_line(small_cache, tmp_path, capsys):
     url = f"postgresql://someone:hunter2@127.0.0.1:{free_port()}/nothing"
     code = main(["tune", str(small_cache), "--out", str(tmp_path), "--storage", url])
@@ -124,6 +132,13 @@ def test_an_unreachable_storage_is_one_clear_line(small_cache, tmp_path, capsys)
     assert "hunter2" not in err and "someone:***@" in err
     assert main(["tune", str(small_cache), "--out", str(tmp_path), "--storage", "nonsense"]) == 2
     assert "is not a database URL" in capsys.readouterr().err
+
+
+def test_a_wrong_postgres_database_is_one_clear_line(small_cache, tmp_path, postgres_url, capsys):
+    url = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
+    assert main(["tune", str(small_cache), "--out", str(tmp_path), "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open the study" in err and "no_such_database" in err
 
 
 @pytest.mark.slow
@@ -175,3 +190,5 @@ def test_a_killed_worker_leaves_the_postgres_study_usable(small_cache, tmp_path,
     assert retry.state == optuna.trial.TrialState.COMPLETE
     assert retry.params == first.params and retry.system_attrs["failed_trial"] == 0
     assert (out / "trial-0001" / "model.keras").exists()
+    statuses = runs_table(out).set_index("run")["status"]
+    assert statuses["trial-0000"] == "lost" and statuses["trial-0001"] == "finished"
