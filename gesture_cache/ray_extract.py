@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from gesture_cache.config import ExtractConfig
-from gesture_cache.errors import ConfigError
+from gesture_cache.errors import GestureCacheError
 from gesture_cache.extract import (
     ExtractSummary,
     InFlight,
@@ -55,10 +55,9 @@ def connect(address: str | None) -> None:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ...
         where = address or "a new local instance"
-        first_line = (str(error).strip().splitlines() or [""])[0][:300]
         raise SetupError(
             f"--address {where}: cannot reach the Ray cluster ({type(error).__name__}: "
-            f"{first_line})"
+            f"{cause(error)})"
         ) from None
 
 
@@ -194,11 +193,18 @@ def run_ray_pipeline(
                 finished.add(index)
                 gathered.pop(index)
     except ray.exceptions.RayError as error:
-        first_line = (str(error).strip().splitlines() or [""])[0][:300]
-        raise ConfigError(
-            f"the Ray job failed ({type(error).__name__}: {first_line}); every recording "
-            "stored so far is kept: run the same command again to go on"
+        raise GestureCacheError(
+            f"the Ray job failed ({cause(error)}); every recording stored so far is kept: "
+            "run the same command again to go on"
         ) from None
+
+
+def cause(error: Exception) -> str:
+    """The line of a Ray error that says what went wrong: a remote traceback ends with the
+    worker's own exception ("SetupError: ...")."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    named = [line for line in lines if "Error:" in line or "Exception:" in line]
+    return (named[-1] if named else lines[0] if lines else type(error).__name__)[:400]
 
 
 def assemble(job: Job, recording: dict) -> InFlight:

@@ -168,3 +168,16 @@ def test_an_unreachable_cluster_is_one_line_and_writes_nothing(synth_csv, tmp_pa
     assert main([*args, "--actors", "2"]) == 2
     assert "--engine ray" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_worker_with_other_weights_refuses_to_start(weights_file):
+    from gesture_cache.extract import SetupError
+    from gesture_cache.extractor import extractor_from_config
+    from gesture_cache.ray_extract import BackboneActor
+
+    config = ExtractConfig(weights=str(weights_file))
+    spec = extractor_from_config(config).spec
+    BackboneActor(config, spec)  # the same file: fine
+    other = {**spec, "weights": {"sha256": "0" * 64}}  # the driver hashed another file
+    with pytest.raises(SetupError, match="same files at the same paths"):
+        BackboneActor(config, other)
