@@ -21,7 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gesture_cache.cache import ShardContent, read_manifest, read_shard, shard_path
+from gesture_cache import __version__
+from gesture_cache.cache import ShardContent, feature_dim, read_manifest, read_shard, shard_path
 from gesture_cache.errors import ConfigError
 
 CLIP_ROWS_PER_GROUP = 4096
@@ -39,7 +40,8 @@ def export_parquet(cache_path: str | Path, out: str | Path) -> Path:
     try:
         metadata = {b"gesture_cache": json.dumps(manifest).encode()}
         recordings, segments = [], []
-        clips_schema = clip_schema(manifest["feature_dim"]).with_metadata(metadata)
+        dim = feature_dim(manifest)
+        clips_schema = clip_schema(dim).with_metadata(metadata)
         with pq.ParquetWriter(building / "clips.parquet", clips_schema) as clips:
             for shard in manifest["shards"]:
                 content = read_shard(
@@ -48,9 +50,10 @@ def export_parquet(cache_path: str | Path, out: str | Path) -> Path:
                 recordings.append(pd.DataFrame(content.recordings))
                 segments.append(pd.DataFrame(content.segments))
                 clips.write_table(clip_table(content, clips_schema), CLIP_ROWS_PER_GROUP)
-        write_frame(recordings_frame(recordings), building / "recordings.parquet", metadata)
-        write_frame(segments_frame(segments), building / "segments.parquet", metadata)
-        (building / "README.md").write_text(dataset_card(manifest, segments_frame(segments)))
+        recordings, segments = recordings_frame(recordings), segments_frame(segments)
+        write_frame(recordings, building / "recordings.parquet", metadata)
+        write_frame(segments, building / "segments.parquet", metadata)
+        (building / "README.md").write_text(dataset_card(manifest, recordings, segments))
         building.rename(out)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
@@ -105,7 +108,7 @@ def write_frame(frame: pd.DataFrame, path: Path, metadata: dict[bytes, bytes]) -
     pq.write_table(table.replace_schema_metadata({**table.schema.metadata, **metadata}), path)
 
 
-def dataset_card(manifest: dict, segments: pd.DataFrame) -> str:
+def dataset_card(manifest: dict, recordings: pd.DataFrame, segments: pd.DataFrame) -> str:
     """README.md for the export: what the features are, how they were made, how to load them."""
     extractor = manifest["extractor"]
     weights = extractor["weights"]
@@ -125,9 +128,10 @@ def dataset_card(manifest: dict, segments: pd.DataFrame) -> str:
     pre = extractor["preprocessing"]
     mean = f"mean cube sha256 `{pre['mean_sha256']}`" if pre.get("mean_sha256") else "no mean cube"
     preprocessing = (
-        f"resize {pre['resize']} ({pre['interpolation']}), crop {pre['crop']}, "
-        f"scale {pre['scale']}, mean BGR {pre['mean_bgr']}, {mean}"
+        f"resize {pre.get('resize')} ({pre.get('interpolation')}), crop {pre.get('crop')}, "
+        f"scale {pre.get('scale')}, mean BGR {pre.get('mean_bgr')}, {mean}"
     )
+    clips = int(recordings["clips"].sum()) if len(recordings) else 0
     return f"""---
 configs:
 - config_name: clips
@@ -145,15 +149,15 @@ tags:
 
 # Gesture features ({extractor["model"]}, {extractor["layer"]})
 
-Exported by gesture_cache {manifest["created_by"].get("gesture_cache", "?")} from a cache with
+Exported by gesture_cache {__version__} from a cache with
 fingerprint `{manifest["fingerprint"]}`: the sha256 of the extractor settings below.
 Two exports with the same fingerprint hold comparable features.
 
 | | |
 |---|---|
-| recordings | {manifest["recordings"]} |
-| clips | {manifest["clips"]} ({manifest["feature_dim"]} float32 features each) |
-| segments | {manifest["segments"]} |
+| recordings | {len(recordings)} |
+| clips | {clips} ({feature_dim(manifest)} float32 features each) |
+| segments | {len(segments)} |
 | weights | {weights_line} |
 | precision | {extractor.get("precision", "float32")}, stored as {manifest["dtype"]} in the cache |
 | clip layout | {layout} |

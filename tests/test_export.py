@@ -78,3 +78,14 @@ def test_a_damaged_cache_exports_nothing(small_cache, tmp_path, capsys):
     assert main(["export-features", str(damaged), "--out", str(tmp_path / "out")]) == 2
     assert "part-00000.h5" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged"]
+
+
+def test_a_schema_1_cache_exports_its_fixed_clips(tmp_path):
+    from tests.helpers import write_v1_cache
+
+    v1 = write_v1_cache(tmp_path / "v1", ["wave", "clap", "wave"], clips=3)
+    out = export_parquet(v1, tmp_path / "features")
+    clips = pd.read_parquet(out / "clips.parquet")
+    assert len(clips) == 9 and clips.groupby("recording_id").size().tolist() == [3, 3, 3]
+    assert sorted(pd.read_parquet(out / "segments.parquet").label) == ["clap", "wave", "wave"]
+    assert "| recordings | 3 |" in (out / "README.md").read_text()

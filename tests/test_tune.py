@@ -24,6 +24,15 @@ def tune_command(cache, out, storage: str, study: str, trials: int, epochs: int)
     return command + ["--storage", storage, "--study", study, "--heartbeat", "1"]
 
 
+def wait_for_epochs(process: subprocess.Popen, history, epochs: int, timeout: float = 180) -> None:
+    """Until the trial's history.csv has `epochs` rows (or the process ends)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) > epochs:
+            return
+        time.sleep(0.05)
+
+
 def test_tune_runs_trials_and_resumes_the_study(small_cache, tmp_path, capsys):
     study = tune(small_cache, tmp_path, 2, TrainConfig(epochs=2, val_size=0.25))
     assert len(study.trials) == 2
@@ -82,12 +91,7 @@ def test_ctrl_c_stops_the_search_and_fails_the_interrupted_trial(small_cache, tm
     command = [sys.executable, "-m", "gesture_cache.cli", "tune", str(small_cache)]
     command += ["--out", str(out), "--trials", "5", "--epochs", "400"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    history = out / "trial-0000" / "history.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if history.exists() and len(history.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
+    wait_for_epochs(process, out / "trial-0000" / "history.csv", 2)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
@@ -166,12 +170,7 @@ def test_a_killed_worker_leaves_the_postgres_study_usable(small_cache, tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    history = out / "trial-0000" / "history.csv"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and doomed.poll() is None:
-        if history.exists() and len(history.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.1)
+    wait_for_epochs(doomed, out / "trial-0000" / "history.csv", 2)
     doomed.kill()  # mid-trial: no chance to tell the study anything
     doomed.wait()
     killed_at = time.monotonic()
