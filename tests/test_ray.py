@@ -53,7 +53,7 @@ def extract_on_ray(csv: Path, out: Path, *extra: str) -> list[str]:
     return command
 
 
-def assert_same_cache(ray_cache: Path, local_cache: Path) -> None:
+def assert_same_cache(ray_cache: Path, local_cache: Path, failures: int = 2) -> None:
     """Same fingerprint, recordings (each once), clips, segments and failures; features equal
     up to float rounding (batches differ)."""
     mine, theirs = open_cache(ray_cache), open_cache(local_cache)
@@ -79,7 +79,7 @@ def assert_same_cache(ray_cache: Path, local_cache: Path) -> None:
     segments = lambda c: sorted(zip(c.segments["recording_id"], c.segments["label"]))  # noqa: E731
     assert segments(mine) == segments(theirs)
     reasons = lambda p: {r["recording_id"]: r["reason"] for r in read_failures(p).values()}  # noqa: E731
-    assert reasons(ray_cache) == reasons(local_cache) and len(reasons(ray_cache)) == 2
+    assert reasons(ray_cache) == reasons(local_cache) and len(reasons(ray_cache)) == failures
 
 
 def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 240) -> None:
@@ -97,11 +97,12 @@ def recordings_listed(cache: Path) -> int:
         return 0
 
 
-def backbone_actor_pids() -> list[int]:
+def ray_worker_pids(title: bytes) -> list[int]:
+    """Ray workers whose process title (ray::...) holds `title`."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"BackboneActor" in (entry / "cmdline").read_bytes():
+            if entry.name.isdigit() and title in (entry / "cmdline").read_bytes():
                 pids.append(int(entry.name))
         except OSError:
             continue
@@ -117,7 +118,7 @@ def test_a_killed_backbone_worker_is_replaced_and_nothing_is_lost(mixed_csv, loc
     )
     try:
         wait_for(lambda: recordings_listed(out) >= 1, process, "the first recording was stored")
-        actors = backbone_actor_pids()
+        actors = ray_worker_pids(b"BackboneActor")
         assert actors, "no backbone actor process found"
         for pid in actors:
             os.kill(pid, signal.SIGKILL)  # mid-run: its batch is lost with it
@@ -127,6 +128,37 @@ def test_a_killed_backbone_worker_is_replaced_and_nothing_is_lost(mixed_csv, loc
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 0, stderr[-3000:]
     assert_same_cache(out, local_cache)
+
+
+@pytest.mark.slow
+def test_a_killed_decode_worker_is_retried(tmp_path):
+    rows = []
+    for i in range(2):  # long enough to be caught decoding
+        write_video(tmp_path / f"long{i}.avi", 400, 160, 120, seed=i)
+        rows.append((f"long{i}.avi", ["clap", "wave"][i]))
+    csv = tmp_path / "meta.csv"
+    pd.DataFrame(rows, columns=["file_path", "action"]).to_csv(csv, index=False)
+    local = tmp_path / "local"
+    run_extraction(csv, local, ExtractConfig(**SETTINGS))
+    out = tmp_path / "cache"
+    process = subprocess.Popen(
+        extract_on_ray(csv, out, "--batch-clips", "2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: ray_worker_pids(b"ray::FlatMap"), process, "a decode task ran")
+        for pid in ray_worker_pids(b"ray::FlatMap"):
+            os.kill(pid, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "worker died" in stdout + stderr  # Ray saw it (and retried the task)
+    assert_same_cache(out, local, failures=0)
 
 
 @pytest.mark.slow
