@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["local", "ray"],
         default=d.engine,
         help="local: decode threads and the model in this process (default); ray: decode "
-        "tasks and model actors on a Ray cluster (pip install 'gesture_cache[ray]')",
+        "tasks and model actors on a Ray cluster, --decode-workers unused "
+        "(pip install 'gesture_cache[ray]')",
     )
     p.add_argument(
         "--address",
