@@ -110,8 +110,10 @@ def check_settings(config: ExtractConfig) -> None:
             raise SetupError(f"--{name.replace('_', '-')} must be at least 1")
     if config.engine not in ("local", "ray"):
         raise SetupError(f"unknown --engine {config.engine!r}: use local or ray")
-    if config.engine == "local" and (config.ray_address or config.actors):
+    if config.engine == "local" and (config.ray_address or config.actors is not None):
         raise SetupError("--address and --actors go with --engine ray")
+    if config.actors is not None and config.actors < 1:
+        raise SetupError(f"--actors {config.actors}: give at least 1")
     if config.dtype not in ("float16", "float32"):
         raise SetupError(f"unknown --dtype {config.dtype!r}: use float16 or float32")
     if config.mean_file and not Path(config.mean_file).is_file():

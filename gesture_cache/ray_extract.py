@@ -80,8 +80,6 @@ def backbone_actors(requested: int | None) -> tuple[int, float]:
     `--actors N` (on CPUs, one each)."""
     import ray
 
-    if requested is not None and requested < 1:
-        raise SetupError(f"--actors {requested}: give at least 1")
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus:
         return (requested or gpus), 1.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 import warnings
@@ -67,7 +68,7 @@ def tune(
         raise ConfigError(f"--trials {trials}: give a whole number of at least 1")
     if base.val_size <= 0:
         raise ConfigError("tuning compares validation losses: --val-size must be above 0")
-    if not heartbeat > 0:
+    if not (heartbeat > 0 and math.isfinite(heartbeat)):
         raise ConfigError(f"--heartbeat {heartbeat}: give a number of seconds above 0")
     fingerprint = read_manifest(cache_path)["fingerprint"]
     out = Path(out)

@@ -199,6 +199,8 @@ def test_an_unreachable_cluster_is_one_line_and_writes_nothing(synth_csv, tmp_pa
     assert "cannot reach the Ray cluster" in capsys.readouterr().err
     assert main([*args, "--actors", "2"]) == 2
     assert "--engine ray" in capsys.readouterr().err
+    assert main([*args, "--engine", "ray", "--actors", "0"]) == 2
+    assert "--actors 0: give at least 1" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -49,9 +49,13 @@ def test_tune_runs_trials_and_resumes_the_study(small_cache, tmp_path, capsys):
     assert len(stored.trials) == 3
 
 
-def test_tuning_needs_a_validation_split(small_cache, tmp_path):
+def test_tuning_needs_a_validation_split_and_a_real_heartbeat(small_cache, tmp_path):
     with pytest.raises(ConfigError, match="--val-size"):
         tune(small_cache, tmp_path, 1, TrainConfig(val_size=0))
+    for heartbeat in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="--heartbeat"):
+            tune(small_cache, tmp_path / "h", 1, TrainConfig(), heartbeat=heartbeat)
+    assert not (tmp_path / "h").exists()
 
 
 @pytest.mark.slow
