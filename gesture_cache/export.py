@@ -36,8 +36,8 @@ def export_parquet(cache_path: str | Path, out: str | Path) -> Path:
     manifest = read_manifest(cache_path)  # checks every shard's sha256
     building = out.with_name(f".{out.name}.building")
     shutil.rmtree(building, ignore_errors=True)
-    building.mkdir(parents=True)
     try:
+        building.mkdir(parents=True)
         metadata = {b"gesture_cache": json.dumps(manifest).encode()}
         recordings, segments = [], []
         dim = feature_dim(manifest)
@@ -55,6 +55,9 @@ def export_parquet(cache_path: str | Path, out: str | Path) -> Path:
         write_frame(segments, building / "segments.parquet", metadata)
         (building / "README.md").write_text(dataset_card(manifest, recordings, segments))
         building.rename(out)
+    except OSError as error:  # a full disk, a folder we may not write in
+        shutil.rmtree(building, ignore_errors=True)
+        raise ConfigError(f"--out {out}: cannot write the export ({error})") from None
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise

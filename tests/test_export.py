@@ -89,3 +89,23 @@ def test_a_schema_1_cache_exports_its_fixed_clips(tmp_path):
     assert len(clips) == 9 and clips.groupby("recording_id").size().tolist() == [3, 3, 3]
     assert sorted(pd.read_parquet(out / "segments.parquet").label) == ["clap", "wave", "wave"]
     assert "| recordings | 3 |" in (out / "README.md").read_text()
+
+
+def test_a_full_disk_is_a_message_and_leaves_nothing(small_cache, tmp_path):
+    """RLIMIT_FSIZE makes every write past 64 KB fail (EFBIG), as a full disk would."""
+    import resource
+    import subprocess
+    import sys
+
+    out = tmp_path / "features"
+    command = [sys.executable, "-m", "gesture_cache.cli", "export-features", str(small_cache)]
+
+    def limit_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+    failed = subprocess.run(
+        [*command, "--out", str(out)], preexec_fn=limit_files, capture_output=True, text=True
+    )
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    assert "cannot write the export" in failed.stderr and "Traceback" not in failed.stderr
+    assert list(tmp_path.iterdir()) == []
