@@ -31,7 +31,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from gesture_cache import __version__, data, report
 from gesture_cache.cache import Cache, CacheError, feature_dim, open_cache
 from gesture_cache.config import TrainConfig
-from gesture_cache.errors import GestureCacheError, RunError
+from gesture_cache.errors import ConfigError, GestureCacheError, RunError
 from gesture_cache.files import atomic_write, inside, read_json, write_json
 from gesture_cache.integrity import verified_manifest
 from gesture_cache.model import build_classifier, preset_hparams, trainable_parameters
@@ -130,8 +130,12 @@ def train(
         split = split_from_run(Path(split_from), prepared.samples)
     else:
         split = data.split_samples(prepared.samples, config.test_size, config.val_size, config.seed)
+    strategy = distribution_strategy(config.strategy)
+    check_even_first_batches(prepared, split, config.batch_size, strategy)  # before any file
     run_config = start_run_folder(run_dir, prepared, cache_path, config, split)
-    return fit_and_evaluate(run_dir, prepared, config, split, run_config, False, callbacks)
+    return fit_and_evaluate(
+        run_dir, prepared, config, split, run_config, strategy, False, callbacks
+    )
 
 
 def resume(
@@ -159,9 +163,11 @@ def resume(
     prepared = training_data(cache_path, config)
     check_same_cache(prepared.cache, cache_path, saved)
     split = read_split(run_dir, prepared.samples)
+    strategy = distribution_strategy(config.strategy)
+    check_even_first_batches(prepared, split, config.batch_size, strategy)
     saved["status"] = "running"
     save_json(run_dir, "config.json", saved)
-    return fit_and_evaluate(run_dir, prepared, config, split, saved, resume=True)
+    return fit_and_evaluate(run_dir, prepared, config, split, saved, strategy, resume=True)
 
 
 def fit_and_evaluate(
@@ -170,6 +176,7 @@ def fit_and_evaluate(
     config: TrainConfig,
     split: np.ndarray,
     run_config: dict,
+    strategy: tf.distribute.Strategy,
     resume: bool,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
@@ -181,7 +188,6 @@ def fit_and_evaluate(
         for name in data.SPLITS
         if len(rows[name])
     }
-    strategy = distribution_strategy(config.strategy)
     with strategy.scope():
         model = compiled_classifier(prepared, rows["train"], config)
     log.info(
@@ -244,6 +250,37 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
             log.warning("--strategy mirrored: one device (no GPU, one CPU device); no gain")
         return tf.distribute.MirroredStrategy(cpus)
     return tf.distribute.get_strategy()
+
+
+def check_even_first_batches(
+    prepared: TrainingData, split: np.ndarray, batch_size: int, strategy: tf.distribute.Strategy
+) -> None:
+    """Keras' distributed fit averages the first batch of the training and validation data
+    over the replicas, which fails when they get different numbers of samples: refuse
+    settings that could give an uneven first batch, with what to change."""
+    replicas = strategy.num_replicas_in_sync
+    if replicas < 2:
+        return
+    advice = "lower --batch-size, or use --strategy none"
+    if batch_size % replicas:
+        raise ConfigError(
+            f"--batch-size {batch_size} does not split evenly over {replicas} replicas; "
+            f"use a multiple of {replicas}, or --strategy none"
+        )
+    for name in ("train", "val"):
+        samples = prepared.samples.take(np.flatnonzero(split == name))
+        if not len(samples):
+            continue
+        # streamed batches never mix shards: any shard's first batch may come first
+        groups = np.unique(samples.shard, return_counts=True)[1]
+        counts = groups if prepared.features is None else [len(samples)]
+        uneven = [n for n in counts if n < batch_size and n % replicas]
+        if uneven:
+            raise ConfigError(
+                f"--strategy mirrored over {replicas} replicas: a first {name} batch of "
+                f"{uneven[0]} samples would not split evenly (Keras cannot start a distributed "
+                f"fit on it); {advice}"
+            )
 
 
 def start_run_folder(
