@@ -40,8 +40,7 @@ def export_parquet(cache_path: str | Path, out: str | Path) -> Path:
         building.mkdir(parents=True)
         metadata = {b"gesture_cache": json.dumps(manifest).encode()}
         recordings, segments = [], []
-        dim = feature_dim(manifest)
-        clips_schema = clip_schema(dim).with_metadata(metadata)
+        clips_schema = clip_schema(feature_dim(manifest)).with_metadata(metadata)
         with pq.ParquetWriter(building / "clips.parquet", clips_schema) as clips:
             for shard in manifest["shards"]:
                 content = read_shard(

@@ -293,31 +293,20 @@ def fail(
 # --- decoding ---------------------------------------------------------------------------
 
 
-def decode_job(job: Job, extractor: Extractor) -> Iterator[tuple[int, np.ndarray, bool]]:
-    """A recording's clips, then (returned) what was learned of it. The source is hashed
-    before and after decoding: one replaced meanwhile is a failure, so a cached sha256
-    always names the content that was decoded."""
-    frames = extractor.frames(job.path, job.fps)  # checks that the source can be read
-    size, mtime = source_stat(job.path)
-    sha256 = source_sha256(job.path)
-    yield from extractor.clips(frames)
-    if source_stat(job.path) != (size, mtime) or source_sha256(job.path) != sha256:
-        raise VideoError("changed_while_reading", f"{job.path}: the file changed while read")
-    return Decoded(sha256, size, mtime, frames.probe)
-
-
 def job_events(job: Job, extractor: Extractor) -> Iterator[tuple]:
     """A recording as events: ("clip", start, clip, valid) for each clip, then
-    ("done", Decoded) or ("failed", VideoError). Local threads and Ray tasks both use it."""
+    ("done", Decoded) or ("failed", VideoError). Local threads and Ray tasks both use it.
+    The source is hashed before and after decoding: one replaced meanwhile is a failure, so
+    a cached sha256 always names the content that was decoded."""
     try:
-        clips = decode_job(job, extractor)
-        while True:
-            try:
-                start, clip, valid = next(clips)
-            except StopIteration as end:
-                yield ("done", end.value)
-                return
+        frames = extractor.frames(job.path, job.fps)  # checks that the source can be read
+        size, mtime = source_stat(job.path)
+        sha256 = source_sha256(job.path)
+        for start, clip, valid in extractor.clips(frames):
             yield ("clip", start, clip, valid)
+        if source_stat(job.path) != (size, mtime) or source_sha256(job.path) != sha256:
+            raise VideoError("changed_while_reading", f"{job.path}: the file changed while read")
+        yield ("done", Decoded(sha256, size, mtime, frames.probe))
     except VideoError as error:
         yield ("failed", error)
     except Exception as error:  # noqa: BLE001 - any decoder crash is this recording's failure

@@ -135,10 +135,9 @@ def run_ray_pipeline(
     summary: ExtractSummary,
     progress: Callable[[int], None],
 ) -> None:
-    """`extract.run_pipeline`'s contract on a Ray cluster."""
+    """`extract.run_pipeline`'s contract on a Ray cluster (joined by `connect` already)."""
     if not jobs:
         return
-    connect(config.ray_address)
     import ray
 
     actors, gpus_each = backbone_actors(config.actors)

@@ -51,11 +51,16 @@ def save_keras2_weights(model: keras.Model, path: Path) -> Path:
     return path
 
 
-def clips_of(cache, recording_id: str) -> np.ndarray:
-    """One recording's clip features from a loaded cache, as float32."""
+def clip_span(cache, recording_id: str) -> slice:
+    """Where one recording's clips lie in a loaded cache's clip arrays."""
     i = list(cache.recordings["recording_id"]).index(recording_id)
     offset, count = cache.recordings["clip_offset"][i], cache.recordings["clip_count"][i]
-    return cache.features[offset : offset + count].astype(np.float32)
+    return slice(offset, offset + count)
+
+
+def clips_of(cache, recording_id: str) -> np.ndarray:
+    """One recording's clip features from a loaded cache, as float32."""
+    return cache.features[clip_span(cache, recording_id)].astype(np.float32)
 
 
 def unlist_last_shard(folder: Path, delete: bool = False) -> dict:

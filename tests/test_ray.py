@@ -18,7 +18,7 @@ from gesture_cache.cache import open_cache, read_failures, read_manifest
 from gesture_cache.cli import main
 from gesture_cache.config import ExtractConfig
 from gesture_cache.extract import run_extraction
-from tests.helpers import write_video
+from tests.helpers import clip_span, clips_of, write_video
 
 pytest.importorskip("ray")
 SETTINGS = {"random_weights": 0, "clip_stride": 32}
@@ -60,22 +60,13 @@ def assert_same_cache(ray_cache: Path, local_cache: Path, failures: int = 2) -> 
     assert mine.fingerprint == theirs.fingerprint
     ids = list(mine.recordings["recording_id"])
     assert sorted(ids) == sorted(theirs.recordings["recording_id"]) and len(set(ids)) == len(ids)
-    for cache in (mine, theirs):
-        cache.by_id = {r: i for i, r in enumerate(cache.recordings["recording_id"])}
     for recording_id in ids:
-        spans = []
-        for cache in (mine, theirs):
-            i = cache.by_id[recording_id]
-            offset, count = cache.recordings["clip_offset"][i], cache.recordings["clip_count"][i]
-            spans.append(slice(offset, offset + count))
         np.testing.assert_allclose(
-            mine.features[spans[0]].astype(np.float32),
-            theirs.features[spans[1]].astype(np.float32),
-            rtol=2e-3,
-            atol=2e-3,
+            clips_of(mine, recording_id), clips_of(theirs, recording_id), rtol=2e-3, atol=2e-3
         )
-        assert mine.clip_start[spans[0]].tolist() == theirs.clip_start[spans[1]].tolist()
-        assert mine.clip_valid[spans[0]].tolist() == theirs.clip_valid[spans[1]].tolist()
+        a, b = clip_span(mine, recording_id), clip_span(theirs, recording_id)
+        assert mine.clip_start[a].tolist() == theirs.clip_start[b].tolist()
+        assert mine.clip_valid[a].tolist() == theirs.clip_valid[b].tolist()
     segments = lambda c: sorted(zip(c.segments["recording_id"], c.segments["label"]))  # noqa: E731
     assert segments(mine) == segments(theirs)
     reasons = lambda p: {r["recording_id"]: r["reason"] for r in read_failures(p).values()}  # noqa: E731
