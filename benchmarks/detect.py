@@ -25,7 +25,8 @@ from gesture_cache.config import DetectSettings, ExtractConfig, TrainConfig
 from gesture_cache.detect import detect_cached, detect_live, detect_offline, load_detector
 from gesture_cache.extract import run_extraction
 from gesture_cache.extractor import extractor_from_spec
-from gesture_cache.train import read_run_config, train
+from gesture_cache.run import read_run_config
+from gesture_cache.train import train
 
 FPS = 30.0
 

@@ -37,12 +37,14 @@ import tensorflow as tf
 from gesture_cache import open_cache, synth
 from gesture_cache.cache import CachedRecording, Segment
 from gesture_cache.config import ExtractConfig, TrainConfig
-from gesture_cache.data import Window, batch_windows, windows
+from gesture_cache.data import batch_windows
 from gesture_cache.extract import run_extraction
 from gesture_cache.extractor import extractor_from_config
+from gesture_cache.integrity import MEMORY_COPIES, MEMORY_FIXED_MB
 from gesture_cache.meta import read_meta
 from gesture_cache.model import build_classifier
-from gesture_cache.train import MEMORY_COPIES, MEMORY_FIXED_MB, compiled_classifier, training_data
+from gesture_cache.train import compiled_classifier, training_data
+from gesture_cache.windows import Window, windows
 from gesture_cache.writer import CacheWriter
 
 EPOCHS = 5

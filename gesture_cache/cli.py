@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -24,6 +26,18 @@ from gesture_cache.errors import GestureCacheError
 # modules it needs when it runs: `--help`, `info` and `verify` start at once.
 
 EXIT_FAILED, EXIT_SETUP = 1, 2
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a command whose reader went away (SIGPIPE)
+
+
+def finite_float(text: str) -> float:
+    """A number flag: NaN and infinity are refused here, for every flag alike."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number")
+    return value
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -42,7 +56,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from gesture_cache import meta
 
     rows = meta.read_meta(args.meta, args.video_root, args.path_column, args.label_column)
-    table = meta.check_rows(rows)
+    table = meta.check_rows(rows, args.fps)
     print(table.to_string(index=False))
     bad = int((~table["usable"]).sum())
     print(f"\n{len(table) - bad} of {len(table)} rows usable" + (f", {bad} not" if bad else ""))
@@ -238,7 +252,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
 
     result = demo.run_demo(args.out)
-    print(report.demo_summary(result))
+    print(demo.demo_summary(result))
     return 0
 
 
@@ -268,7 +282,7 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, help="F, with --sampling pad or uniform")
     p.add_argument(
         "--fps",
-        type=float,
+        type=finite_float,
         help="frame rate of folders of frames without an fps column (default 30)",
     )
     p.add_argument(
@@ -334,8 +348,15 @@ def add_meta_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-column", default="action", help="column holding labels")
 
 
+class Parser(argparse.ArgumentParser):
+    """A flag that cannot be used is one line, like every other user error."""
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_SETUP, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="gesture-cache",
         description="Extract C3D features from gesture videos once, then train fast.",
     )
@@ -356,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("check", help="probe every row of a meta CSV without C3D")
     add_meta_arguments(p)
+    p.add_argument(
+        "--fps",
+        type=finite_float,
+        help="frame rate of folders of frames without an fps column (default 30), as extract",
+    )
     p.set_defaults(handler=cmd_check)
 
     p = commands.add_parser("extract", help="build (or resume) a feature cache")
@@ -445,13 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--units", help="recurrent layer sizes, e.g. 1024,256,64")
     p.add_argument("--cell", choices=["lstm", "gru"])
     p.add_argument("--dense", type=int, help="size of the dense layer (0: none)")
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--dropout", type=finite_float)
+    p.add_argument("--lr", type=finite_float)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--epochs", type=int)
     p.add_argument("--patience", type=int, help="epochs without val-loss progress before stopping")
-    p.add_argument("--test-size", type=float, help="fraction held out for testing (0.25)")
-    p.add_argument("--val-size", type=float, help="fraction for validation (0.15)")
+    p.add_argument("--test-size", type=finite_float, help="fraction held out for testing (0.25)")
+    p.add_argument("--val-size", type=finite_float, help="fraction for validation (0.15)")
     p.add_argument(
         "--class-weight",
         action="store_true",
@@ -488,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--memory-limit",
         dest="memory_limit_mb",
-        type=float,
+        type=finite_float,
         metavar="MB",
         help="stream the cache from disk when it is larger (4096)",
     )
@@ -502,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", default="gesture-cache", help="study name in the storage")
     p.add_argument(
         "--heartbeat",
-        type=float,
+        type=finite_float,
         default=30.0,
         metavar="SECONDS",
         help="a worker silent for 4x this long is taken for dead; its trial is rerun (30)",
@@ -540,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--random-weights", type=int, metavar="SEED")
     p.add_argument("--mean-file", help="the mean cube, if the cache was built with one")
     p.add_argument("--allow-other-weights", action="store_true")
-    p.add_argument("--fps", type=float, help="frame rate of folders of frames (default 30)")
+    p.add_argument("--fps", type=finite_float, help="frame rate of folders of frames (default 30)")
     p.add_argument("--top-k", type=int, default=3, help="classes shown per video (at least 1)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_predict)
@@ -563,14 +589,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="read files as a camera delivers frames (always for cameras and URLs); events "
         "are printed as they fire, clips skipped when C3D falls behind",
     )
-    p.add_argument("--speed", type=float, default=1.0, help="playback rate with --realtime")
-    p.add_argument("--fps", type=float, help="frame rate of folders of frames (default 30)")
+    p.add_argument("--speed", type=finite_float, default=1.0, help="playback rate with --realtime")
+    p.add_argument("--fps", type=finite_float, help="frame rate of folders of frames (default 30)")
     p.add_argument("--truth", help="segments CSV: score the events against it")
     p.add_argument("--render", action="store_true", help="write each recording with its labels")
     d = DetectSettings()
     p.add_argument("--smoothing", type=int, default=d.smoothing, help="windows averaged")
-    p.add_argument("--on", type=float, default=d.on, help="probability that fires a gesture")
-    p.add_argument("--off", type=float, default=d.off, help="probability that ends it")
+    p.add_argument("--on", type=finite_float, default=d.on, help="probability that fires a gesture")
+    p.add_argument("--off", type=finite_float, default=d.off, help="probability that ends it")
     p.add_argument("--min-gap", type=int, default=d.min_gap, help="frames between two events")
     p.set_defaults(handler=cmd_detect)
 
@@ -592,16 +618,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a flag that cannot be used (already said)
+        return stop.code
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return code
     except KeyboardInterrupt:
         print("interrupted; finished work is kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `gesture-cache info CACHE | head -1`: the reader has gone, so say nothing more;
+        # stdout is pointed at /dev/null so that Python's final flush cannot complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except GestureCacheError as error:
         if args.verbose:
             traceback.print_exc()

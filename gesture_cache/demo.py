@@ -11,6 +11,7 @@ from gesture_cache import synth
 from gesture_cache.config import DetectSettings, ExtractConfig, TrainConfig
 from gesture_cache.detect import DetectionRun, run_detection
 from gesture_cache.extract import ExtractSummary, run_extraction
+from gesture_cache.report import metrics_table
 from gesture_cache.train import TrainResult, train
 
 # 64 videos of 24-48 frames, dense clips every 8 frames: about 250 clips of C3D, under a
@@ -39,6 +40,22 @@ def run_demo(out: str | Path, per_class: int = DEMO_VIDEOS_PER_CLASS, seed: int 
     shutil.rmtree(run, ignore_errors=True)  # the demo trains afresh each time
     training = train(out / "cache", run, TrainConfig(seed=seed))
     return DemoResult(csv, out / "cache", run, extraction, training)
+
+
+def demo_summary(result: DemoResult) -> str:
+    training = result.training
+    return "\n".join(
+        [
+            metrics_table(training.metrics),
+            "",
+            f"videos      {result.csv.parent} ({result.csv.name})",
+            f"cache       {result.cache} ({result.extraction.recordings_in_cache} recordings, "
+            f"extracted in {result.extraction.seconds:.0f} s)",
+            f"run         {result.run} ({training.epochs} epochs): model.keras, metrics.json, "
+            "history.csv, learning_curves.png, confusion_matrix.png",
+            f"next        gesture-cache train {result.cache} --out runs/try1 --units 128 --lr 3e-4",
+        ]
+    )
 
 
 # The detection demo: continuous recordings, a run with a background class and windows of

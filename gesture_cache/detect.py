@@ -15,8 +15,12 @@ counted as skipped), and events are reported the moment they fire.
 
 from __future__ import annotations
 
+import io
+import itertools
 import logging
+import math
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -27,11 +31,21 @@ from pathlib import Path
 import cv2
 import keras
 import numpy as np
+import pandas as pd
 
 from gesture_cache.clips import CLIP_LEN, stream_clips
 from gesture_cache.config import DetectSettings
-from gesture_cache.data import Window, windows
 from gesture_cache.errors import ConfigError, RunError
+from gesture_cache.run import (
+    check_mean_file,
+    check_same_cache,
+    check_weights,
+    load_best_model,
+    read_run_config,
+    run_file,
+)
+from gesture_cache.video import Frames, prepare_frame
+from gesture_cache.windows import Window, windows
 
 log = logging.getLogger(__name__)
 
@@ -189,14 +203,18 @@ class Detector:
 def load_detector(run_dir: str | Path) -> Detector:
     """The run's classifier and window; refuses a run trained without a background class or
     with windows that are not consecutive clips (what sliding needs)."""
-    from gesture_cache.train import load_best_model, read_run_config
-
     saved = read_run_config(Path(run_dir))
     hparams = saved["hparams"]
     if not hparams.get("background"):
         raise RunError(
             f"run {run_dir} was trained without a background class, so it cannot tell when "
             "no gesture happens; train with --background (and --window-step 1)"
+        )
+    if hparams["background_label"] not in saved.get("classes", saved["cache"]["classes"]):
+        raise RunError(
+            f"run {run_dir} was trained with --background, but its cache had no background "
+            "stretches, so it has no background class: annotate continuous recordings with "
+            "segments (frames no segment covers are background) and train again"
         )
     window = Window(**saved["window"])
     if window.step is None:
@@ -218,7 +236,7 @@ class Detection:
     """One recording's detection."""
 
     recording: str
-    path: str
+    path: str  # the file or folder read (absolute); a camera or URL as given; a cache's id
     events: list[Event]
     clip_start: np.ndarray
     probabilities: np.ndarray  # (clips, C), one window per clip
@@ -227,12 +245,14 @@ class Detection:
     skipped: int = 0  # clips dropped because C3D fell behind (live)
     seconds: dict = field(default_factory=dict)  # decode+C3D, classifier
     interrupted: bool = False  # Ctrl-C ended a live run; what came before is kept
+    source: str = "file"  # file (or folder of frames), stream (camera, URL) or cache
 
     def summary(self) -> dict:
         total = sum(self.seconds.values())
         return {
             "recording": self.recording,
             "path": self.path,
+            "source": self.source,
             "n_frames": self.n_frames,
             "fps": self.fps,
             "clips": len(self.clip_start),
@@ -302,44 +322,64 @@ def detect_cached(detector: Detector, cache, recording: str, settings: DetectSet
     events = events_of(detector, recording, cache.clip_start[lo:hi], probabilities, settings, fps)
     return Detection(
         recording,
-        str((Path(cache.path) / recording).resolve()),
+        recording,
         events,
         cache.clip_start[lo:hi],
         probabilities,
         int(cache.recordings["n_frames"][i]),
         fps,
         seconds={"classifier": time.perf_counter() - started},
+        source="cache",
     )
 
 
 # --- live -----------------------------------------------------------------------------------
 
 
-def open_source(source: str) -> cv2.VideoCapture:
-    """A file, a camera index ("0") or any URL OpenCV opens."""
-    target: str | int = int(source) if source.isdigit() else source
-    capture = cv2.VideoCapture(target)
+def is_stream(source: str) -> bool:
+    """A camera index ("0") or a URL: frames arrive at their own pace and cannot be re-read."""
+    return source.isdigit() or "://" in source
+
+
+def open_source(source: str, fps: float | None = None) -> tuple[Iterator[np.ndarray], float]:
+    """The raw BGR frames of a file, a folder of frames, a camera index ("0") or any URL
+    OpenCV opens, and their frame rate (30 when the source gives none)."""
+    if not is_stream(source):
+        frames = Frames(source, None, fps)  # a missing or empty source is a VideoError
+        iterator = iter(frames)
+        first = next(iterator, None)  # a video's frame rate is known once it is open
+        rate = frames.probe.fps or 30.0
+        return (itertools.chain([first], iterator) if first is not None else iter(())), rate
+    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
     if not capture.isOpened():
-        what = "camera" if isinstance(target, int) else "source"
+        what = "camera" if source.isdigit() else "source"
         raise ConfigError(f"{what} {source!r} cannot be opened")
-    return capture
+    return captured_frames(capture), float(capture.get(cv2.CAP_PROP_FPS) or 0) or 30.0
+
+
+def captured_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                return
+            yield frame
+    finally:
+        capture.release()
 
 
 def paced_frames(
-    capture: cv2.VideoCapture, fps: float, speed: float, stop: threading.Event, paced: bool
+    frames: Iterator[np.ndarray], fps: float, speed: float, stop: threading.Event, paced: bool
 ) -> Iterator[tuple[np.ndarray, float]]:
     """(frame, the time it arrived): a file is played at its frame rate times `speed`, as a
     camera would deliver it; a stream or camera delivers at its own pace."""
     started = time.perf_counter()
-    index = 0
-    while not stop.is_set():
-        ok, frame = capture.read()
-        if not ok or frame is None:
+    for index, frame in enumerate(frames):
+        if stop.is_set():
             return
         if paced:
             due = started + index / (fps * speed)
             time.sleep(max(due - time.perf_counter(), 0))
-        index += 1
         yield frame, time.perf_counter()
 
 
@@ -356,36 +396,34 @@ def detect_live(
     with the previous clip, the waiting one is replaced and counted as skipped, so the
     detector never falls further behind. `on_event(event, latency_s)` is called the moment
     an event fires; `stop` (or Ctrl-C) ends the stream and keeps what was found."""
-    capture = open_source(source)
-    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0) or 30.0
-    paced = not source.isdigit() and "://" not in source
+    check_speed(speed)
+    source_frames, fps = open_source(source)
+    paced = not is_stream(source)
     stop = stop or threading.Event()
     slot: queue.Queue = queue.Queue(maxsize=1)
     skipped = [0]
+    crashed: list[BaseException] = []
     arrival: dict[int, float] = {}
     n_frames = [0]
     preprocessing = extractor.backbone.preprocessing
-    from gesture_cache.video import prepare_frame
 
     def read() -> None:
+        """Frames to clips to the slot; whatever goes wrong here ends the command with its
+        message (re-raised by the main thread), never a wait for a clip that cannot come."""
+
         def frames() -> Iterator[np.ndarray]:
-            for frame, at in paced_frames(capture, fps, speed, stop, paced):
+            for frame, at in paced_frames(source_frames, fps, speed, stop, paced):
                 arrival[n_frames[0]] = at
                 n_frames[0] += 1
                 yield prepare_frame(frame, preprocessing)
 
-        for start, clip in stream_clips(frames(), extractor.layout.clip_stride):
-            item = (start, clip)
-            try:
-                slot.put_nowait(item)
-            except queue.Full:
-                try:
-                    slot.get_nowait()
-                    skipped[0] += 1
-                except queue.Empty:
-                    pass
-                slot.put_nowait(item)
-        slot.put(None)
+        try:
+            for start, clip in stream_clips(frames(), extractor.layout.clip_stride):
+                offer(slot, (start, clip), skipped)
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            crashed.append(error)
+        finally:
+            slot.put(None)
 
     reader = threading.Thread(target=read, daemon=True, name="live-reader")
     reader.start()
@@ -425,11 +463,12 @@ def detect_live(
         log.warning("interrupted: keeping the events found so far")
     finally:
         stop.set()
-        capture.release()
+    if crashed:
+        raise crashed[0]  # the reader's own error, in the main thread
     classify(final=True)
     return Detection(
         source,
-        str(Path(source).resolve()) if paced else source,
+        source if not paced else str(Path(source).resolve()),
         tracker.finish(),
         np.array(starts, np.int64),
         np.array(probabilities).reshape(len(probabilities), len(detector.classes)),
@@ -438,7 +477,26 @@ def detect_live(
         skipped=skipped[0],
         seconds=seconds,
         interrupted=interrupted,
+        source="file" if paced else "stream",
     )
+
+
+def offer(slot: queue.Queue, item: tuple, skipped: list[int]) -> None:
+    """Put `item` in the one-slot queue, replacing (and counting) a clip still waiting."""
+    try:
+        slot.put_nowait(item)
+    except queue.Full:
+        try:
+            slot.get_nowait()
+            skipped[0] += 1
+        except queue.Empty:
+            pass
+        slot.put_nowait(item)
+
+
+def check_speed(speed: float) -> None:
+    if not (math.isfinite(speed) and speed > 0):
+        raise ConfigError(f"--speed {speed}: give a playback rate above 0")
 
 
 def settings_record(settings: DetectSettings, detector: Detector) -> dict:
@@ -447,12 +505,55 @@ def settings_record(settings: DetectSettings, detector: Detector) -> dict:
 
 # --- a detection run: sources in, files out ----------------------------------------------------
 
+OUTPUT_FILES = ("events.csv", "recordings.csv", "windows.npz", "detection.json")
+EVENT_COLUMNS = [
+    "recording",
+    "label",
+    "start_frame",
+    "end_frame",
+    "start_time",
+    "end_time",
+    "fired_frame",
+    "score",
+]
+
 
 @dataclass
 class DetectionRun:
     detections: list[Detection]
     scores: dict | None
     out: Path
+
+
+def output_stems(sources: list[str]) -> list[str]:
+    """A file-name stem per source, unique among them: its name, or, where two sources share
+    a name (a/rec.avi, b/rec.avi), its path with the separators replaced."""
+    stems = [Path(s.rstrip("/")).stem or "recording" for s in sources]
+    shared = {s for s in stems if stems.count(s) > 1}
+    named = [
+        re.sub(r"[^\w.-]+", "_", str(Path(s).with_suffix("")).strip("/."))
+        if stem in shared
+        else stem
+        for s, stem in zip(sources, stems)
+    ]
+    return [n if named.count(n) == 1 else f"{n}-{i + 1}" for i, n in enumerate(named)]
+
+
+def check_outputs(out: Path, outputs: list[Path], inputs: list[Path]) -> None:
+    """No output may replace an input, and none may land inside a folder of frames that is
+    read (a timeline PNG would become one of its frames)."""
+    real_inputs = {p.resolve() for p in inputs}
+    folders = [p for p in real_inputs if p.is_dir()]
+    for path in [out, *outputs]:
+        real = path.resolve()
+        if real in real_inputs and path != out:
+            raise ConfigError(f"--out {out}: writing {path.name} would replace the input {real}")
+        for folder in folders:
+            if real == folder or folder in real.parents:
+                raise ConfigError(
+                    f"--out {out} lies inside {folder}, which is read as input; "
+                    "give a folder outside it"
+                )
 
 
 def run_detection(
@@ -474,29 +575,48 @@ def run_detection(
 ) -> DetectionRun:
     """Detect gestures in every source and write events.csv, recordings.csv, windows.npz,
     a timeline per recording, detection.json (settings, and scores with `truth`) and with
-    `render` an .mp4 per recording. Files are rewritten after each recording, so a stop
-    keeps what was found."""
-    import pandas as pd
-
-    from gesture_cache import report, scoring
+    `render` an .mp4 per recording. Everything that can be checked (settings, the run, the
+    weights, the truth file, where outputs go) is checked before any work; files are
+    rewritten after each recording, so a stop keeps what was found."""
+    from gesture_cache import scoring
     from gesture_cache.extractor import extractor_from_spec
     from gesture_cache.files import write_json
-    from gesture_cache.predict import check_mean_file, check_weights
-    from gesture_cache.train import read_run_config
+    from gesture_cache.timeline import plot_timeline
 
-    if speed <= 0:
-        raise ConfigError(f"--speed {speed} must be above 0")
+    check_speed(speed)
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ConfigError(f"--fps {fps}: give a frame rate above 0")
+    duplicated = sorted({s for s in sources if sources.count(s) > 1})
+    if duplicated:
+        raise ConfigError(f"source {duplicated[0]!r} is given twice")
+    if render and cache_path:
+        raise ConfigError("--render draws on the video itself; --cache holds features only")
+    if render and any(is_stream(s) for s in sources):
+        raise ConfigError("--render needs files or folders of frames, not cameras or URLs")
     detector = load_detector(run_dir)
     saved = read_run_config(Path(run_dir))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    stems = dict(zip(sources, output_stems(sources)))
+    timelines = {s: out / f"{stem}.timeline.png" for s, stem in stems.items()}
+    renders = {s: out / f"{stem}.detected.mp4" for s, stem in stems.items()} if render else {}
+    inputs = [run_file(Path(run_dir), n) for n in ("config.json", "model.keras")]
+    inputs += [Path(s) for s in sources if not cache_path and not is_stream(s)]
+    inputs += [Path(p) for p in (truth, weights, mean_file, cache_path) if p]
+    outputs = [out / name for name in OUTPUT_FILES] + [*timelines.values(), *renders.values()]
+    check_outputs(out, outputs, inputs)
+    if truth:
+        keys = {s: s if cache_path else str(Path(s).resolve()) for s in sources}
+        scoring.check_truth(truth, keys, detector.classes, from_cache=bool(cache_path))
     cache = extractor = None
     if cache_path:
-        from gesture_cache.train import check_same_cache, load_verified_cache
+        from gesture_cache.integrity import load_verified_cache
 
         cache = load_verified_cache(cache_path, 1e12)
         if cache.fingerprint != saved["cache"]["fingerprint"]:
             check_same_cache(cache, cache_path, saved)  # raises, naming both fingerprints
+        missing = [s for s in sources if s not in set(cache.recordings["recording_id"])]
+        if missing:
+            raise ConfigError(f"cache {cache_path} does not hold {missing[0]!r}")
     else:
         spec, files = saved["extractor"], saved.get("files", {})
         check_weights(spec, files, weights, random_weights, allow_other=False)
@@ -504,52 +624,47 @@ def run_detection(
         extractor = extractor_from_spec(spec, weights, random_weights, mean_file)
         if not extractor.layout.streams:
             raise RunError(f"run {run_dir} was trained on fixed clips, not dense ones")
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"settings": settings_record(settings, detector), "scores": None}
+    write_json(out / "detection.json", record)
     detections: list[Detection] = []
+    events = pd.DataFrame(columns=EVENT_COLUMNS)
     try:
         for source in sources:
             if cache is not None:
                 detection = detect_cached(detector, cache, source, settings)
-            elif realtime or source.isdigit() or "://" in source:
+            elif realtime or is_stream(source):
                 detection = detect_live(detector, extractor, source, settings, speed, on_event)
             else:
                 detection = detect_offline(detector, extractor, source, settings, fps)
             detections.append(detection)
-            write_outputs(out, detections, detector, settings)
-            report.plot_timeline(detection, detector.classes, detector.background, out)
+            events = write_outputs(out, detections, detector)
+            plot_timeline(detection, detector.classes, detector.background, timelines[source])
             if render:
-                render_video(detection, out / f"{Path(detection.recording).stem}.mp4")
+                render_video(detection, renders[source], fps)
             if detection.interrupted:
                 raise KeyboardInterrupt
     finally:
         scores = None
-        if detections:
+        if detections and truth:
             recordings = pd.DataFrame([d.summary() for d in detections])
-            events = pd.read_csv(out / "events.csv")
-            if truth:
-                true = scoring.read_truth(truth, recordings, detector.classes)
-                scores = scoring.score(true, events, recordings)
-                for detection in detections:
-                    mine = true[true["recording"] == detection.recording]
-                    report.plot_timeline(
-                        detection, detector.classes, detector.background, out, mine
-                    )
-            write_json(
-                out / "detection.json",
-                {"settings": settings_record(settings, detector), "scores": scores},
-            )
+            true = scoring.read_truth(truth, recordings, detector.classes)
+            scores = scoring.score(true, events, recordings)
+            for detection, source in zip(detections, sources):
+                mine = true[true["recording"] == detection.recording]
+                plot_timeline(
+                    detection, detector.classes, detector.background, timelines[source], mine
+                )
+            write_json(out / "detection.json", {**record, "scores": scores})
     return DetectionRun(detections, scores, out)
 
 
-def write_outputs(
-    out: Path, detections: list[Detection], detector: Detector, settings: DetectSettings
-) -> None:
-    import pandas as pd
-
+def write_outputs(out: Path, detections: list[Detection], detector: Detector) -> pd.DataFrame:
+    """events.csv, recordings.csv and windows.npz of the recordings so far; returns the
+    events."""
     from gesture_cache.files import atomic_write
 
-    columns = ["recording", "label", "start_frame", "end_frame", "start_time", "end_time"]
-    columns += ["fired_frame", "score"]
-    events = pd.DataFrame([e.row() for d in detections for e in d.events], columns=columns)
+    events = pd.DataFrame([e.row() for d in detections for e in d.events], columns=EVENT_COLUMNS)
     atomic_write(out / "events.csv", events.to_csv(index=False).encode())
     recordings = pd.DataFrame([d.summary() for d in detections])
     atomic_write(out / "recordings.csv", recordings.to_csv(index=False).encode())
@@ -559,25 +674,24 @@ def write_outputs(
         arrays[f"recording_{i}_probabilities"] = d.probabilities
     arrays["recordings"] = np.array([d.recording for d in detections])
     arrays["classes"] = np.array(detector.classes)
-    with open(out / "windows.npz", "wb") as f:
-        np.savez_compressed(f, **arrays)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write(out / "windows.npz", buffer.getvalue())
+    return events
 
 
-def render_video(detection: Detection, path: Path) -> None:
-    """The recording with the gesture of the moment written on it."""
-    capture = open_source(detection.path)
-    fps = detection.fps or 30.0
+def render_video(detection: Detection, path: Path, fps: float | None = None) -> None:
+    """The recording (a file or a folder of frames) with the gesture of the moment written
+    on it, written under a temporary name and renamed, never over its source."""
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
     writer = None
-    index = 0
     try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
+        for index, frame in enumerate(Frames(detection.path, None, fps)):
             if writer is None:
                 height, width = frame.shape[:2]
+                fourcc = cv2.VideoWriter_fourcc(*"mp4v")
                 writer = cv2.VideoWriter(
-                    str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
+                    str(temporary), fourcc, detection.fps or 30.0, (width, height)
                 )
             label = next(
                 (e.label for e in detection.events if e.start_frame <= index < e.end_frame), ""
@@ -585,8 +699,8 @@ def render_video(detection: Detection, path: Path) -> None:
             if label:
                 cv2.putText(frame, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 0), 2)
             writer.write(frame)
-            index += 1
     finally:
-        capture.release()
         if writer is not None:
             writer.release()
+    if temporary.exists():
+        temporary.replace(path)

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from gesture_cache import __version__
 from gesture_cache.cache import ShardContent, feature_dim, read_manifest, read_shard, shard_path
 from gesture_cache.errors import ConfigError
+from gesture_cache.files import staging_folder
 
 CLIP_ROWS_PER_GROUP = 4096
 
@@ -34,10 +35,11 @@ def export_parquet(cache_path: str | Path, out: str | Path) -> Path:
     if out.exists() or out.is_symlink():
         raise ConfigError(f"--out {out} already exists; give a new folder (nothing was written)")
     manifest = read_manifest(cache_path)  # checks every shard's sha256
-    building = out.with_name(f".{out.name}.building")
-    shutil.rmtree(building, ignore_errors=True)
     try:
-        building.mkdir(parents=True)
+        building = staging_folder(out)
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot create a folder there ({error})") from None
+    try:
         metadata = {b"gesture_cache": json.dumps(manifest).encode()}
         recordings, segments = [], []
         clips_schema = clip_schema(feature_dim(manifest)).with_metadata(metadata)
@@ -53,6 +55,8 @@ def export_parquet(cache_path: str | Path, out: str | Path) -> Path:
         write_frame(recordings, building / "recordings.parquet", metadata)
         write_frame(segments, building / "segments.parquet", metadata)
         (building / "README.md").write_text(dataset_card(manifest, recordings, segments))
+        if out.exists() or out.is_symlink():  # another export finished first
+            raise ConfigError(f"--out {out} appeared while exporting; nothing was written")
         building.rename(out)
     except OSError as error:  # a full disk, a folder we may not write in
         shutil.rmtree(building, ignore_errors=True)
@@ -102,7 +106,7 @@ def recordings_frame(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 def segments_frame(parts: list[pd.DataFrame]) -> pd.DataFrame:
     frame = pd.concat(parts, ignore_index=True).fillna("") if parts else pd.DataFrame()
-    return frame.rename(columns=lambda c: c.removeprefix("extra/"))
+    return frame  # the CSV's own columns keep their prefix: `extra/label` never meets `label`
 
 
 def write_frame(frame: pd.DataFrame, path: Path, metadata: dict[bytes, bytes]) -> None:
@@ -176,8 +180,8 @@ Two exports with the same fingerprint hold comparable features.
 - `clips.parquet`: `recording_id`, `clip_index` (in its recording), `start_frame` (its first
   frame), `valid` (false: a clip padded past the end), `features`.
 - `segments.parquet`: `recording_id`, `label`, `start_frame`, `end_frame` (exclusive),
-  `group`, `row` (CSV row), and the CSV's other columns. A segment's clips are the clips of its
-  recording whose frames lie in it.
+  `group`, `row` (CSV row), and the CSV's other columns as `extra/<column>`. A segment's
+  clips are the clips of its recording whose frames lie in it.
 - `recordings.parquet`: `recording_id`, `sha256` of the source, `n_frames`, `fps`, `height`,
   `width`, `claimed_frames` (what the container said), `clips`.
 

@@ -31,7 +31,7 @@ from gesture_cache.cache import CachedRecording, Segment
 from gesture_cache.config import ExtractConfig
 from gesture_cache.errors import ConfigError
 from gesture_cache.extractor import Extractor, extractor_files, extractor_from_config
-from gesture_cache.meta import Row, read_meta
+from gesture_cache.meta import Row, conflicting_rows, read_meta, segment_problem
 from gesture_cache.video import Probe, VideoError, source_sha256, source_stat
 from gesture_cache.writer import CacheWriter
 
@@ -183,15 +183,8 @@ def plan(
             summary.skipped += 1
         elif not recording_id:
             fail(writer, summary, same[0], "empty_path", f"row {same[0].row}: the path is empty")
-        elif len({r.label for r in same if not r.is_segment}) > 1:
-            rows_text = ", ".join(str(r.row) for r in same if not r.is_segment)
-            fail(
-                writer,
-                summary,
-                same[0],
-                "conflicting_labels",
-                f"rows {rows_text} give {recording_id!r} different labels",
-            )
+        elif conflict := conflicting_rows(same):
+            fail(writer, summary, same[0], "conflicting_labels", next(iter(conflict.values())))
         elif all(row_key(r) in writer.failures for r in same):
             summary.skipped += 1  # every row recorded as failed on an earlier run
         elif usable := usable_rows(same, writer, summary):
@@ -204,7 +197,7 @@ def unique_rows(rows: list[Row], summary: ExtractSummary) -> list[Row]:
     """Rows that say the same thing twice (label and bounds) count once, with a warning."""
     seen, unique = set(), []
     for row in rows:
-        key = (row.label, row.start, row.end, row.in_seconds)
+        key = (row.label, row.start, row.end, row.in_seconds, row.also_seconds)
         if key in seen:
             summary.duplicate_rows += 1
             log.warning(
@@ -349,6 +342,8 @@ class DecodeWorkers:
             item = self.items.get()
             if item[0] == "exit":
                 running -= 1
+            elif item[0] == "crashed":  # a fault outside any one recording: ends the job
+                raise item[1]
             else:
                 yield item
 
@@ -358,13 +353,19 @@ class DecodeWorkers:
             thread.join(timeout=5)
 
     def _work(self) -> None:
-        while not self.stop.is_set():
-            with self._take:
-                index = next(self._next, None)
-            if index is None:
-                break
-            self._decode(index)
-        self._put(("exit",))
+        """Decode jobs until none is left; whatever escapes a job ends the extraction with
+        its message (never a wait for a worker that died)."""
+        try:
+            while not self.stop.is_set():
+                with self._take:
+                    index = next(self._next, None)
+                if index is None:
+                    break
+                self._decode(index)
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            self._put(("crashed", error))
+        finally:
+            self._put(("exit",))
 
     def _decode(self, index: int) -> None:
         for kind, *rest in job_events(self.jobs[index], self.extractor):
@@ -485,6 +486,12 @@ def store(
         )
     )
     summary.cached += 1
+    if len(probe.sizes) > 1:
+        log.warning(
+            "%s: frames of mixed sizes (%s), each resized to the model's input; cached",
+            job.path,
+            probe.sizes_text(),
+        )
     if probe.claimed_frames > probe.decoded_frames:
         summary.short += 1
         log.warning(
@@ -499,19 +506,11 @@ def row_segments(
     job: Job, probe: Probe, writer: CacheWriter, summary: ExtractSummary
 ) -> list[Segment]:
     """Each row's segment in frames; a row outside the recording is a row failure."""
-    n, segments = probe.decoded_frames, []
+    segments = []
     for row in job.rows:
-        if row.in_seconds and not probe.fps:
-            message = f"row {row.row}: times need a frame rate; {job.path} gives none (--fps)"
-            fail(writer, summary, row, "bad_segment", message, row_key(row))
-            continue
-        start, end = row.frames(probe.fps) or (0, n)
-        if not 0 <= start < end <= n:
-            message = (
-                f"row {row.row}: segment [{start}, {end}) is outside {job.recording_id} "
-                f"({n} frames)"
-            )
-            fail(writer, summary, row, "bad_segment", message, row_key(row))
+        (start, end), problem = segment_problem(row, probe.decoded_frames, probe.fps)
+        if problem:
+            fail(writer, summary, row, "bad_segment", problem, row_key(row))
             continue
         segments.append(Segment(row.label, start, end, row.group, row.row, row.extra))
     return segments

@@ -20,7 +20,7 @@ from gesture_cache.video import Frames, Preprocessing, Probe, make_preprocessing
 
 # Bump whenever video.py, clips.py or c3d.py change what features come out for the same
 # settings: it is part of the fingerprint, so an old cache is never resumed with new code.
-FEATURES_VERSION = 3
+FEATURES_VERSION = 4  # 4: 16-bit frames scaled by a fixed rule
 
 
 @dataclass

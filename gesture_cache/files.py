@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import socket
+import tempfile
 from pathlib import Path
 
 from gesture_cache.errors import GestureCacheError
@@ -83,3 +86,36 @@ def read_json(path: Path, what: str) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise GestureCacheError(f"{what} {path} is not valid JSON (truncated?): {error}") from None
+
+
+def staging_folder(out: Path) -> Path:
+    """A new, empty folder beside `out` to build it in, then rename: unique to this process
+    (`.OUT.building-HOST-PID-XXXX`), so two builds of one `out` never share it. Leftovers of
+    processes of this machine that no longer run (killed mid-build) are removed first."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{out.name}.building-"
+    host = socket.gethostname()
+    for leftover in out.parent.glob(f"{prefix}*"):
+        owner = leftover.name[len(prefix) :].rsplit("-", 2)
+        if len(owner) == 3 and owner[0] == host and owner[1].isdigit():
+            if not process_alive(int(owner[1])) and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{host}-{os.getpid()}-", dir=out.parent))
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def refuse_link(path: Path, flag: str) -> None:
+    """Outputs are written to real folders: a link could lead anywhere."""
+    if path.is_symlink():
+        raise GestureCacheError(
+            f"{flag} {path} is a link (to {os.readlink(path)}); give the folder itself"
+        )

@@ -11,15 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from gesture_cache.cache import (
     FAILURES,
     SCHEMA_VERSION,
     SHARD_NAME,
+    Cache,
     CacheError,
     check_shard_hash,
+    feature_dim,
     fingerprint_of,
     inspect_shard,
+    open_cache,
     read_failures,
     read_manifest,
     read_shard,
@@ -29,7 +33,7 @@ from gesture_cache.cache import (
     shard_recordings,
     total_recordings,
 )
-from gesture_cache.files import atomic_write, file_sha256, fsync_dir
+from gesture_cache.files import atomic_write, file_sha256, fsync_dir, refuse_link, staging_folder
 from gesture_cache.writer import LOCK, CacheWriter, acquire_lock, new_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -130,6 +134,7 @@ def merge_caches(sources: list[str | Path], out: str | Path) -> dict:
     merged cache is built in a temporary folder beside `out` and renamed at the end, so a
     failed merge leaves no partial cache behind."""
     out = Path(out)
+    refuse_link(out, "--out")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CacheError(f"--out {out} exists and is not empty; merge into a new folder")
     manifests = [verified_manifest(s) for s in sources]
@@ -154,8 +159,7 @@ def merge_caches(sources: list[str | Path], out: str | Path) -> dict:
                         f"recording {recording_id!r} is in both {owner[recording_id]} and {source}"
                     )
                 owner[recording_id] = str(source)
-    staging = out.with_name(f".{out.name}.merging-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = staging_folder(out)
     try:
         writer = CacheWriter(
             staging,
@@ -289,3 +293,38 @@ def _manifest_for_repair(folder: Path) -> dict:
         log.warning("manifest unusable (%s); rebuilding it from %s", reason, path.name)
         return new_manifest(extractor, dim, dtype, {}, {})
     raise CacheError(f"{folder} cannot be repaired: {reason}, and no shard says what it is")
+
+
+# The in-memory path holds the cache's features twice at its peak (the numpy array read
+# from the shards and the tensor tf.data gathers from), plus a fixed part (the pipeline, the
+# standardisation's float64 chunk, the model): benchmarks/train.py measured 2 x 62 MB + 159 MB.
+MEMORY_COPIES = 2
+MEMORY_FIXED_MB = 200
+
+
+def load_verified_cache(path: str | Path, memory_limit_mb: float) -> Cache:
+    """Refuse a cache that fails `verify`; keep features on disk when holding them in
+    memory would pass the limit (peak: MEMORY_COPIES times the features' size, plus
+    MEMORY_FIXED_MB)."""
+    manifest = verified_manifest(path)
+    rows = (
+        manifest["clips"]
+        if manifest["schema_version"] == 2
+        else (manifest["videos"] * manifest["feature_shape"][0])
+    )
+    size_mb = rows * feature_dim(manifest) * np.dtype(manifest["dtype"]).itemsize / 2**20
+    peak_mb = MEMORY_COPIES * size_mb + MEMORY_FIXED_MB
+    cache = open_cache(path, load_features=peak_mb <= memory_limit_mb, check_hashes=False)
+    if cache.features is None:
+        log.info(
+            "cache needs %.0f MB in memory, over --memory-limit %.0f: streaming it shard by shard",
+            peak_mb,
+            memory_limit_mb,
+        )
+    if cache.random_weights:
+        log.warning(
+            "THE FEATURES IN %s COME FROM RANDOM C3D WEIGHTS: fine for a demo or a test, "
+            "meaningless for real gestures; extract with --weights for real work",
+            path,
+        )
+    return cache

@@ -6,6 +6,7 @@ with them it labels a segment (end exclusive), and many rows may name one record
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import warnings
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from gesture_cache.errors import ConfigError
-from gesture_cache.video import VideoError, probe
+from gesture_cache.video import Probe, VideoError, probe
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Row:
     start: float | None = None  # segment bounds, as given (frames or seconds); None: whole
     end: float | None = None
     in_seconds: bool = False
+    also_seconds: tuple[float, float] | None = None  # times given beside frames: must agree
     fps: float | None = None  # the `fps` column, for folders of frames
     problem: str | None = None  # why this row cannot be used, found before decoding
 
@@ -86,6 +88,13 @@ def read_meta(
         log.warning(
             "meta CSV %s: some rows have more fields than the header; extra ignored", csv_path
         )
+    header = [clean_path(c) for c in header_of(csv_path)]
+    repeated = sorted({c for c in header if c and header.count(c) > 1})
+    if repeated:
+        raise MetaError(
+            f"meta CSV {csv_path}: column {repeated[0]!r} appears more than once in the header; "
+            "rename or remove the copies"
+        )
     table.columns = [clean_path(c) for c in table.columns]
     for column in table.columns:
         if not column or "/" in column or "\0" in column or column == ".":
@@ -106,7 +115,7 @@ def read_meta(
     rows = []
     for number, record in enumerate(table.to_dict("records"), start=1):
         recording_id = clean_path(record[path_column])
-        start, end, in_seconds, problem = segment_bounds(record, number)
+        start, end, in_seconds, problem, also_seconds = segment_bounds(record, number)
         fps, fps_problem = optional_number(record, "fps", number)
         row = Row(
             row=number,
@@ -118,11 +127,18 @@ def read_meta(
             start=start,
             end=end,
             in_seconds=in_seconds,
+            also_seconds=also_seconds,
             fps=fps,
             problem=problem or fps_problem,
         )
         rows.append(replace(row, problem=row.problem or text_problem(row)))
     return rows
+
+
+def header_of(csv_path: Path) -> list[str]:
+    """The header row as written (pandas renames a repeated column `name.1`)."""
+    with open(csv_path, encoding="utf-8-sig", newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def optional_number(record: dict, column: str, number: int) -> tuple[float | None, str | None]:
@@ -140,9 +156,11 @@ def optional_number(record: dict, column: str, number: int) -> tuple[float | Non
 
 def segment_bounds(
     record: dict, number: int
-) -> tuple[float | None, float | None, bool, str | None]:
-    """(start, end, in seconds, problem) of a row's segment; (None, None, False, None) when
-    the row labels its whole recording."""
+) -> tuple[float | None, float | None, bool, str | None, tuple[float, float] | None]:
+    """(start, end, in seconds, problem, times also given) of a row's segment; frames win
+    over times, which must then agree with them (checked once the frame rate is known).
+    (None, None, False, None, None) when the row labels its whole recording."""
+    bounds = []
     for start_column, end_column, in_seconds in (
         ("start_frame", "end_frame", False),
         ("start_time", "end_time", True),
@@ -150,17 +168,76 @@ def segment_bounds(
         start, start_problem = optional_number(record, start_column, number)
         end, end_problem = optional_number(record, end_column, number)
         if start_problem or end_problem:
-            return None, None, False, start_problem or end_problem
+            return None, None, False, start_problem or end_problem, None
         if start is None and end is None:
             continue
         if start is None or end is None:
-            return None, None, False, f"row {number}: give both {start_column} and {end_column}"
+            return (
+                None,
+                None,
+                False,
+                f"row {number}: give both {start_column} and {end_column}",
+                None,
+            )
         if not in_seconds and (start != int(start) or end != int(end)):
-            return None, None, False, f"row {number}: frame numbers must be whole numbers"
+            return None, None, False, f"row {number}: frame numbers must be whole numbers", None
         if start >= end:
-            return None, None, False, f"row {number}: segment start {start:g} >= end {end:g}"
-        return start, end, in_seconds, None
-    return None, None, False, None
+            problem = f"row {number}: segment start {start:g} >= end {end:g}"
+            return None, None, False, problem, None
+        bounds.append((start, end, in_seconds))
+    if not bounds:
+        return None, None, False, None, None
+    start, end, in_seconds = bounds[0]
+    also = bounds[1][:2] if len(bounds) == 2 else None
+    return start, end, in_seconds, None, also
+
+
+def segment_problem(row: Row, n_frames: int, fps: float) -> tuple[tuple[int, int], str | None]:
+    """The row's segment in frames [start, end) of a recording of `n_frames` at `fps` (the
+    whole recording for a row without one), and why it cannot be used, or None. The one rule
+    `extract` and `check` both apply."""
+    if row.start is None:
+        return (0, n_frames), None
+    if row.in_seconds and not fps:
+        return (0, 0), f"row {row.row}: times need a frame rate; {row.recording_id} gives none"
+    start, end = row.frames(fps)
+    if row.in_seconds and start >= end:
+        problem = (
+            f"row {row.row}: times {row.start:g}-{row.end:g} s round to an empty segment "
+            f"at {fps:g} fps"
+        )
+        return (start, end), problem
+    if row.also_seconds and fps:
+        from_times = round(row.also_seconds[0] * fps), round(row.also_seconds[1] * fps)
+        if max(abs(from_times[0] - start), abs(from_times[1] - end)) > 1:
+            problem = (
+                f"row {row.row}: frames [{start}, {end}) and times {row.also_seconds[0]:g}-"
+                f"{row.also_seconds[1]:g} s (frames {list(from_times)} at {fps:g} fps) disagree"
+            )
+            return (start, end), problem
+    if not 0 <= start < end <= n_frames:
+        problem = (
+            f"row {row.row}: segment [{start}, {end}) is outside {row.recording_id} "
+            f"({n_frames} frames" + (f" at {fps:g} fps)" if row.in_seconds else ")")
+        )
+        return (start, end), problem
+    return (start, end), None
+
+
+def conflicting_rows(rows: list[Row]) -> dict[int, str]:
+    """Rows that label one whole recording differently: row number -> the problem, as
+    `extract` reports it."""
+    by_recording: dict[str, list[Row]] = {}
+    for row in rows:
+        if not row.is_segment:
+            by_recording.setdefault(row.recording_id, []).append(row)
+    problems = {}
+    for recording_id, same in by_recording.items():
+        if len({r.label for r in same}) > 1:
+            numbers = ", ".join(str(r.row) for r in same)
+            for r in same:
+                problems[r.row] = f"rows {numbers} give {recording_id!r} different labels"
+    return problems
 
 
 def text_problem(row: Row) -> str | None:
@@ -172,8 +249,12 @@ def text_problem(row: Row) -> str | None:
     return None
 
 
-def check_rows(rows: list[Row]) -> pd.DataFrame:
-    """Probe every row without running C3D: one line per row, `usable` and a `problem`."""
+def check_rows(rows: list[Row], fps: float | None = None) -> pd.DataFrame:
+    """Probe every row without running C3D: one line per row, `usable` and a `problem`,
+    by the rules `extract` applies (`fps`: the rate of folders of frames without an `fps`
+    column, as `extract --fps`)."""
+    conflicts = conflicting_rows(rows)
+    probes: dict[str, Probe | VideoError] = {}
     records = []
     for row in rows:
         record = {
@@ -187,21 +268,38 @@ def check_rows(rows: list[Row]) -> pd.DataFrame:
             "usable": True,
             "problem": "",
         }
-        try:
-            probed = probe(row.path, row.fps)
+        if row.recording_id not in probes:  # a recording of many segments is decoded once
+            try:
+                probes[row.recording_id] = probe(row.path, row.fps or fps)
+            except VideoError as error:
+                probes[row.recording_id] = error
+        probed = probes[row.recording_id]
+        if isinstance(probed, VideoError):
+            record.update(usable=False, problem=f"{probed.reason}: {probed}")
+        else:
             record.update(
                 frames=probed.decoded_frames,
                 claimed=probed.claimed_frames,
                 fps=round(probed.fps, 2),
                 size=f"{probed.width}x{probed.height}",
             )
+            warnings = []
             if probed.claimed_frames and probed.claimed_frames != probed.decoded_frames:
-                record["problem"] = (
-                    f"warning: claims {probed.claimed_frames} frames, "
-                    f"{probed.decoded_frames} decode"
+                warnings.append(
+                    f"claims {probed.claimed_frames} frames, {probed.decoded_frames} decode"
                 )
-        except VideoError as error:
-            record.update(usable=False, problem=f"{error.reason}: {error}")
+            if len(probed.sizes) > 1:
+                record["size"] = "mixed"
+                warnings.append(f"frames of mixed sizes: {probed.sizes_text()}")
+            if warnings:
+                record["problem"] = "warning: " + "; ".join(warnings)
+            _, segment = segment_problem(row, probed.decoded_frames, probed.fps)
+            if segment:
+                record.update(usable=False, problem=f"bad_segment: {segment}")
+        if not row.recording_id:
+            record.update(usable=False, problem=f"empty_path: row {row.row}: the path is empty")
+        if row.row in conflicts:
+            record.update(usable=False, problem=f"conflicting_labels: {conflicts[row.row]}")
         if not row.label:
             record.update(usable=False, problem="empty_label: no label")
         if row.problem:

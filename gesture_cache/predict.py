@@ -7,68 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cache.data import Window, windows
 from gesture_cache.errors import ConfigError
 from gesture_cache.extractor import extractor_from_spec
-from gesture_cache.files import file_sha256
-from gesture_cache.train import load_best_model, read_run_config
+from gesture_cache.run import check_mean_file, check_weights, load_best_model, read_run_config
 from gesture_cache.video import VideoError
-
-
-def check_weights(
-    extractor: dict,
-    files: dict,
-    weights: str | None,
-    random_weights: int | None,
-    allow_other: bool,
-) -> None:
-    """The features must come from the weights the cache was built with (by sha256)."""
-    if (weights is None) == (random_weights is None):
-        raise ConfigError("give exactly one of --weights FILE.h5 or --random-weights SEED")
-    if weights is not None and not Path(weights).is_file():
-        raise ConfigError(f"--weights {weights} does not exist")
-    expected = extractor["weights"]
-    if allow_other:
-        return
-    name = files.get("weights", "a weights file")
-    if "sha256" in expected:
-        if weights is None:
-            raise ConfigError(f"the run's cache used weights {name}; give --weights")
-        actual = file_sha256(weights)
-        if actual != expected["sha256"]:
-            raise ConfigError(
-                f"--weights {weights} (sha256 {actual[:12]}) is not the file the cache was built "
-                f"with ({name}, sha256 {expected['sha256'][:12]}); "
-                "--allow-other-weights overrides"
-            )
-    elif random_weights != expected["random_seed"]:
-        raise ConfigError(
-            f"the run's cache used random weights with seed {expected['random_seed']}"
-            f", not {weights or random_weights}; --allow-other-weights overrides"
-        )
-
-
-def check_mean_file(preprocessing: dict, files: dict, mean_file: str | None) -> None:
-    """The mean cube must be the one the cache subtracted, by sha256, or none at all."""
-    expected = preprocessing.get("mean_sha256")
-    if expected is None:
-        if mean_file:
-            raise ConfigError(
-                f"--mean-file {mean_file}: the run's cache subtracted the per-channel mean, "
-                "not a mean cube; drop --mean-file"
-            )
-        return
-    name = files.get("mean_file", "a mean cube")
-    if not mean_file:
-        raise ConfigError(f"the run's cache subtracted the mean cube {name}; give --mean-file")
-    if not Path(mean_file).is_file():
-        raise ConfigError(f"--mean-file {mean_file} does not exist")
-    actual = file_sha256(mean_file)
-    if actual != expected:
-        raise ConfigError(
-            f"--mean-file {mean_file} (sha256 {actual[:12]}) is not the cube the cache was "
-            f"built with ({name}, sha256 {expected[:12]})"
-        )
+from gesture_cache.windows import Window, windows
 
 
 def predict_videos(

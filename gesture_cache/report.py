@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +16,6 @@ import pandas as pd
 if TYPE_CHECKING:
     import optuna
 
-    from gesture_cache.demo import DemoResult
     from gesture_cache.extract import ExtractSummary
 
 
@@ -73,16 +73,24 @@ def cache_info(manifest: dict, failures: dict[str, dict], shortfalls: list[tuple
         + f", clips of {extractor['clip_len']} every {extractor['clip_stride']}, "
         f"pad {extractor['pad']}, pool5 pad {extractor['pool5_pad']}",
         *contents(manifest),
-        "classes      " + ", ".join(f"{c} ({n})" for c, n in manifest["class_counts"].items()),
+        "classes      "
+        + ", ".join(f"{shown(c)} ({n})" for c, n in manifest["class_counts"].items()),
     ]
     lines += [f"written by   {v}" for v in versions] or ["written by   (not recorded)"]
     if shortfalls:
         lines.append(f"short        {len(shortfalls)} videos decode fewer frames than claimed:")
-        lines += [f"  {v}: claims {c}, {d} decode" for v, c, d in shortfalls[:10]]
+        lines += [f"  {shown(v)}: claims {c}, {d} decode" for v, c, d in shortfalls[:10]]
     lines.append(f"failures     {len(failures)}")
     for reason, count in sorted(Counter(r.get("reason", "?") for r in failures.values()).items()):
         lines.append(f"  {reason}: {count}")
     return "\n".join(lines)
+
+
+def shown(text: str) -> str:
+    """A label or id as it reads in a list: quoted (JSON) when it holds a separator, a
+    control character or surrounding spaces, so `a, b` is never mistaken for two labels."""
+    plain = text and text == text.strip() and text.isprintable()
+    return text if plain and not any(c in text for c in ',()"') else json.dumps(text)
 
 
 def contents(manifest: dict) -> list[str]:
@@ -179,22 +187,6 @@ def predictions_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def demo_summary(result: DemoResult) -> str:
-    training = result.training
-    return "\n".join(
-        [
-            metrics_table(training.metrics),
-            "",
-            f"videos      {result.csv.parent} ({result.csv.name})",
-            f"cache       {result.cache} ({result.extraction.recordings_in_cache} recordings, "
-            f"extracted in {result.extraction.seconds:.0f} s)",
-            f"run         {result.run} ({training.epochs} epochs): model.keras, metrics.json, "
-            "history.csv, learning_curves.png, confusion_matrix.png",
-            f"next        gesture-cache train {result.cache} --out runs/try1 --units 128 --lr 3e-4",
-        ]
-    )
-
-
 def study_table(study: optuna.Study) -> str:
     """Every finished trial, best first, and the best trial's settings."""
     trials = study.trials_dataframe(attrs=("number", "value", "params", "user_attrs", "state"))
@@ -211,39 +203,6 @@ def study_table(study: optuna.Study) -> str:
         f"      {best.params}\n"
         f"trials by state: {states}"
     )
-
-
-def plot_timeline(detection, classes: list[str], background: str, out: Path, truth=None) -> Path:
-    """Per-window probabilities over time, the events found and (when known) the true
-    segments, as `out/<recording>.timeline.png`."""
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(12, 3.5))
-    centres = detection.clip_start + 8
-    colours = plt.get_cmap("tab10")
-    gestures = [i for i, c in enumerate(classes) if c != background]
-    for n, i in enumerate(gestures):
-        if len(detection.probabilities):
-            axis.plot(centres, detection.probabilities[:, i], color=colours(n), label=classes[i])
-    for event in detection.events:
-        n = gestures.index(classes.index(event.label))
-        axis.axvspan(event.start_frame, event.end_frame, 0.9, 1.0, color=colours(n), alpha=0.8)
-        axis.axvline(event.fired_frame, color=colours(n), linestyle=":", linewidth=1)
-    if truth is not None:
-        for row in truth.itertuples():
-            n = gestures.index(classes.index(row.label))
-            axis.axvspan(row.start_frame, row.end_frame, 0.0, 0.08, color=colours(n), alpha=0.8)
-    axis.set_ylim(0, 1.05)
-    axis.set_xlim(0, max(detection.n_frames, 1))
-    axis.set_xlabel("frame (top band: events, dotted: when they fired; bottom band: truth)")
-    axis.set_ylabel("probability")
-    axis.set_title(detection.recording)
-    axis.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    figure.tight_layout()
-    path = Path(out) / f"{Path(detection.recording).stem}.timeline.png"
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
 
 
 def detection_table(result) -> str:

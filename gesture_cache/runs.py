@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from gesture_cache.errors import ConfigError
+from gesture_cache.errors import ConfigError, RunError
+from gesture_cache.run import run_file
 
 COLUMNS = [
     "run",
@@ -30,11 +31,14 @@ COLUMNS = [
 
 
 def run_row(folder: Path, root: Path) -> dict:
-    """What a run folder says; a half-written one is listed as incomplete, never fatal."""
+    """What a run folder says; a half-written one is listed as incomplete, never fatal, and a
+    file that is a link out of its folder is not read (the row says so)."""
     row = {"run": str(folder.relative_to(root)) if folder != root else folder.name}
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = json.loads(run_file(folder, "config.json").read_text())
         hparams, window = config["hparams"], config.get("window", {})
+    except RunError:
+        return {**row, "status": "link out (not read)"}
     except (OSError, ValueError, KeyError, TypeError):
         return {**row, "status": "incomplete"}
     row.update(
@@ -51,26 +55,18 @@ def run_row(folder: Path, root: Path) -> dict:
         else "",
         background=hparams.get("background", False),
         cache=str(config.get("cache", {}).get("fingerprint", ""))[:12],
+        seconds=config.get("train_seconds"),
     )
     try:
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = json.loads(run_file(folder, "metrics.json").read_text())
         row.update(test_accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (RunError, OSError, ValueError, KeyError, TypeError):
         pass
     try:
-        history = pd.read_csv(folder / "history.csv")
-        row["epochs"] = len(history)
-    except (OSError, ValueError, pd.errors.EmptyDataError):
+        row["epochs"] = len(pd.read_csv(run_file(folder, "history.csv")))
+    except (RunError, OSError, ValueError, pd.errors.EmptyDataError):
         pass
-    if (folder / "history.csv").exists():
-        row["seconds"] = round((folder / "history.csv").stat().st_mtime - _started(folder), 1)
     return row
-
-
-def _started(folder: Path) -> float:
-    """When the run began: its split.csv is written before training starts."""
-    split = folder / "split.csv"
-    return split.stat().st_mtime if split.exists() else (folder / "config.json").stat().st_mtime
 
 
 def runs_table(root: str | Path, sort: str | None = None) -> pd.DataFrame:

@@ -126,44 +126,102 @@ def score(truth: pd.DataFrame, events: pd.DataFrame, recordings: pd.DataFrame) -
     return {"overall": overall, "recordings": per_recording}
 
 
-def read_truth(
-    path: str, recordings: pd.DataFrame, classes: list[str] | None = None
-) -> pd.DataFrame:
-    """A segments CSV (the meta CSV's columns) as recording, label, start_frame, end_frame.
-    Its paths are matched to the detected recordings (`recordings.path`, absolute); times
-    become frames with each recording's fps. Unknown labels or recordings are errors."""
+def truth_rows(path: str | Path, classes: list[str] | None = None) -> list:
+    """The rows of a segments CSV, each usable and (with `classes`) labelled as the run knows."""
     from gesture_cache.meta import read_meta
 
-    by_path = {
-        str(Path(p).resolve()): r for p, r in zip(recordings["path"], recordings["recording"])
-    }
-    fps = dict(zip(recordings["recording"], recordings["fps"]))
-    records = []
-    for row in read_meta(path):
-        recording = by_path.get(str(row.path.resolve()))
+    rows = read_meta(path)
+    for row in rows:
         if row.problem:
             raise ConfigError(f"truth {path}: {row.problem}")
-        if recording is None:
-            raise ConfigError(
-                f"truth {path} row {row.row}: recording {row.recording_id!r} was not detected"
-            )
         if classes is not None and row.label not in classes:
             raise ConfigError(
                 f"truth {path} row {row.row}: label {row.label!r} is not one the run knows "
                 f"({', '.join(classes)})"
             )
-        bounds = row.frames(float(fps[recording]))
-        if bounds is None:
+        if not row.is_segment:
             raise ConfigError(f"truth {path} row {row.row}: give start_frame,end_frame or times")
+    return rows
+
+
+def truth_key(row, from_cache: bool) -> str:
+    """How a truth row names its recording: the CSV's id for a cache's recordings, else the
+    file it points at (resolved against the CSV's folder)."""
+    return row.recording_id if from_cache else str(row.path.resolve())
+
+
+def check_truth(
+    path: str | Path, keys: dict[str, str], classes: list[str], from_cache: bool
+) -> None:
+    """Before any detection: every row of the truth file is usable, has a label the run knows
+    and names one of the sources (`keys`: source -> its truth_key)."""
+    known = set(keys.values())
+    for row in truth_rows(path, classes):
+        if truth_key(row, from_cache) not in known:
+            raise ConfigError(
+                f"truth {path} row {row.row}: recording {row.recording_id!r} is not one of "
+                "the sources given"
+            )
+
+
+def read_truth(
+    path: str | Path, recordings: pd.DataFrame, classes: list[str] | None = None
+) -> pd.DataFrame:
+    """A segments CSV (the meta CSV's columns) as recording, label, start_frame, end_frame.
+    Its rows are matched to the detected recordings by file (`recordings.path`) or, for
+    recordings read from a cache, by recording id; times become frames with each
+    recording's fps. Unknown labels or recordings are errors naming the row."""
+    source = recordings["source"] if "source" in recordings else pd.Series("file", recordings.index)
+    by_key = {}
+    for recording, where, kind in zip(recordings["recording"], recordings["path"], source):
+        by_key[(kind == "cache", where if kind == "cache" else str(Path(where).resolve()))] = (
+            recording
+        )
+    fps = dict(zip(recordings["recording"], recordings["fps"]))
+    records = []
+    for row in truth_rows(path, classes):
+        recording = by_key.get((False, truth_key(row, False))) or by_key.get(
+            (True, truth_key(row, True))
+        )
+        if recording is None:
+            raise ConfigError(
+                f"truth {path} row {row.row}: recording {row.recording_id!r} was not detected"
+            )
+        start, end = row.frames(float(fps[recording]))
         records.append(
-            {
-                "recording": recording,
-                "label": row.label,
-                "start_frame": bounds[0],
-                "end_frame": bounds[1],
-            }
+            {"recording": recording, "label": row.label, "start_frame": start, "end_frame": end}
         )
     return pd.DataFrame(records, columns=["recording", "label", "start_frame", "end_frame"])
+
+
+def read_table(
+    path: Path, text: list[str], numbers: dict[str, type], optional: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """A CSV written by detect: `text` columns stay text (a label "NA" is a label), each of
+    `numbers` (those named in `optional` when present) holds a number in every row; a problem
+    names the file, row and column."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} cannot be read as CSV: {error}") from None
+    missing = [c for c in [*text, *numbers] if c not in table.columns and c not in optional]
+    if missing:
+        raise ConfigError(f"{path} lacks the column(s) {missing}; is it written by detect?")
+    for column, kind in numbers.items():
+        if column not in table.columns:
+            continue
+        values = pd.to_numeric(table[column].str.strip(), errors="coerce")
+        bad = values.isna() | ~np.isfinite(values)
+        if kind is int:
+            bad |= values != values.round()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ConfigError(
+                f"{path} row {row + 1}: column {column} holds {table[column].iloc[row]!r}, "
+                f"not {'a whole number' if kind is int else 'a number'}"
+            )
+        table[column] = values.astype(kind)
+    return table
 
 
 def evaluate_detection(events_path: str | Path, truth_path: str | Path) -> dict:
@@ -176,15 +234,22 @@ def evaluate_detection(events_path: str | Path, truth_path: str | Path) -> dict:
             raise ConfigError(
                 f"{path} does not exist (detect writes events.csv and recordings.csv)"
             )
-    try:
-        events = pd.read_csv(events_path)
-        recordings = pd.read_csv(recordings_path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{events_path} or {recordings_path} cannot be read: {error}") from None
-    needed = {"recording", "label", "start_frame", "end_frame", "fired_frame"}
-    if not needed <= set(events.columns):
-        raise ConfigError(f"{events_path} lacks columns {sorted(needed - set(events.columns))}")
-    if not {"recording", "path", "n_frames", "fps"} <= set(recordings.columns):
-        raise ConfigError(f"{recordings_path} is not a detect recordings.csv")
+    events = read_table(
+        events_path,
+        ["recording", "label"],
+        {"start_frame": int, "end_frame": int, "fired_frame": int},
+    )
+    recordings = read_table(
+        recordings_path,
+        ["recording", "path"],
+        {"n_frames": int, "fps": float, "ms_per_frame": float},
+        optional=("ms_per_frame",),
+    )
+    unknown = sorted(set(events["recording"]) - set(recordings["recording"]))
+    if unknown:
+        row = int(np.flatnonzero(events["recording"] == unknown[0])[0]) + 1
+        raise ConfigError(
+            f"{events_path} row {row}: recording {unknown[0]!r} is not in {recordings_path}"
+        )
     truth = read_truth(str(truth_path), recordings)
     return score(truth, events, recordings)

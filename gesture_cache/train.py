@@ -13,7 +13,9 @@ RUN/learning_curves.png, RUN/confusion_matrix.png
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields, replace
+import os
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import keras
@@ -29,29 +31,29 @@ from sklearn.metrics import (
 from sklearn.utils.class_weight import compute_class_weight
 
 from gesture_cache import __version__, data, report
-from gesture_cache.cache import Cache, CacheError, feature_dim, open_cache
+from gesture_cache.cache import Cache
 from gesture_cache.config import TrainConfig
-from gesture_cache.errors import ConfigError, GestureCacheError, RunError
-from gesture_cache.files import atomic_write, inside, read_json, write_json
-from gesture_cache.integrity import verified_manifest
+from gesture_cache.errors import ConfigError, RunError
+from gesture_cache.files import inside
+from gesture_cache.integrity import load_verified_cache
 from gesture_cache.model import build_classifier, preset_hparams, trainable_parameters
+from gesture_cache.run import (
+    check_run_folder,
+    check_same_cache,
+    load_best_model,
+    read_run_config,
+    read_split,
+    read_split_table,
+    run_file,
+    save_bytes,
+    save_json,
+)
+from gesture_cache.windows import SPLITS, Window
 
 log = logging.getLogger(__name__)
-RUN_FILES = (
-    "config.json",
-    "split.csv",
-    "model.keras",
-    "history.csv",
-    "metrics.json",
-    "learning_curves.png",
-    "confusion_matrix.png",
-    "backup",
-)
-# The in-memory path holds the cache's features twice at its peak (the numpy array read
-# from the shards and the tensor tf.data gathers from), plus a fixed part (the pipeline, the
-# standardisation's float64 chunk, the model): benchmarks/train.py measured 2 x 62 MB + 159 MB.
-MEMORY_COPIES = 2
-MEMORY_FIXED_MB = 200
+# A batch of windows is held several times over while a step runs (gathered features, the
+# recurrent layers' activations and their gradients).
+WINDOW_BATCH_COPIES = 4
 
 
 @dataclass
@@ -70,7 +72,7 @@ class TrainingData:
     samples: data.Samples
     classes: list[str]
     y: np.ndarray  # class index of each sample
-    window: data.Window
+    window: Window
     features: tf.Tensor | None  # the whole cache's features, or None when streamed
 
     def dataset(self, rows: np.ndarray, batch_size: int, shuffle: bool, seed: int):
@@ -97,10 +99,10 @@ def training_data(cache_path: str | Path, config: TrainConfig) -> TrainingData:
     cache = load_verified_cache(cache_path, config.memory_limit_mb)
     samples = data.cache_samples(cache, config.background, config.background_label)
     classes = sorted(set(samples.labels.tolist()))
-    window = data.Window(config.window_clips, config.window_step, config.window_sampling)
+    window = Window(config.window_clips, config.window_step, config.window_sampling)
     if cache.fixed_clips is not None and window.clips != cache.fixed_clips:
         log.info("a schema-1 cache: windows are its %d stored clips", cache.fixed_clips)
-        window = data.Window(cache.fixed_clips)
+        window = Window(cache.fixed_clips)
     y = np.searchsorted(classes, samples.labels).astype(np.int32)
     features = tf.constant(cache.features) if cache.features is not None else None
     return TrainingData(cache, samples, classes, y, window, features)
@@ -121,11 +123,7 @@ def train(
         raise RunError(f"run folder {run_dir} already holds a run; use --resume or a new --out")
     config = resolve(config)
     prepared = training_data(cache_path, config)
-    if len(prepared.classes) < 2:
-        raise RunError(
-            f"cache {cache_path} has one class ({', '.join(prepared.classes)}): "
-            "a classifier needs at least two (--background adds the background class)"
-        )
+    check_trainable(prepared, cache_path, config)
     if split_from:
         split = split_from_run(Path(split_from), prepared.samples)
     else:
@@ -136,6 +134,62 @@ def train(
     return fit_and_evaluate(
         run_dir, prepared, config, split, run_config, strategy, False, callbacks
     )
+
+
+def check_trainable(prepared: TrainingData, cache_path: str | Path, config: TrainConfig) -> None:
+    """What the cache can give must be what the settings ask for: two classes or more, the
+    background class when asked, and batches of windows that fit in memory (a window longer
+    than every recording is padding, which costs memory and nothing else). Checked before
+    the run folder is written."""
+    if config.background and config.background_label not in prepared.classes:
+        raise RunError(
+            f"--background: cache {cache_path} has no background stretches (every frame of "
+            "its recordings is in a segment, or each recording is one whole segment), so "
+            "there is no background class to learn; annotate continuous recordings with "
+            "segments, or train without --background"
+        )
+    if len(prepared.classes) < 2:
+        raise RunError(
+            f"cache {cache_path} has one class ({', '.join(prepared.classes)}): "
+            "a classifier needs at least two (--background adds the background class)"
+        )
+    window, cache = prepared.window, prepared.cache
+    clips = cache.recordings["clip_count"]
+    if window.clips > clips.max():
+        log.info(
+            "--window-clips %d: the longest recording has %d clips; windows are padded",
+            window.clips,
+            clips.max(),
+        )
+    limit_mb = config.memory_limit_mb or physical_memory_mb()
+    batch_mb = (
+        WINDOW_BATCH_COPIES * config.batch_size * window.clips * cache.feature_dim * 4 / 2**20
+    )
+    if batch_mb > limit_mb:
+        raise ConfigError(
+            f"--window-clips {window.clips} with --batch-size {config.batch_size}: a batch of "
+            f"windows needs about {batch_mb:,.0f} MB, more than the {limit_mb:,.0f} MB "
+            f"{'--memory-limit allows' if config.memory_limit_mb else 'this machine has'} "
+            f"(the longest recording has {clips.max()} clips); lower either"
+        )
+    if window.step is not None:
+        span = (window.clips - 1) * window.step + 1
+        shorter = int((clips < span).sum())
+        if shorter:
+            log.warning(
+                "--window-clips %d --window-step %d: a window spans %d clips, more than %d of "
+                "the %d recordings have (the shortest %d); their windows are clamped and padded",
+                window.clips,
+                window.step,
+                span,
+                shorter,
+                len(clips),
+                int(clips.min()),
+            )
+
+
+def physical_memory_mb() -> float:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def resume(
@@ -180,12 +234,34 @@ def fit_and_evaluate(
     resume: bool,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
-    rows = {name: np.flatnonzero(split == name) for name in data.SPLITS}
+    """Fit, evaluate the best model on the test split, write the run's files. A Ctrl-C that
+    ends the run before anything can be evaluated still marks it "interrupted"."""
+    try:
+        return _fit_and_evaluate(
+            run_dir, prepared, config, split, run_config, strategy, resume, extra_callbacks
+        )
+    except KeyboardInterrupt:
+        run_config["status"] = "interrupted"
+        save_json(run_dir, "config.json", run_config)
+        raise
+
+
+def _fit_and_evaluate(
+    run_dir: Path,
+    prepared: TrainingData,
+    config: TrainConfig,
+    split: np.ndarray,
+    run_config: dict,
+    strategy: tf.distribute.Strategy,
+    resume: bool,
+    extra_callbacks: list[keras.callbacks.Callback] | None,
+) -> TrainResult:
+    rows = {name: np.flatnonzero(split == name) for name in SPLITS}
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     datasets = {
         name: prepared.dataset(rows[name], config.batch_size, name == "train", config.seed)
-        for name in data.SPLITS
+        for name in SPLITS
         if len(rows[name])
     }
     with strategy.scope():
@@ -200,6 +276,7 @@ def fit_and_evaluate(
     monitor = "val_loss" if "val" in datasets else "loss"
     weigh = config.class_weight or config.background  # background must not swamp gestures
     interrupted = False
+    started = time.perf_counter()
     try:
         model.fit(
             datasets["train"],
@@ -221,6 +298,10 @@ def fit_and_evaluate(
             f"training stopped: cannot write in {run_dir} ({str(error).splitlines()[0][:200]}); "
             "free some space, then run the same command with --resume"
         ) from None
+    # seconds of training, summed over resumes: file times do not survive a copy
+    run_config["train_seconds"] = run_config.get("train_seconds", 0.0) + round(
+        time.perf_counter() - started, 1
+    )
     if not (run_dir / "model.keras").exists():
         raise KeyboardInterrupt  # stopped before the first epoch ended: nothing to evaluate
 
@@ -330,49 +411,6 @@ def start_run_folder(
     return run_config
 
 
-def check_same_cache(cache: Cache, cache_path: str | Path, saved: dict) -> None:
-    """The cache a run continues or is evaluated on must hold the videos it began with."""
-    if cache.fingerprint != saved["cache"]["fingerprint"]:
-        raise CacheError(
-            f"cache {cache_path} was built with another extractor than the run's "
-            f"(fingerprint {cache.fingerprint[:12]} vs {saved['cache']['fingerprint'][:12]})"
-        )
-    digest = saved["cache"].get("content_digest")
-    if digest is not None and cache.content_digest != digest:
-        raise RunError(
-            f"cache {cache_path} does not hold the data the run was trained on "
-            f"({len(cache.recordings['recording_id'])} recordings now, "
-            f"{saved['cache'].get('recordings', '?')} then: grown, merged or another dataset); "
-            "evaluate it with --cache, or train a new run with --split-from to keep the old split"
-        )
-
-
-def read_split(run_dir: Path, samples: data.Samples) -> np.ndarray:
-    """The run's split.csv, aligned to the samples (which must all be in it)."""
-    split_of = read_split_table(run_file(run_dir, "split.csv"))
-    missing = [v for v in samples.ids if v not in split_of]
-    if missing:
-        raise RunError(
-            f"{run_dir / 'split.csv'} lacks {len(missing)} samples of the cache, e.g. {missing[0]}"
-        )
-    return np.array([split_of[v] for v in samples.ids])
-
-
-def read_split_table(path: Path) -> dict[str, str]:
-    """sample id -> split (runs of schema-1 caches named the column video_id)."""
-    if not path.is_file():
-        raise RunError(f"{path} does not exist")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        ids = table["sample_id"] if "sample_id" in table else table["video_id"]
-        split_of = dict(zip(ids, table["split"]))
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, KeyError) as error:
-        raise RunError(f"{path} cannot be read as a split: {error}") from None
-    if not set(split_of.values()) <= set(data.SPLITS):
-        raise RunError(f"{path}: split names must be {data.SPLITS}")
-    return split_of
-
-
 def split_from_run(other_run: Path, samples: data.Samples) -> np.ndarray:
     """An earlier run's split for these samples: known samples keep their split, new ones go
     to training (said with a count); samples it had that the cache lacks are reported."""
@@ -387,27 +425,6 @@ def split_from_run(other_run: Path, samples: data.Samples) -> np.ndarray:
     if not (split == "test").any():
         raise RunError(f"--split-from {other_run}: none of its test samples is in this cache")
     return split
-
-
-def check_run_folder(run_dir: Path) -> None:
-    """Refuse links planted in a received run folder (Keras would write through them)."""
-    for name in RUN_FILES:
-        run_file(run_dir, name)
-
-
-def run_file(run_dir: Path, name: str) -> Path:
-    try:
-        return inside(run_dir, name)
-    except GestureCacheError as error:
-        raise RunError(str(error)) from None
-
-
-def save_json(run_dir: Path, name: str, value: dict) -> None:
-    write_json(run_file(run_dir, name), value)
-
-
-def save_bytes(run_dir: Path, name: str, value: bytes) -> None:
-    atomic_write(run_file(run_dir, name), value)
 
 
 def compiled_classifier(
@@ -473,34 +490,6 @@ def balanced_class_weights(y: np.ndarray) -> dict[int, float]:
     return dict(zip(present.tolist(), weights.tolist()))
 
 
-def load_verified_cache(path: str | Path, memory_limit_mb: float) -> Cache:
-    """Refuse a cache that fails `verify`; keep features on disk when holding them in
-    memory would pass the limit (peak: MEMORY_COPIES times the features' size, plus
-    MEMORY_FIXED_MB)."""
-    manifest = verified_manifest(path)
-    rows = (
-        manifest["clips"]
-        if manifest["schema_version"] == 2
-        else (manifest["videos"] * manifest["feature_shape"][0])
-    )
-    size_mb = rows * feature_dim(manifest) * np.dtype(manifest["dtype"]).itemsize / 2**20
-    peak_mb = MEMORY_COPIES * size_mb + MEMORY_FIXED_MB
-    cache = open_cache(path, load_features=peak_mb <= memory_limit_mb, check_hashes=False)
-    if cache.features is None:
-        log.info(
-            "cache needs %.0f MB in memory, over --memory-limit %.0f: streaming it shard by shard",
-            peak_mb,
-            memory_limit_mb,
-        )
-    if cache.random_weights:
-        log.warning(
-            "THE FEATURES IN %s COME FROM RANDOM C3D WEIGHTS: fine for a demo or a test, "
-            "meaningless for real gestures; extract with --weights for real work",
-            path,
-        )
-    return cache
-
-
 def predict_proba(
     model: keras.Model, prepared: TrainingData, rows: np.ndarray, batch_size: int = 64
 ) -> np.ndarray:
@@ -555,50 +544,5 @@ def evaluate_run(run_dir: str | Path, cache_path: str | Path | None = None) -> d
         raise RunError(f"cache {path} holds none of the samples to evaluate run {run_dir} on")
     prepared.classes = classes
     prepared.y = np.searchsorted(classes, prepared.samples.labels).astype(np.int32)
-    prepared.window = data.Window(**saved.get("window", asdict(prepared.window)))
+    prepared.window = Window(**saved.get("window", asdict(prepared.window)))
     return compute_metrics(load_best_model(run_dir), prepared, rows)
-
-
-def load_best_model(run_dir: Path) -> keras.Model:
-    path = run_file(Path(run_dir), "model.keras")
-    if not path.is_file():
-        raise RunError(f"{run_dir} has no model.keras (stopped before its first epoch ended?)")
-    try:
-        return keras.models.load_model(path)
-    except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a bad file
-        raise RunError(
-            f"{path} cannot be loaded ({type(error).__name__}: {str(error)[:200]}); "
-            "is it truncated or corrupt?"
-        ) from None
-
-
-def read_run_config(run_dir: Path) -> dict:
-    """A run's config.json, with every field the commands use checked."""
-    path = run_file(Path(run_dir), "config.json")
-    if not path.exists():
-        raise RunError(f"{run_dir} is not a run folder: no config.json")
-    try:
-        saved = read_json(path, "run config")
-    except GestureCacheError as error:
-        raise RunError(str(error)) from None
-    known = {f.name for f in fields(TrainConfig)}
-    try:
-        hparams, cache = saved["hparams"], saved["cache"]
-        ok = (
-            isinstance(hparams, dict)
-            and set(hparams) <= known
-            and isinstance(cache, dict)
-            and isinstance(cache["classes"], list)
-            and isinstance(cache["fingerprint"], str)
-            and isinstance(cache["path"], str)
-            and isinstance(saved["extractor"], dict)
-        )
-    except (KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise RunError(f"{path} is not a gesture-cache run config (fields missing or mistyped)")
-    try:
-        TrainConfig(**hparams)
-    except GestureCacheError as error:
-        raise RunError(f"{path}: {error}") from None
-    return saved

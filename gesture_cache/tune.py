@@ -27,7 +27,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from gesture_cache.cache import read_manifest
 from gesture_cache.config import TrainConfig, parse_units
-from gesture_cache.errors import ConfigError
+from gesture_cache.errors import ConfigError, GestureCacheError
 from gesture_cache.files import write_json
 from gesture_cache.train import train
 
@@ -70,7 +70,13 @@ def tune(
         raise ConfigError("tuning compares validation losses: --val-size must be above 0")
     if not (heartbeat > 0 and math.isfinite(heartbeat)):
         raise ConfigError(f"--heartbeat {heartbeat}: give a number of seconds above 0")
-    fingerprint = read_manifest(cache_path)["fingerprint"]
+    manifest = read_manifest(cache_path)
+    fingerprint = manifest["fingerprint"]
+    if len(manifest["classes"]) + bool(base.background) < 2:
+        raise ConfigError(
+            f"cache {cache_path} has one class ({', '.join(manifest['classes'])}): a search "
+            "needs at least two (--background adds the background class); nothing was tried"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
@@ -84,22 +90,37 @@ def tune(
             f"not {cache_path} ({fingerprint[:12]}); use another --study"
         )
 
+    stopped: list[BaseException] = []  # what ended the search inside a trial
+
     def objective(trial: optuna.Trial) -> float:
         run_dir = out / f"trial-{trial.number:04d}"
         trial.set_user_attr("run", str(run_dir))
         pruning = PruneBehind(trial)
-        result = train(cache_path, run_dir, suggest(trial, base), callbacks=[pruning])
+        try:
+            result = train(cache_path, run_dir, suggest(trial, base), callbacks=[pruning])
+            if result.interrupted:
+                raise KeyboardInterrupt
+        except (KeyboardInterrupt, GestureCacheError) as error:
+            # the trial fails (NaN, never ranked) and the search stops; the caller gets the
+            # error itself, not a traceback logged by Optuna
+            if (run_dir / "config.json").is_file():
+                mark_run(
+                    run_dir, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+                )
+            stopped.append(error)
+            study.stop()
+            return float("nan")
         if pruning.pruned:
             mark_run(run_dir, "pruned")
             raise optuna.TrialPruned(f"validation loss behind the median at epoch {pruning.epoch}")
-        if result.interrupted:
-            raise KeyboardInterrupt  # Optuna marks the trial failed and stops
         history = pd.read_csv(run_dir / "history.csv")
         best = history["val_loss"].idxmin()
         trial.set_user_attr("val_accuracy", float(history.loc[best, "val_accuracy"]))
         return float(history.loc[best, "val_loss"])
 
     study.optimize(objective, n_trials=trials)
+    if stopped:
+        raise stopped[0]
     return study
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -83,8 +84,12 @@ class Probe:
     claimed_frames: int  # what the container (or the folder's image count) says
     decoded_frames: int
     fps: float
-    width: int
+    width: int  # of its first frame
     height: int
+    sizes: Counter = field(default_factory=Counter)  # (width, height) -> frames of that size
+
+    def sizes_text(self) -> str:
+        return ", ".join(f"{w}x{h} ({n} frames)" for (w, h), n in self.sizes.most_common())
 
 
 def prepare_frame(frame: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
@@ -121,8 +126,10 @@ class Frames:
                 frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
             elif frame.shape[2] == 4:
                 frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+            if not self.probe.decoded_frames:
+                self.probe.height, self.probe.width = frame.shape[:2]
             self.probe.decoded_frames += 1
-            self.probe.height, self.probe.width = frame.shape[:2]
+            self.probe.sizes[frame.shape[1], frame.shape[0]] += 1
             yield frame if self.preprocessing is None else prepare_frame(frame, self.preprocessing)
         if not self.probe.decoded_frames:
             raise VideoError(
@@ -150,9 +157,17 @@ class Frames:
             frame = cv2.imread(str(image), cv2.IMREAD_UNCHANGED)
             if frame is None or frame.size == 0:
                 raise VideoError("unreadable_image", f"{image}: cannot be read as an image")
-            if frame.dtype != np.uint8:
-                frame = cv2.convertScaleAbs(frame, alpha=255.0 / max(int(frame.max()), 1))
-            yield frame
+            yield to_uint8(frame, image)
+
+
+def to_uint8(frame: np.ndarray, source: Path) -> np.ndarray:
+    """8 bits per channel by one fixed rule for every frame: 16-bit images are scaled by
+    255/65535 (never by each frame's own maximum, which would make a constant scene flicker)."""
+    if frame.dtype == np.uint8:
+        return frame
+    if frame.dtype == np.uint16:
+        return ((frame.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    raise VideoError("unreadable_image", f"{source}: {frame.dtype} pixels; use 8 or 16 bits")
 
 
 def natural_key(name: str) -> list:

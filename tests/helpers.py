@@ -153,3 +153,49 @@ def write_v1_cache(folder: Path, labels: list[str], clips: int = 2, seed: int = 
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
+
+
+def write_continuous_cache(
+    folder: Path,
+    extractor: dict,
+    recordings: list[str],
+    gestures: tuple[str, ...] = ("NA", "null"),
+    clips: int = 24,
+    seed: int = 0,
+) -> Path:
+    """A cache of continuous recordings, written by the real writer with synthetic features
+    (no C3D): each recording holds every gesture once, `clips // (2 * len(gestures))` clips
+    long, between stretches of background. A gesture's features carry a strong offset in
+    dimensions of its own, so a small model learns them in a few epochs. The default
+    labels are ones pandas would read as missing values."""
+    from gesture_cache.cache import CachedRecording, Segment
+    from gesture_cache.writer import CacheWriter
+
+    rng = np.random.default_rng(seed)
+    stride, length = extractor["clip_stride"], extractor["clip_len"]
+    n_frames = (clips - 1) * stride + length
+    piece = clips // (2 * len(gestures))
+    with CacheWriter(folder, extractor, 4096, "float16", shard_size=4) as writer:
+        for r, recording_id in enumerate(recordings):
+            features = rng.normal(0, 0.1, (clips, 4096)).astype(np.float32)
+            segments = []
+            for g, label in enumerate(gestures):
+                first = (2 * g + 1) * piece
+                features[first : first + piece, 64 * g : 64 * (g + 1)] += 3.0
+                start, end = first * stride, (first + piece - 1) * stride + length
+                segments.append(Segment(label, start, end, group=f"g{r}", row=r * 10 + g + 1))
+            writer.add(
+                CachedRecording(
+                    recording_id=recording_id,
+                    sha256=f"{seed:032x}{r:032x}",
+                    features=features,
+                    clip_start=np.arange(clips) * stride,
+                    clip_valid=np.ones(clips, bool),
+                    segments=segments,
+                    n_frames=n_frames,
+                    fps=25.0,
+                    height=48,
+                    width=64,
+                )
+            )
+    return folder

@@ -11,6 +11,7 @@ import pytest
 from gesture_cache import CacheError, open_cache
 from gesture_cache.cache import read_manifest
 from gesture_cache.cli import main
+from gesture_cache.extractor import FEATURES_VERSION
 from gesture_cache.files import file_sha256
 from gesture_cache.integrity import verify_cache
 
@@ -54,7 +55,7 @@ def test_manifest_describes_the_extractor(small_cache):
         16,
         32,
     )
-    assert "frames" not in extractor and extractor["features_version"] == 3
+    assert "frames" not in extractor and extractor["features_version"] == FEATURES_VERSION
     assert manifest["feature_dim"] == 4096 and manifest["recordings"] == 8
     assert [s["recordings"] for s in manifest["shards"]] == [3, 3, 2]
     assert sum(s["clips"] for s in manifest["shards"]) == manifest["clips"]

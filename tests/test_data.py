@@ -4,16 +4,9 @@ import numpy as np
 import pytest
 
 from gesture_cache import open_cache
-from gesture_cache.data import (
-    Window,
-    cache_samples,
-    split_videos,
-    standardisation,
-    window_dataset,
-    window_positions,
-    windows,
-)
+from gesture_cache.data import cache_samples, split_videos, standardisation, window_dataset
 from gesture_cache.errors import ConfigError
+from gesture_cache.windows import Window, window_positions, windows
 
 
 def make_ids(n: int = 80, classes: int = 4):

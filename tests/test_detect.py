@@ -22,8 +22,9 @@ from gesture_cache.detect import (
 )
 from gesture_cache.errors import ConfigError, RunError
 from gesture_cache.extractor import extractor_from_spec
+from gesture_cache.run import read_run_config
 from gesture_cache.scoring import Interval, score_recording
-from gesture_cache.train import read_run_config, train
+from gesture_cache.train import train
 from tests.helpers import write_video
 
 CLASSES = ["click", "no_gesture", "wave"]

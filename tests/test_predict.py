@@ -13,7 +13,8 @@ from gesture_cache.demo import DEMO_EXTRACT
 from gesture_cache.errors import ConfigError
 from gesture_cache.extract import run_extraction
 from gesture_cache.predict import predict_videos
-from gesture_cache.train import evaluate_run, load_best_model, predict_proba, training_data
+from gesture_cache.run import load_best_model
+from gesture_cache.train import evaluate_run, predict_proba, training_data
 
 pytestmark = pytest.mark.slow  # they need the demo's trained run
 

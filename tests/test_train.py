@@ -18,13 +18,8 @@ from gesture_cache.cli import main
 from gesture_cache.config import TrainConfig, load_config_file, make_train_config
 from gesture_cache.errors import ConfigError
 from gesture_cache.model import trainable_parameters
-from gesture_cache.train import (
-    load_best_model,
-    read_split,
-    resume,
-    train,
-    training_data,
-)
+from gesture_cache.run import load_best_model, read_split
+from gesture_cache.train import resume, train, training_data
 
 QUICK = {"epochs": 4, "patience": 4}
 
