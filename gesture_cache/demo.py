@@ -10,7 +10,8 @@ from pathlib import Path
 from gesture_cache import synth
 from gesture_cache.config import DetectSettings, ExtractConfig, TrainConfig
 from gesture_cache.detect import DetectionRun, run_detection
-from gesture_cache.extract import ExtractSummary, run_extraction
+from gesture_cache.extract import run_extraction
+from gesture_cache.job import ExtractSummary
 from gesture_cache.report import metrics_table
 from gesture_cache.train import TrainResult, train
 

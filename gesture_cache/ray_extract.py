@@ -25,7 +25,8 @@ import numpy as np
 
 from gesture_cache.config import ExtractConfig
 from gesture_cache.errors import GestureCacheError
-from gesture_cache.extract import (
+from gesture_cache.extractor import Extractor, extractor_from_config
+from gesture_cache.job import (
     ExtractSummary,
     InFlight,
     Job,
@@ -34,7 +35,6 @@ from gesture_cache.extract import (
     job_events,
     store,
 )
-from gesture_cache.extractor import Extractor, extractor_from_config
 from gesture_cache.writer import CacheWriter
 
 log = logging.getLogger(__name__)

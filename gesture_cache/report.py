@@ -16,7 +16,7 @@ import pandas as pd
 if TYPE_CHECKING:
     import optuna
 
-    from gesture_cache.extract import ExtractSummary
+    from gesture_cache.job import ExtractSummary
 
 
 def extract_summary(summary: ExtractSummary, out: str | Path) -> str:

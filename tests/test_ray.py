@@ -196,8 +196,8 @@ def test_an_unreachable_cluster_is_one_line_and_writes_nothing(synth_csv, tmp_pa
 
 
 def test_a_worker_with_other_weights_refuses_to_start(weights_file):
-    from gesture_cache.extract import SetupError
     from gesture_cache.extractor import extractor_from_config
+    from gesture_cache.job import SetupError
     from gesture_cache.ray_extract import BackboneActor
 
     config = ExtractConfig(weights=str(weights_file))
