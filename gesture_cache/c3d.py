@@ -243,14 +243,22 @@ class C3D:
         # memory around it, for as long as the features are kept (measured: ~0.5 MB a clip)
         return self._forward(clips).numpy().copy()
 
-    def _build(self) -> Callable:
-        dtype = None if self.precision == "float32" else self.precision
-        network = build_c3d(self.pool5_pad, dtype=dtype)
+    def network(self, precision: str | None = None) -> keras.Model:
+        """The whole network with its weights, at `precision` (default: the backbone's)."""
+        precision = precision or self.precision
+        network = build_c3d(self.pool5_pad, dtype=None if precision == "float32" else precision)
         if self.weights is not None:
             load_keras2_weights(network, self.weights)
         else:
             randomize_weights(network, self.random_seed)
-        cube = load_mean_cube(self.mean_file, self.preprocessing) if self.mean_file else None
-        model = feature_extractor(network, self.layer, self.preprocessing, cube)
+        return network
+
+    def mean_cube(self) -> np.ndarray | None:
+        """The mean cube cropped to the model's input, or None (the per-channel mean)."""
+        return load_mean_cube(self.mean_file, self.preprocessing) if self.mean_file else None
+
+    def _build(self) -> Callable:
+        network = self.network()
+        model = feature_extractor(network, self.layer, self.preprocessing, self.mean_cube())
         signature = [tf.TensorSpec((None, CLIP_LEN, CROP_SIZE, CROP_SIZE, 3), tf.uint8)]
         return tf.function(lambda clips: model(clips, training=False), input_signature=signature)

@@ -171,9 +171,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_export_features(args: argparse.Namespace) -> int:
-    from gesture_cache import export
+    from gesture_cache import export_features
 
-    out = export.export_parquet(args.cache, args.out)
+    out = export_features.export_parquet(args.cache, args.out)
     print(f"exported {args.cache} as Parquet: {out} (recordings, clips, segments, README.md)")
     return 0
 
@@ -198,6 +198,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.top_k,
         args.allow_other_weights,
         args.fps,
+        args.runtime,
     )
     print(json.dumps(results, indent=2) if args.json else report.predictions_table(results))
     return EXIT_FAILED if any("error" in r for r in results) else 0
@@ -230,8 +231,28 @@ def cmd_detect(args: argparse.Namespace) -> int:
         truth=args.truth,
         render=args.render,
         on_event=announce,
+        runtime=args.runtime,
     )
     print(report.detection_table(result))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gesture_cache import export_bundle
+
+    formats = export_bundle.parse_formats(args.format)
+    manifest = export_bundle.export_run(
+        args.run,
+        args.out,
+        formats,
+        args.quantize,
+        args.weights,
+        args.random_weights,
+        args.mean_file,
+        args.cache,
+    )
+    print(export_bundle.summary(manifest))
+    print(f"\nbundle {args.out}: {len(manifest['artifacts'])} artifacts, parity checked")
     return 0
 
 
@@ -338,6 +359,15 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
         default=d.decode_workers,
         help=f"threads decoding recordings while the model runs (default: the {d.decode_workers} "
         "cores here)",
+    )
+
+
+def add_runtime_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runtime",
+        choices=["keras", "onnxruntime", "openvino", "litert"],
+        help="keras for a run folder (default); for an exported bundle onnxruntime (default), "
+        "openvino or litert: no TensorFlow needed",
     )
 
 
@@ -552,6 +582,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="a new folder")
     p.set_defaults(handler=cmd_export_features)
 
+    p = commands.add_parser(
+        "export", help="a trained run as a bundle (LiteRT, ONNX, OpenVINO, SavedModel), checked"
+    )
+    p.add_argument("run")
+    p.add_argument("--out", required=True, help="the bundle (a new folder)")
+    p.add_argument(
+        "--format",
+        help="comma-separated, from litert,onnx,openvino,saved_model (default: all installed)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=["float16", "int8"],
+        help="the LiteRT head (float16 or int8) and the ONNX head (int8): dynamic range",
+    )
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--weights", help="the C3D weights file the cache was built with")
+    weights.add_argument("--random-weights", type=int, metavar="SEED")
+    p.add_argument("--mean-file", help="the mean cube, if the cache was built with one")
+    p.add_argument("--cache", help="the run's cache, if it moved (parity uses its test split)")
+    p.set_defaults(handler=cmd_export)
+
     p = commands.add_parser("evaluate", help="metrics of a run on its test split or a cache")
     p.add_argument("run")
     p.add_argument("--cache", help="evaluate on all of this cache (same extractor fingerprint)")
@@ -568,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-other-weights", action="store_true")
     p.add_argument("--fps", type=finite_float, help="frame rate of folders of frames (default 30)")
     p.add_argument("--top-k", type=int, default=3, help="classes shown per video (at least 1)")
+    add_runtime_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_predict)
 
@@ -593,6 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=finite_float, help="frame rate of folders of frames (default 30)")
     p.add_argument("--truth", help="segments CSV: score the events against it")
     p.add_argument("--render", action="store_true", help="write each recording with its labels")
+    add_runtime_argument(p)
     d = DetectSettings()
     p.add_argument("--smoothing", type=int, default=d.smoothing, help="windows averaged")
     p.add_argument("--on", type=finite_float, default=d.on, help="probability that fires a gesture")

@@ -29,21 +29,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
-import keras
 import numpy as np
 import pandas as pd
 
 from gesture_cache.clips import CLIP_LEN, stream_clips
 from gesture_cache.config import DetectSettings
 from gesture_cache.errors import ConfigError, RunError
-from gesture_cache.run import (
-    check_mean_file,
-    check_same_cache,
-    check_weights,
-    load_best_model,
-    read_run_config,
-    run_file,
-)
+from gesture_cache.trained import Trained, load_trained
 from gesture_cache.video import Frames, prepare_frame
 from gesture_cache.windows import Window, windows
 
@@ -165,7 +157,7 @@ class EventTracker:
 class Detector:
     """A trained run, ready to classify windows of clip features."""
 
-    classifier: keras.Model
+    classify: Callable[[np.ndarray, np.ndarray], np.ndarray]  # windows, masks -> probabilities
     classes: list[str]
     background: str
     window: Window
@@ -180,7 +172,7 @@ class Detector:
             rec_lo=np.zeros(len(centres), np.int64), rec_hi=count,
         )  # fmt: skip
         stored = features.astype(self.dtype).astype(np.float32)
-        return self.classifier.predict([stored[positions], mask], verbose=0, batch_size=256)
+        return self.classify(stored[positions], mask)
 
     @property
     def span(self) -> int:
@@ -200,35 +192,28 @@ class Detector:
         return self.probabilities(np.stack(features[base:]), np.array([centre - base]))[0]
 
 
-def load_detector(run_dir: str | Path) -> Detector:
-    """The run's classifier and window; refuses a run trained without a background class or
-    with windows that are not consecutive clips (what sliding needs)."""
-    saved = read_run_config(Path(run_dir))
-    hparams = saved["hparams"]
-    if not hparams.get("background"):
+def detector_of(trained: Trained, name: str | Path) -> Detector:
+    """The trained run as a detector; refused when it was trained without a background class
+    or with windows that are not consecutive clips (what sliding needs)."""
+    if trained.background_label is None:
         raise RunError(
-            f"run {run_dir} was trained without a background class, so it cannot tell when "
-            "no gesture happens; train with --background (and --window-step 1)"
+            f"{name} was trained without a background class, so it cannot tell when no "
+            "gesture happens; train with --background on continuous recordings annotated "
+            "with segments (frames no segment covers are background), and --window-step 1"
         )
-    if hparams["background_label"] not in saved.get("classes", saved["cache"]["classes"]):
+    if trained.window is None or trained.window.step is None:
         raise RunError(
-            f"run {run_dir} was trained with --background, but its cache had no background "
-            "stretches, so it has no background class: annotate continuous recordings with "
-            "segments (frames no segment covers are background) and train again"
-        )
-    window = Window(**saved["window"])
-    if window.step is None:
-        raise RunError(
-            f"run {run_dir} spread its windows over whole segments; detection slides windows "
+            f"{name} spread its windows over whole segments; detection slides windows "
             "of consecutive clips: train with --window-step 1 (--window-sampling random)"
         )
     return Detector(
-        load_best_model(Path(run_dir)),
-        saved["classes"],
-        hparams["background_label"],
-        window,
-        saved["cache"]["dtype"],
+        trained.classify, trained.classes, trained.background_label, trained.window, trained.dtype
     )
+
+
+def load_detector(run_dir: str | Path) -> Detector:
+    """A run folder's (or a bundle's) detector."""
+    return detector_of(load_trained(run_dir, with_extractor=False), run_dir)
 
 
 @dataclass
@@ -572,14 +557,15 @@ def run_detection(
     truth: str | None = None,
     render: bool = False,
     on_event: Callable[[Event, float], None] | None = None,
+    runtime: str | None = None,
 ) -> DetectionRun:
     """Detect gestures in every source and write events.csv, recordings.csv, windows.npz,
     a timeline per recording, detection.json (settings, and scores with `truth`) and with
     `render` an .mp4 per recording. Everything that can be checked (settings, the run, the
     weights, the truth file, where outputs go) is checked before any work; files are
-    rewritten after each recording, so a stop keeps what was found."""
+    rewritten after each recording, so a stop keeps what was found. `run_dir` may be a
+    bundle (run with `runtime`, onnxruntime by default)."""
     from gesture_cache import scoring
-    from gesture_cache.extractor import extractor_from_spec
     from gesture_cache.files import write_json
     from gesture_cache.timeline import plot_timeline
 
@@ -593,13 +579,15 @@ def run_detection(
         raise ConfigError("--render draws on the video itself; --cache holds features only")
     if render and any(is_stream(s) for s in sources):
         raise ConfigError("--render needs files or folders of frames, not cameras or URLs")
-    detector = load_detector(run_dir)
-    saved = read_run_config(Path(run_dir))
+    trained = load_trained(
+        run_dir, weights, random_weights, mean_file, runtime, with_extractor=not cache_path
+    )
+    detector, extractor = detector_of(trained, run_dir), trained.extractor
     out = Path(out)
     stems = dict(zip(sources, output_stems(sources)))
     timelines = {s: out / f"{stem}.timeline.png" for s, stem in stems.items()}
     renders = {s: out / f"{stem}.detected.mp4" for s, stem in stems.items()} if render else {}
-    inputs = [run_file(Path(run_dir), n) for n in ("config.json", "model.keras")]
+    inputs = [*trained.inputs]
     inputs += [Path(s) for s in sources if not cache_path and not is_stream(s)]
     inputs += [Path(p) for p in (truth, weights, mean_file, cache_path) if p]
     outputs = [out / name for name in OUTPUT_FILES] + [*timelines.values(), *renders.values()]
@@ -607,23 +595,21 @@ def run_detection(
     if truth:
         keys = {s: s if cache_path else str(Path(s).resolve()) for s in sources}
         scoring.check_truth(truth, keys, detector.classes, from_cache=bool(cache_path))
-    cache = extractor = None
+    cache = None
     if cache_path:
         from gesture_cache.integrity import load_verified_cache
 
         cache = load_verified_cache(cache_path, 1e12)
-        if cache.fingerprint != saved["cache"]["fingerprint"]:
-            check_same_cache(cache, cache_path, saved)  # raises, naming both fingerprints
+        if cache.fingerprint != trained.fingerprint:
+            raise ConfigError(
+                f"cache {cache_path} was built with another extractor than {run_dir} "
+                f"(fingerprint {cache.fingerprint[:12]} vs {trained.fingerprint[:12]})"
+            )
         missing = [s for s in sources if s not in set(cache.recordings["recording_id"])]
         if missing:
             raise ConfigError(f"cache {cache_path} does not hold {missing[0]!r}")
-    else:
-        spec, files = saved["extractor"], saved.get("files", {})
-        check_weights(spec, files, weights, random_weights, allow_other=False)
-        check_mean_file(spec["preprocessing"], files, mean_file)
-        extractor = extractor_from_spec(spec, weights, random_weights, mean_file)
-        if not extractor.layout.streams:
-            raise RunError(f"run {run_dir} was trained on fixed clips, not dense ones")
+    elif not extractor.layout.streams:
+        raise RunError(f"run {run_dir} was trained on fixed clips, not dense ones")
     out.mkdir(parents=True, exist_ok=True)
     record = {"settings": settings_record(settings, detector), "scores": None}
     write_json(out / "detection.json", record)

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from gesture_cache.backbone import Backbone
-from gesture_cache.c3d import C3D
 from gesture_cache.clips import Layout, fixed_clips, stream_clips
 from gesture_cache.config import ExtractConfig
 from gesture_cache.video import Frames, Preprocessing, Probe, make_preprocessing
@@ -90,6 +89,8 @@ class Extractor:
 
 
 def extractor_from_config(config: ExtractConfig) -> Extractor:
+    from gesture_cache.c3d import C3D  # TensorFlow is loaded only where C3D runs
+
     preprocessing = make_preprocessing(config.preprocess, config.mean_file)
     backbone = C3D(
         preprocessing,
@@ -112,16 +113,10 @@ def extractor_from_spec(
 ) -> Extractor:
     """The extractor a cache (or a run's cache) recorded, with the user's weights and mean
     files; version-1 specs (fixed frames per video) work too."""
-    known = {f.name for f in fields(Preprocessing)}  # version 1 also named the mean file
-    preprocessing = Preprocessing(
-        **{
-            k: tuple(v) if isinstance(v, list) else v
-            for k, v in spec["preprocessing"].items()
-            if k in known
-        }
-    )
+    from gesture_cache.c3d import C3D
+
     backbone = C3D(
-        preprocessing,
+        preprocessing_from_spec(spec),
         weights=weights,
         random_seed=random_seed,
         mean_file=mean_file,
@@ -129,9 +124,24 @@ def extractor_from_spec(
         pool5_pad=spec["pool5_pad"],
         precision=spec["precision"],
     )
+    return Extractor(backbone, layout_from_spec(spec))
+
+
+def preprocessing_from_spec(spec: dict) -> Preprocessing:
+    known = {f.name for f in fields(Preprocessing)}  # version 1 also named the mean file
+    return Preprocessing(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in spec["preprocessing"].items()
+            if k in known
+        }
+    )
+
+
+def layout_from_spec(spec: dict) -> Layout:
     sampling = spec["sampling"]
     frames = spec.get("frames") if sampling != "dense" else None
-    return Extractor(backbone, Layout(sampling, spec["clip_stride"], frames, spec["pad"]))
+    return Layout(sampling, spec["clip_stride"], frames, spec["pad"])
 
 
 def extractor_files(config: ExtractConfig) -> dict:

@@ -39,8 +39,11 @@ def build_classifier(
     dropout: float | None = None,
     mean: np.ndarray | None = None,
     variance: np.ndarray | None = None,
+    unroll: bool = False,
 ) -> keras.Model:
-    """A preset, with any hyperparameter overridden; `mean`/`variance` add standardisation."""
+    """A preset, with any hyperparameter overridden; `mean`/`variance` add standardisation.
+    `unroll` builds the recurrent layers unrolled over the window (same weights, same
+    outputs), which LiteRT converts with builtin operators only."""
     hparams = preset_hparams(preset)
     overrides = {"units": units, "cell": cell, "dense": dense, "dropout": dropout}
     hparams.update({k: v for k, v in overrides.items() if v is not None})
@@ -54,7 +57,7 @@ def build_classifier(
         x = keras.layers.Normalization(mean=mean, variance=variance, name="standardize")(x)
     for i, size in enumerate(hparams["units"]):
         last = i == len(hparams["units"]) - 1
-        recurrent = CELLS[hparams["cell"]](size, return_sequences=not last)
+        recurrent = CELLS[hparams["cell"]](size, return_sequences=not last, unroll=unroll)
         x = keras.layers.Bidirectional(recurrent, name=f"bi{hparams['cell']}_{i + 1}")(x, mask=mask)
         if hparams["dropout"]:
             x = keras.layers.Dropout(hparams["dropout"], name=f"dropout_{i + 1}")(x)

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from gesture_cache.errors import ConfigError
-from gesture_cache.extractor import extractor_from_spec
-from gesture_cache.run import check_mean_file, check_weights, load_best_model, read_run_config
+from gesture_cache.trained import load_trained
 from gesture_cache.video import VideoError
 from gesture_cache.windows import Window, windows
 
@@ -23,19 +22,16 @@ def predict_videos(
     top_k: int = 3,
     allow_other_weights: bool = False,
     fps: float | None = None,
+    runtime: str | None = None,
 ) -> list[dict]:
-    """One result per video: the top-k classes with probabilities, or the error."""
+    """One result per video: the top-k classes with probabilities, or the error. `run_dir`
+    may be an exported bundle (run with `runtime`, onnxruntime by default)."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConfigError(f"--top-k {top_k}: give a whole number of at least 1")
-    run_dir = Path(run_dir)
-    saved = read_run_config(run_dir)
-    spec, files = saved["extractor"], saved.get("files", {})
-    check_weights(spec, files, weights, random_weights, allow_other_weights)
-    check_mean_file(spec["preprocessing"], files, mean_file)
-    extractor = extractor_from_spec(spec, weights, random_weights, mean_file)
-    classifier = load_best_model(run_dir)
-    classes = saved.get("classes", saved["cache"]["classes"])
-    window = Window(**saved["window"]) if "window" in saved else None
+    trained = load_trained(
+        run_dir, weights, random_weights, mean_file, runtime, True, allow_other_weights
+    )
+    extractor, classes = trained.extractor, trained.classes
     results = []
     for video in videos:
         try:
@@ -44,17 +40,15 @@ def predict_videos(
             results.append({"video": str(video), "error": f"{error.reason}: {error}"})
             continue
         # the classifier learned from features stored at the cache's precision
-        features = clips.features.astype(saved["cache"]["dtype"]).astype(np.float32)
-        fixed = not extractor.layout.streams
-        count = np.array([len(features)])
+        features = clips.features.astype(trained.dtype).astype(np.float32)
         positions, mask = windows(
             np.zeros(1, np.int64),
-            count,
+            np.array([len(features)]),
             clips.clip_valid,
-            window or Window(len(features)),  # schema-1 runs: the fixed clips
-            fixed,
+            trained.window or Window(len(features)),  # schema-1 runs: the fixed clips
+            not extractor.layout.streams,
         )
-        probabilities = classifier.predict([features[positions], mask], verbose=0)[0]
+        probabilities = trained.classify(features[positions], mask)[0]
         best = np.argsort(probabilities)[::-1][:top_k]
         results.append(
             {

@@ -3,14 +3,18 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
-from gesture_cache import synth
+from gesture_cache import open_cache, synth
 from gesture_cache.c3d import build_c3d, randomize_weights
-from gesture_cache.config import ExtractConfig
+from gesture_cache.cache import read_manifest
+from gesture_cache.config import ExtractConfig, TrainConfig
 from gesture_cache.extract import run_extraction
-from tests.helpers import save_keras2_weights
+from gesture_cache.train import train
+from tests.helpers import save_keras2_weights, write_continuous_cache
 from tests.postgres import postgres_bin, postgres_server
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "videos"
@@ -66,3 +70,44 @@ def postgres_url():
             yield url
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+DETECTOR = TrainConfig(
+    background=True,
+    window_clips=2,
+    window_step=1,
+    window_sampling="random",
+    epochs=12,
+    patience=12,
+    units=(8,),
+    dense=0,
+    lr=3e-3,
+)
+
+
+@pytest.fixture(scope="session")
+def detector(small_cache, tmp_path_factory):
+    """A detector trained on continuous recordings whose gestures are labelled `NA` and
+    `null`; every recording is called rec.avi, in a folder of its own."""
+    folder = tmp_path_factory.mktemp("continuous")
+    extractor = read_manifest(small_cache)["extractor"]
+    ids = [f"s{i:02d}/rec.avi" for i in range(10)]
+    cache = write_continuous_cache(folder / "cache", extractor, ids)
+    run = folder / "run"
+    train(cache, run, DETECTOR)
+    split = pd.read_csv(run / "split.csv", dtype=str, keep_default_na=False)
+    unseen = sorted(set(split.loc[split["split"] == "test", "recording_id"]))
+    segments = open_cache(cache).segments
+    truth = pd.DataFrame(
+        {
+            "file_path": segments["recording_id"],
+            "action": segments["label"],
+            "start_frame": segments["start_frame"],
+            "end_frame": segments["end_frame"],
+        }
+    )
+    truth = truth[truth["file_path"].isin(unseen)]
+    truth.to_csv(folder / "truth.csv", index=False)
+    return SimpleNamespace(
+        cache=cache, run=run, unseen=unseen, truth=folder / "truth.csv", folder=folder
+    )

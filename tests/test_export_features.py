@@ -9,7 +9,7 @@ import pytest
 
 from gesture_cache.cache import open_cache
 from gesture_cache.cli import main
-from gesture_cache.export import export_parquet
+from gesture_cache.export_features import export_parquet
 from tests.helpers import clips_of
 
 

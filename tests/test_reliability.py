@@ -14,14 +14,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from gesture_cache import extract, open_cache
+from gesture_cache import extract
 from gesture_cache.cache import read_manifest
 from gesture_cache.cli import build_parser, finite_float, main
 from gesture_cache.config import DetectSettings, ExtractConfig, TrainConfig
@@ -34,51 +33,11 @@ from gesture_cache.meta import check_rows, read_meta
 from gesture_cache.report import shown
 from gesture_cache.train import train
 from gesture_cache.video import Frames
-from tests.helpers import write_continuous_cache, write_video
-
-DETECTOR = TrainConfig(
-    background=True,
-    window_clips=2,
-    window_step=1,
-    window_sampling="random",
-    epochs=12,
-    patience=12,
-    units=(8,),
-    dense=0,
-    lr=3e-3,
-)
+from tests.helpers import write_video
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def detector(small_cache, tmp_path_factory):
-    """A detector trained on continuous recordings whose gestures are labelled `NA` and
-    `null`; every recording is called rec.avi, in a folder of its own."""
-    folder = tmp_path_factory.mktemp("continuous")
-    extractor = read_manifest(small_cache)["extractor"]
-    ids = [f"s{i:02d}/rec.avi" for i in range(10)]
-    cache = write_continuous_cache(folder / "cache", extractor, ids)
-    run = folder / "run"
-    train(cache, run, DETECTOR)
-    split = pd.read_csv(run / "split.csv", dtype=str, keep_default_na=False)
-    unseen = sorted(set(split.loc[split["split"] == "test", "recording_id"]))
-    segments = open_cache(cache).segments
-    truth = pd.DataFrame(
-        {
-            "file_path": segments["recording_id"],
-            "action": segments["label"],
-            "start_frame": segments["start_frame"],
-            "end_frame": segments["end_frame"],
-        }
-    )
-    truth = truth[truth["file_path"].isin(unseen)]
-    truth.to_csv(folder / "truth.csv", index=False)
-    return SimpleNamespace(
-        cache=cache, run=run, unseen=unseen, truth=folder / "truth.csv", folder=folder
-    )
 
 
 def detect_args(detector, out: Path, *extra: str) -> list[str]:
