@@ -34,6 +34,7 @@ bench: venv
 	$(BIN)/python benchmarks/decode.py --quick
 	$(BIN)/python benchmarks/detect.py --quick
 	$(BIN)/python benchmarks/ray_extract.py --quick
+	$(BIN)/python benchmarks/export.py --quick
 
 clean:
 	rm -rf $(VENV) data/demo data/demo-detect .pytest_cache

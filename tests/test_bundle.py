@@ -240,3 +240,23 @@ def test_an_incomplete_run_is_refused_by_name(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(RunError, match="no config.json"):
         export_run(tmp_path / "run", tmp_path / "b", random_weights=0)
+
+
+def test_ctrl_c_during_export_leaves_nothing(detector, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "b"
+    command = [sys.executable, "-m", "gesture_cache.cli", "export", str(detector.run)]
+    command += ["--out", str(out), "--random-weights", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(1200):  # until the bundle is being built
+        if list(tmp_path.glob(".b.building-*")):
+            break
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
