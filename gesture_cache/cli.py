@@ -52,6 +52,22 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from gesture_cache import datasets
+
+    result = datasets.import_dataset(args.format, args.root, args.out)
+    for line in result.skipped:
+        print(f"skipped {line}")
+    for line in result.gaps:
+        print(f"gap     {line}")
+    print(f"wrote {result.rows} rows to {result.csv}")
+    if result.unlabelled:
+        print(f"wrote {result.unlabelled_rows} unlabelled ids (for predict) to {result.unlabelled}")
+    if result.skipped:
+        print(f"{len(result.skipped)} rows could not be used (listed above)")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from gesture_cache import meta
 
@@ -405,6 +421,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=cmd_synth)
 
+    p = commands.add_parser(
+        "import", help="write the meta CSV of a dataset as it ships (Jester, IPN Hand, folders)"
+    )
+    p.add_argument("format", choices=["jester", "ipn", "folders"])
+    p.add_argument("root", help="the dataset's folder, as downloaded and unpacked")
+    p.add_argument("--out", required=True, help="the meta CSV to write")
+    p.set_defaults(handler=cmd_import)
+
     p = commands.add_parser("check", help="probe every row of a meta CSV without C3D")
     add_meta_arguments(p)
     p.add_argument(
@@ -497,6 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run in --out with its saved settings and split",
     )
     p.add_argument("--split-from", metavar="RUN", help="reuse RUN's train/val/test split")
+    p.add_argument(
+        "--split",
+        choices=["auto", "official", "random"],
+        help="auto (default): the cache's split column (a dataset's official split) when it "
+        "has one, else random; official: require it; random: draw one from --seed",
+    )
     p.add_argument("--preset", choices=["compact", "reference"])
     p.add_argument("--units", help="recurrent layer sizes, e.g. 1024,256,64")
     p.add_argument("--cell", choices=["lstm", "gru"])

@@ -84,6 +84,7 @@ class ExtractConfig:
 
 
 STRATEGIES = ("auto", "mirrored", "none")
+SPLIT_CHOICES = ("auto", "official", "random")
 
 
 @dataclass
@@ -111,6 +112,7 @@ class TrainConfig:
     background: bool = False  # add the background class (stretches no segment covers)
     background_label: str = "no_gesture"
     strategy: str = "auto"  # auto | mirrored | none: data-parallel over this machine's devices
+    split: str = "auto"  # auto: the cache's split column when it has one | official | random
 
     def __post_init__(self) -> None:
         """Settings from files arrive untyped: check them here, naming the setting."""
@@ -142,6 +144,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"setting {name} = {value!r}: expected a name")
+        if self.split not in SPLIT_CHOICES:
+            raise ConfigError(
+                f"setting split = {self.split!r}: choose one of {', '.join(SPLIT_CHOICES)}"
+            )
         if self.strategy not in STRATEGIES:
             raise ConfigError(
                 f"setting strategy = {self.strategy!r}: choose one of {', '.join(STRATEGIES)}"

@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from gesture_cache.cache import Cache, read_shard
 from gesture_cache.clips import CLIP_LEN
 from gesture_cache.errors import ConfigError
+from gesture_cache.meta import SPLIT_NAMES
 from gesture_cache.windows import Window, windows
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,59 @@ def split_groups(groups: np.ndarray, ties: list[np.ndarray]) -> np.ndarray | Non
     )
     _, component = connected_components(graph, directed=False)
     return component[:n].astype(str)
+
+
+def official_splits(cache: Cache) -> dict[str, str] | None:
+    """recording id -> "train", "val" or "test" from the cache's `split` column (a dataset's
+    official split, carried from the CSV), or None when it has none. A cell that is blank or
+    unknown, or a recording or group whose segments are in two parts, is refused with the
+    CSV rows named."""
+    segments = cache.segments
+    if "extra/split" not in segments:
+        return None
+    values = [SPLIT_NAMES.get(v.strip().lower()) for v in segments["extra/split"].tolist()]
+    rows = segments["row"].tolist()
+    bad = [(r, v) for r, v, s in zip(rows, segments["extra/split"].tolist(), values) if s is None]
+    if bad:
+        shown = ", ".join(f"row {r} ({v!r})" for r, v in bad[:5])
+        raise ConfigError(
+            f"cache {cache.path}: the split column must say train, val or test on every row; "
+            f"{len(bad)} do not: {shown} (or train with --split random)"
+        )
+    for key in ("recording_id", "group"):
+        parts: dict[str, dict[str, int]] = {}
+        for name, split, row in zip(segments[key].tolist(), values, rows):
+            if name:
+                parts.setdefault(name, {}).setdefault(split, row)
+        mixed = {n: s for n, s in parts.items() if len(s) > 1}
+        if mixed:
+            name, found = next(iter(mixed.items()))
+            shown = ", ".join(f"{s} (row {r})" for s, r in found.items())
+            raise ConfigError(
+                f"cache {cache.path}: {key.replace('_', ' ')} {name!r} is in two parts of the "
+                f"split column: {shown}; a {key.split('_')[0]} belongs to one part"
+            )
+    return dict(zip(segments["recording_id"].tolist(), values))
+
+
+def official_split(
+    samples: Samples, official: dict[str, str], val_size: float, seed: int
+) -> np.ndarray:
+    """Each sample's part by its recording's official split; without a `val` part, one is
+    carved from `train` (about `val_size` of it, stratified, grouped as `split_samples`
+    groups, drawn from a seed over sorted sample ids)."""
+    split = np.array([official[r] for r in samples.recordings], dtype=object)
+    if not (split == "train").any():
+        raise ConfigError("the split column names no training recording")
+    if not (split == "val").any() and val_size:
+        train = np.flatnonzero(split == "train")
+        train = train[np.argsort(samples.ids[train], kind="stable")]
+        tied = split_groups(
+            samples.groups[train], [samples.recordings[train], samples.contents[train]]
+        )
+        _, val = _split(train, samples.labels[train], tied, val_size, seed)
+        split[val] = "val"
+    return split.astype(str)
 
 
 def split_samples(samples: Samples, test_size: float, val_size: float, seed: int) -> np.ndarray:

@@ -26,6 +26,9 @@ class MetaError(ConfigError):
 
 
 SEGMENT_COLUMNS = ("start_frame", "end_frame", "start_time", "end_time")
+# A `split` column (a dataset's official split) names each row's part; it is carried into
+# the cache as extra/split and `train` follows it.
+SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 OWN_COLUMNS = ("group", "fps", *SEGMENT_COLUMNS)
 
 
@@ -131,7 +134,7 @@ def read_meta(
             fps=fps,
             problem=problem or fps_problem,
         )
-        rows.append(replace(row, problem=row.problem or text_problem(row)))
+        rows.append(replace(row, problem=row.problem or text_problem(row) or split_problem(row)))
     return rows
 
 
@@ -238,6 +241,13 @@ def conflicting_rows(rows: list[Row]) -> dict[int, str]:
             for r in same:
                 problems[r.row] = f"rows {numbers} give {recording_id!r} different labels"
     return problems
+
+
+def split_problem(row: Row) -> str | None:
+    value = row.extra.get("split", "").strip().lower()
+    if value and value not in SPLIT_NAMES:
+        return f"row {row.row}: split {row.extra['split']!r} is not train, val or test"
+    return None
 
 
 def text_problem(row: Row) -> str | None:

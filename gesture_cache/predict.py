@@ -29,7 +29,7 @@ def predict_videos(
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConfigError(f"--top-k {top_k}: give a whole number of at least 1")
     trained = load_trained(
-        run_dir, weights, random_weights, mean_file, runtime, True, allow_other_weights
+        run_dir, weights, random_weights, mean_file, runtime, True, allow_other_weights, True
     )
     extractor, classes = trained.extractor, trained.classes
     results = []

@@ -122,7 +122,7 @@ def metrics_table(metrics: dict) -> str:
     )
     return (
         f"accuracy {metrics['accuracy']:.3f}   macro-F1 {metrics['macro_f1']:.3f}   "
-        f"on {metrics['samples']} samples{warning}\n\n"
+        f"on {metrics['samples']} {metrics.get('split', 'test')} samples{warning}\n\n"
         f"{per_class.to_string(float_format=lambda v: f'{v:.3f}')}\n\n"
         f"confusion matrix (rows: true, columns: predicted)\n{matrix.to_string()}"
     )

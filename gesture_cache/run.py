@@ -153,9 +153,11 @@ def check_weights(
     files: dict,
     weights: str | None,
     random_weights: int | None,
-    allow_other: bool,
+    allow_other: bool = False,
+    overridable: bool = False,
 ) -> None:
-    """The features must come from the weights the cache was built with (by sha256)."""
+    """The features must come from the weights the cache was built with (by sha256);
+    `overridable`: the command has --allow-other-weights, and the message says so."""
     if (weights is None) == (random_weights is None):
         raise ConfigError("give exactly one of --weights FILE.h5 or --random-weights SEED")
     if weights is not None and not Path(weights).is_file():
@@ -164,6 +166,7 @@ def check_weights(
     if allow_other:
         return
     name = files.get("weights", "a weights file")
+    hint = "; --allow-other-weights overrides" if overridable else ""
     if "sha256" in expected:
         if weights is None:
             raise ConfigError(f"the run's cache used weights {name}; give --weights")
@@ -171,13 +174,12 @@ def check_weights(
         if actual != expected["sha256"]:
             raise ConfigError(
                 f"--weights {weights} (sha256 {actual[:12]}) is not the file the cache was built "
-                f"with ({name}, sha256 {expected['sha256'][:12]}); "
-                "--allow-other-weights overrides"
+                f"with ({name}, sha256 {expected['sha256'][:12]}){hint}"
             )
     elif random_weights != expected["random_seed"]:
         raise ConfigError(
             f"the run's cache used random weights with seed {expected['random_seed']}"
-            f", not {weights or random_weights}; --allow-other-weights overrides"
+            f", not {weights or random_weights}{hint}"
         )
 
 

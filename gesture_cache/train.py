@@ -124,16 +124,34 @@ def train(
     config = resolve(config)
     prepared = training_data(cache_path, config)
     check_trainable(prepared, cache_path, config)
-    if split_from:
-        split = split_from_run(Path(split_from), prepared.samples)
-    else:
-        split = data.split_samples(prepared.samples, config.test_size, config.val_size, config.seed)
+    split, split_source = choose_split(prepared, config, split_from)
     strategy = distribution_strategy(config.strategy)
     check_even_first_batches(prepared, split, config.batch_size, strategy)  # before any file
-    run_config = start_run_folder(run_dir, prepared, cache_path, config, split)
+    run_config = start_run_folder(run_dir, prepared, cache_path, config, split, split_source)
     return fit_and_evaluate(
         run_dir, prepared, config, split, run_config, strategy, False, callbacks
     )
+
+
+def choose_split(
+    prepared: TrainingData, config: TrainConfig, split_from: str | Path | None
+) -> tuple[np.ndarray, str]:
+    """(split, where it came from): an earlier run's (`split_from`), the cache's official
+    one (its split column; `--split auto` or `official`), or one drawn from the seed."""
+    if split_from:
+        return split_from_run(Path(split_from), prepared.samples), f"from {split_from}"
+    official = data.official_splits(prepared.cache) if config.split != "random" else None
+    if official is not None:
+        log.info("the cache's official split: test and val as the dataset lists them")
+        split = data.official_split(prepared.samples, official, config.val_size, config.seed)
+        return split, "official"
+    if config.split == "official":
+        raise ConfigError(
+            f"--split official: cache {prepared.cache.path} has no split column "
+            "(gesture-cache import writes one); use --split random"
+        )
+    split = data.split_samples(prepared.samples, config.test_size, config.val_size, config.seed)
+    return split, "random"
 
 
 def check_trainable(prepared: TrainingData, cache_path: str | Path, config: TrainConfig) -> None:
@@ -306,7 +324,8 @@ def _fit_and_evaluate(
         raise KeyboardInterrupt  # stopped before the first epoch ended: nothing to evaluate
 
     best = load_best_model(run_dir)
-    metrics = compute_metrics(best, prepared, rows["test"])
+    part = held_out_part(rows)
+    metrics = {**compute_metrics(best, prepared, rows[part]), "split": part}
     save_json(run_dir, "metrics.json", metrics)
     history = pd.read_csv(run_dir / "history.csv")
     report.plot_learning_curves(history, inside(run_dir, "learning_curves.png"))
@@ -370,6 +389,7 @@ def start_run_folder(
     cache_path: str | Path,
     config: TrainConfig,
     split: np.ndarray,
+    split_source: str,
 ) -> dict:
     """Write split.csv and config.json (status "running") before training starts."""
     try:
@@ -391,6 +411,7 @@ def start_run_folder(
         "hparams": asdict(config),
         "window": asdict(prepared.window),
         "classes": prepared.classes,
+        "split": split_source,
         "cache": {
             "path": str(Path(cache_path).resolve()),
             "fingerprint": cache.fingerprint,
@@ -532,8 +553,11 @@ def evaluate_run(run_dir: str | Path, cache_path: str | Path | None = None) -> d
     classes = saved.get("classes", saved["cache"]["classes"])
     if cache_path is None:
         check_same_cache(prepared.cache, path, saved)
-        rows = np.flatnonzero(read_split(run_dir, prepared.samples) == "test")
+        split = read_split(run_dir, prepared.samples)
+        part = held_out_part({name: np.flatnonzero(split == name) for name in SPLITS})
+        rows = np.flatnonzero(split == part)
     else:
+        part = "all"
         if prepared.cache.fingerprint != saved["cache"]["fingerprint"]:
             check_same_cache(prepared.cache, path, saved)  # raises, naming both fingerprints
         unknown = sorted(set(prepared.classes) - set(classes))
@@ -545,4 +569,13 @@ def evaluate_run(run_dir: str | Path, cache_path: str | Path | None = None) -> d
     prepared.classes = classes
     prepared.y = np.searchsorted(classes, prepared.samples.labels).astype(np.int32)
     prepared.window = Window(**saved.get("window", asdict(prepared.window)))
-    return compute_metrics(load_best_model(run_dir), prepared, rows)
+    return {**compute_metrics(load_best_model(run_dir), prepared, rows), "split": part}
+
+
+def held_out_part(rows: dict[str, np.ndarray]) -> str:
+    """Where a run is scored: its test part, or, for a dataset whose labelled lists end at
+    validation (Jester's test list is unlabelled), its val part, as results are reported."""
+    if len(rows["test"]) or not len(rows["val"]):
+        return "test"
+    log.warning("the split has no labelled test part: scores are on the val part")
+    return "val"

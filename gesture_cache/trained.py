@@ -44,9 +44,11 @@ def load_trained(
     runtime: str | None = None,
     with_extractor: bool = True,
     allow_other_weights: bool = False,
+    overridable: bool = False,
 ) -> Trained:
     """A run folder or a bundle, checked: a run's weights and mean cube must be the cache's
-    (by sha256); a bundle's files must match its manifest and it carries its own backbone.
+    (by sha256; `overridable`: the command offers --allow-other-weights); a bundle's files
+    must match its manifest and it carries its own backbone.
     `runtime`: keras for a run folder; onnxruntime (default), openvino or litert for a
     bundle."""
     from gesture_cache.extractor import extractor_from_spec
@@ -82,7 +84,7 @@ def load_trained(
     extractor = None
     if with_extractor:
         spec, files = saved["extractor"], saved.get("files", {})
-        check_weights(spec, files, weights, random_weights, allow_other_weights)
+        check_weights(spec, files, weights, random_weights, allow_other_weights, overridable)
         check_mean_file(spec["preprocessing"], files, mean_file)
         extractor = extractor_from_spec(spec, weights, random_weights, mean_file)
     model = load_best_model(path)

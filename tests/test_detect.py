@@ -196,7 +196,7 @@ def test_bad_sources_and_truth_get_messages(detect_demo, tmp_path, capsys):
     truth.write_text("file_path,action,start_frame,end_frame\nshort.avi,jump,0,5\n")
     assert main(["detect", run, str(short), *out, "--truth", str(truth)]) == 2
     assert "label 'jump' is not one the run knows" in capsys.readouterr().err
-    assert (tmp_path / "d" / "events.csv").exists()  # what was detected is kept
+    assert not (tmp_path / "d").exists()  # the truth file is checked before any work
     assert (
         main(["detect", run, str(short), "--out", str(tmp_path / "e"), "--random-weights", "0"])
         == 0

@@ -1,0 +1,252 @@
+"""Public gesture datasets read as they ship, written as the meta CSV (with their official
+split, their subjects as groups where they have them, and their own ids).
+
+- `jester`: 20BN-Jester v1. `jester-v1-labels.csv` (one label a line), `jester-v1-train.csv`
+  and `jester-v1-validation.csv` (`id;label`, no header), `jester-v1-test.csv` (ids only,
+  unlabelled: written to a second CSV for `predict`, never trained on), frame folders
+  `20bn-jester-v1/<id>/00001.jpg ...` at 12 fps.
+- `ipn`: IPN Hand. `Annot_TrainList.txt` and `Annot_TestList.txt`
+  (`video,label,id,t_start,t_end,frames`, frames 1-based and inclusive, with or without a
+  header), frame folders `frames/<video>/<video>_000001.jpg ...` at 30 fps. Every frame is
+  annotated; the non-gesture rows (`D0X`) are left out, so their frames are background.
+- `folders`: `ROOT/<label>/<video file or folder of frames>` (MediaPipe Model Maker, the Keras
+  examples), or `ROOT/<train|val|test>/<label>/...` when the top level names splits.
+
+A row that cannot be used (an unknown label, an id without frames, a segment past the last
+frame, a line that does not parse) is listed with its file, line and reason and the import
+goes on; gaps in a folder's frame numbering are reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from gesture_cache.errors import ConfigError
+from gesture_cache.files import atomic_write
+from gesture_cache.video import IMAGE_SUFFIXES, natural_key
+
+log = logging.getLogger(__name__)
+FORMATS = ("jester", "ipn", "folders")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+JESTER_FPS, IPN_FPS = 12.0, 30.0
+IPN_BACKGROUND = "D0X"
+SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+COLUMNS = ["file_path", "action", "split", "group", "dataset_id", "fps"]
+
+
+@dataclass
+class Imported:
+    """What an import wrote and what it could not use."""
+
+    csv: Path
+    rows: int = 0
+    unlabelled: Path | None = None  # ids without labels (Jester's test list), for predict
+    unlabelled_rows: int = 0
+    skipped: list[str] = field(default_factory=list)  # "file line N: reason"
+    gaps: list[str] = field(default_factory=list)  # folders whose frame numbers skip
+
+
+def import_dataset(fmt: str, root: str | Path, out: str | Path) -> Imported:
+    """Write the meta CSV `out` for the dataset at `root`; paths in it are relative to the
+    CSV's folder, so `extract OUT` needs no --video-root."""
+    root, out = Path(root), Path(out)
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown dataset format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder")
+    result = Imported(out)
+    rows, unlabelled = {"jester": jester, "ipn": ipn, "folders": folders}[fmt](root, result)
+    if not rows:
+        raise ConfigError(
+            f"{root}: no usable {fmt} row ({len(result.skipped)} skipped"
+            + (f", first: {result.skipped[0]}" if result.skipped else "")
+            + ")"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(out, rows, root)
+    result.rows = len(rows)
+    if unlabelled:
+        result.unlabelled = out.with_name(f"{out.stem}_unlabelled.csv")
+        write_csv(result.unlabelled, unlabelled, root)
+        result.unlabelled_rows = len(unlabelled)
+    return result
+
+
+def write_csv(out: Path, rows: list[dict], root: Path) -> None:
+    base = out.parent.resolve()
+    table = pd.DataFrame(rows)
+    table["file_path"] = [
+        Path(os.path.relpath((root / p).resolve(), base)).as_posix() for p in table["file_path"]
+    ]
+    columns = [c for c in [*COLUMNS, "start_frame", "end_frame"] if c in table]
+    atomic_write(out, table[columns].to_csv(index=False).encode())
+
+
+def frame_count(folder: Path, result: Imported) -> int:
+    """Images in a folder of frames (0 when it is missing); gaps in their numbers noted."""
+    if not folder.is_dir():
+        return 0
+    images = sorted(
+        (p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key
+    )
+    numbers = [int(m.group(1)) for n in images if (m := re.search(r"(\d+)\D*$", n))]
+    if numbers and numbers[-1] - numbers[0] + 1 != len(numbers):
+        missing = numbers[-1] - numbers[0] + 1 - len(numbers)
+        result.gaps.append(f"{folder}: {missing} frame numbers missing between its images")
+    return len(images)
+
+
+def annotation(root: Path, name: str) -> Path:
+    path = root / name
+    if not path.is_file():
+        raise ConfigError(f"{root}: the annotation file {name} is missing")
+    return path
+
+
+def jester(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
+    labels_path = annotation(root, "jester-v1-labels.csv")
+    labels = {line.strip() for line in labels_path.read_text().splitlines() if line.strip()}
+    frames = root / "20bn-jester-v1"
+    rows, unlabelled = [], []
+    for name, split in (("jester-v1-train.csv", "train"), ("jester-v1-validation.csv", "val")):
+        path = annotation(root, name)
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{name} line {number}"
+            parts = line.split(";")
+            if len(parts) != 2 or not parts[0].strip():
+                result.skipped.append(f"{where}: expected id;label, got {line!r}")
+                continue
+            video, label = parts[0].strip(), parts[1].strip()
+            if label not in labels:
+                result.skipped.append(f"{where}: label {label!r} is not in {labels_path.name}")
+                continue
+            if not frame_count(frames / video, result):
+                result.skipped.append(f"{where}: id {video} has no frames in {frames}")
+                continue
+            rows.append(
+                {
+                    "file_path": f"20bn-jester-v1/{video}",
+                    "action": label,
+                    "split": split,
+                    "group": "",
+                    "dataset_id": video,
+                    "fps": JESTER_FPS,
+                }
+            )
+    test = root / "jester-v1-test.csv"
+    if test.is_file():
+        for number, line in enumerate(test.read_text().splitlines(), start=1):
+            video = line.split(";")[0].strip()
+            if not video:
+                continue
+            if not frame_count(frames / video, result):
+                result.skipped.append(f"{test.name} line {number}: id {video} has no frames")
+                continue
+            unlabelled.append(
+                {
+                    "file_path": f"20bn-jester-v1/{video}",
+                    "dataset_id": video,
+                    "fps": JESTER_FPS,
+                }
+            )
+    return rows, unlabelled
+
+
+IPN_FIELDS = ("video", "label", "id", "t_start", "t_end", "frames")
+
+
+def ipn(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
+    rows = []
+    counts: dict[str, int] = {}
+    for name, split in (("Annot_TrainList.txt", "train"), ("Annot_TestList.txt", "test")):
+        path = annotation(root, name)
+        with open(path, newline="", encoding="utf-8") as f:
+            lines = list(csv.reader(f))
+        for number, fields_ in enumerate(lines, start=1):
+            if not fields_ or not "".join(fields_).strip():
+                continue
+            where = f"{name} line {number}"
+            if number == 1 and fields_[0].strip().lower() == "video":
+                continue  # the header, when the list has one
+            if len(fields_) != len(IPN_FIELDS):
+                result.skipped.append(f"{where}: expected {','.join(IPN_FIELDS)}")
+                continue
+            video, label, _, start, end, length = (v.strip() for v in fields_)
+            try:
+                start, end, length = int(start), int(end), int(length)
+            except ValueError:
+                result.skipped.append(f"{where}: t_start, t_end and frames must be numbers")
+                continue
+            if video not in counts:
+                counts[video] = frame_count(root / "frames" / video, result)
+            if not counts[video]:
+                result.skipped.append(f"{where}: video {video} has no frames in {root / 'frames'}")
+                continue
+            if not 1 <= start <= end or end > counts[video]:
+                result.skipped.append(
+                    f"{where}: frames {start}-{end} are not inside {video}'s {counts[video]} frames"
+                )
+                continue
+            if length != end - start + 1:
+                result.skipped.append(
+                    f"{where}: frames says {length}, t_start..t_end holds {end - start + 1}"
+                )
+                continue
+            if label == IPN_BACKGROUND:
+                continue  # not a gesture: its frames are background
+            rows.append(
+                {
+                    "file_path": f"frames/{video}",
+                    "action": label,
+                    "split": split,
+                    "group": video,
+                    "dataset_id": video,
+                    "fps": IPN_FPS,
+                    "start_frame": start - 1,  # 1-based inclusive -> 0-based, end exclusive
+                    "end_frame": end,
+                }
+            )
+    return rows, []
+
+
+def folders(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
+    top = sorted(p for p in root.iterdir() if p.is_dir())
+    split_level = bool(top) and all(p.name.lower() in SPLIT_FOLDERS for p in top)
+    parts = [(p, SPLIT_FOLDERS[p.name.lower()]) for p in top] if split_level else [(root, "")]
+    rows = []
+    for base, split in parts:
+        for loose in sorted(p for p in base.iterdir() if not p.is_dir()):
+            result.skipped.append(f"{loose.relative_to(root).as_posix()}: not in a label folder")
+        for label_folder in sorted(p for p in base.iterdir() if p.is_dir()):
+            for entry in sorted(label_folder.iterdir(), key=lambda p: natural_key(p.name)):
+                relative = entry.relative_to(root).as_posix()
+                if entry.is_dir():
+                    if not frame_count(entry, result):
+                        result.skipped.append(f"{relative}: a folder without frames")
+                        continue
+                elif entry.suffix.lower() not in VIDEO_SUFFIXES:
+                    result.skipped.append(f"{relative}: not a video or a folder of frames")
+                    continue
+                rows.append(
+                    {
+                        "file_path": relative,
+                        "action": label_folder.name,
+                        "split": split,
+                        "group": "",
+                        "dataset_id": relative,
+                        "fps": "",
+                    }
+                )
+    if not split_level:
+        for row in rows:
+            del row["split"]
+    return rows, []

@@ -1,0 +1,206 @@
+"""Datasets as they ship (tiny trees built here): import, extract, train on the official
+split; bad trees reported row by row; split columns checked."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from gesture_cache.cli import main
+from gesture_cache.config import ExtractConfig, TrainConfig
+from gesture_cache.errors import ConfigError
+from gesture_cache.extract import run_extraction
+from gesture_cache.train import train
+from tests.helpers import write_video
+
+FAST = ExtractConfig(random_weights=0, clip_stride=32)
+TINY = TrainConfig(epochs=1, units=(4,), dense=0, window_clips=2)
+
+
+def frames(folder: Path, n: int, pattern: str = "{:05d}.jpg", skip: int | None = None) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(len(str(folder)))
+    for i in range(1, n + 1):
+        if i == skip:
+            continue
+        image = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / pattern.format(i)), image)
+
+
+def split_of(run: Path) -> dict[str, set[str]]:
+    table = pd.read_csv(run / "split.csv", dtype=str, keep_default_na=False)
+    return {
+        s: set(table.loc[table["split"] == s, "recording_id"]) for s in ("train", "val", "test")
+    }
+
+
+@pytest.fixture
+def jester(tmp_path) -> Path:
+    root = tmp_path / "jester"
+    root.mkdir()
+    (root / "jester-v1-labels.csv").write_text("Swiping Left\nSwiping Right\nNo gesture\n")
+    (root / "jester-v1-train.csv").write_text(
+        "1;Swiping Left\n2;Swiping Right\n3;Swiping Left\n4;Swiping Right\n"
+        "5;Waving\n"  # not in the labels file
+        "6;Swiping Left\n"  # no frames
+        "garbage line\n"
+    )
+    (root / "jester-v1-validation.csv").write_text("10;Swiping Left\n11;Swiping Right\n")
+    (root / "jester-v1-test.csv").write_text("20\n")
+    for video in ("1", "2", "3", "4", "5", "10", "11", "20"):
+        frames(root / "20bn-jester-v1" / video, 16, skip=9 if video == "3" else None)
+    return root
+
+
+def test_jester_trains_on_its_own_lists(jester, tmp_path, capsys):
+    meta = tmp_path / "meta" / "jester.csv"
+    assert main(["import", "jester", str(jester), "--out", str(meta)]) == 0
+    out = capsys.readouterr().out
+    assert "jester-v1-train.csv line 5: label 'Waving' is not in jester-v1-labels.csv" in out
+    assert "jester-v1-train.csv line 6: id 6 has no frames" in out
+    assert "jester-v1-train.csv line 7: expected id;label" in out
+    assert "20bn-jester-v1/3: 1 frame numbers missing" in out
+    assert "3 rows could not be used" in out
+    table = pd.read_csv(meta, dtype=str, keep_default_na=False)
+    assert list(table["split"]) == ["train"] * 4 + ["val"] * 2
+    assert set(table["fps"]) == {"12.0"}
+    unlabelled = pd.read_csv(meta.with_name("jester_unlabelled.csv"), dtype=str)
+    assert list(unlabelled["dataset_id"]) == ["20"]
+    assert run_extraction(meta, tmp_path / "cache", FAST).cached == 6
+    run = tmp_path / "run"
+    train(tmp_path / "cache", run, TINY)
+    ids = {f"../jester/20bn-jester-v1/{v}" for v in ("1", "2", "3", "4")}
+    assert split_of(run) == {
+        "train": ids,
+        "val": {"../jester/20bn-jester-v1/10", "../jester/20bn-jester-v1/11"},
+        "test": set(),
+    }
+    config = json.loads((run / "config.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert config["split"] == "official" and metrics["split"] == "val"  # as Jester reports
+
+
+def test_a_jester_tree_without_its_lists_is_refused(jester, tmp_path, capsys):
+    (jester / "jester-v1-validation.csv").unlink()
+    assert main(["import", "jester", str(jester), "--out", str(tmp_path / "m.csv")]) == 2
+    assert "jester-v1-validation.csv is missing" in capsys.readouterr().err
+    assert not (tmp_path / "m.csv").exists()
+
+
+@pytest.fixture
+def ipn(tmp_path) -> Path:
+    root = tmp_path / "ipn"
+    root.mkdir()
+    header = "video,label,id,t_start,t_end,frames\n"
+    train_rows = []
+    for video in ("1CM1_1_R_#217", "1CM1_2_R_#218", "2CM2_1_L_#300"):
+        frames(root / "frames" / video, 64, pattern=f"{video}_{{:06d}}.jpg")
+        train_rows += [
+            f"{video},D0X,1,1,16,16",
+            f"{video},G01,2,17,32,16",
+            f"{video},D0X,1,33,48,16",
+            f"{video},G05,6,49,64,16",
+        ]
+    train_rows.append("1CM1_1_R_#217,G02,3,60,90,31")  # past the last frame
+    train_rows.append("9XX9_1_R_#999,G01,2,1,10,10")  # no such video
+    (root / "Annot_TrainList.txt").write_text(header + "\n".join(train_rows) + "\n")
+    frames(root / "frames" / "3CM3_1_R_#400", 64, pattern="3CM3_1_R_#400_{:06d}.jpg")
+    test_rows = ["3CM3_1_R_#400,D0X,1,1,16,16", "3CM3_1_R_#400,G01,2,17,32,16",
+                 "3CM3_1_R_#400,G05,6,33,64,32"]  # fmt: skip
+    (root / "Annot_TestList.txt").write_text("\n".join(test_rows) + "\n")  # no header
+    return root
+
+
+def test_ipn_hand_background_and_its_test_list(ipn, tmp_path, capsys):
+    meta = tmp_path / "ipn.csv"
+    assert main(["import", "ipn", str(ipn), "--out", str(meta)]) == 0
+    out = capsys.readouterr().out
+    assert "Annot_TrainList.txt line 14: frames 60-90 are not inside" in out
+    assert "Annot_TrainList.txt line 15: video 9XX9_1_R_#999 has no frames" in out
+    table = pd.read_csv(meta, dtype=str, keep_default_na=False)
+    assert "D0X" not in set(table["action"])  # non-gestures are background
+    first = table.iloc[0]
+    assert (first["start_frame"], first["end_frame"], first["split"]) == ("16", "32", "train")
+    assert run_extraction(meta, tmp_path / "cache", FAST).cached == 4
+    run = tmp_path / "run"
+    train(tmp_path / "cache", run, TrainConfig(**{**TINY.__dict__, "background": True}))
+    parts = split_of(run)
+    assert parts["test"] == {"ipn/frames/3CM3_1_R_#400"}
+    assert parts["val"] and parts["train"] and not parts["val"] & parts["train"]
+    assert parts["train"] | parts["val"] == {
+        f"ipn/frames/{v}" for v in ("1CM1_1_R_#217", "1CM1_2_R_#218", "2CM2_1_L_#300")
+    }
+    split = pd.read_csv(run / "split.csv", dtype=str, keep_default_na=False)
+    assert "no_gesture" in set(split.loc[split["split"] == "test", "label"])
+
+
+def test_class_folders_with_and_without_split_folders(tmp_path, capsys):
+    flat = tmp_path / "flat"
+    write_video(flat / "wave" / "a.avi", 20)
+    frames(flat / "clap" / "b", 20)
+    (flat / "README.txt").write_text("not a video")
+    (flat / "wave" / "notes.txt").write_text("not a video")
+    assert main(["import", "folders", str(flat), "--out", str(tmp_path / "flat.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "README.txt: not in a label folder" in out and "notes.txt: not a video" in out
+    table = pd.read_csv(tmp_path / "flat.csv", dtype=str, keep_default_na=False)
+    assert sorted(table["action"]) == ["clap", "wave"] and "split" not in table
+    split = tmp_path / "split"
+    for part, label in (("train", "wave"), ("train", "clap"), ("val", "wave"), ("test", "clap")):
+        write_video(split / part / label / f"{part}_{label}.avi", 20)
+    assert main(["import", "folders", str(split), "--out", str(tmp_path / "split.csv")]) == 0
+    table = pd.read_csv(tmp_path / "split.csv", dtype=str, keep_default_na=False)
+    assert sorted(table["split"]) == ["test", "train", "train", "val"]
+
+
+# --- split columns ---------------------------------------------------------------------------
+
+
+def write_split_csv(folder: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    """(file, label, split, group) rows, each file a short video."""
+    lines = ["file_path,action,split,group"]
+    for name, label, split, group in rows:
+        if not (folder / name).exists():
+            write_video(folder / name, 16, seed=len(name))
+        lines.append(f"{name},{label},{split},{group}")
+    (folder / "meta.csv").write_text("\n".join(lines) + "\n")
+    return folder / "meta.csv"
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([("a.avi", "wave", "train", "s1"), ("b.avi", "clap", "", "s2")], "row 2 ('')"),
+        ([("a.avi", "wave", "train", "s1"), ("b.avi", "clap", "test", "s1")], "group 's1'"),
+    ],
+)
+def test_a_split_column_that_cannot_be_followed_is_refused(tmp_path, rows, message):
+    rows = [*rows, ("c.avi", "wave", "train", "s3"), ("d.avi", "clap", "train", "s4")]
+    csv = write_split_csv(tmp_path, rows)
+    run_extraction(csv, tmp_path / "cache", FAST)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(tmp_path / "cache", tmp_path / "run", TINY)
+    assert not (tmp_path / "run").exists()
+    train(
+        tmp_path / "cache", tmp_path / "random", TrainConfig(**{**TINY.__dict__, "split": "random"})
+    )
+    assert json.loads((tmp_path / "random" / "config.json").read_text())["split"] == "random"
+
+
+def test_an_unknown_split_value_is_a_row_failure(tmp_path):
+    csv = write_split_csv(
+        tmp_path, [("a.avi", "wave", "train", ""), ("b.avi", "clap", "holdout", "")]
+    )
+    summary = run_extraction(csv, tmp_path / "cache", FAST)
+    assert summary.cached == 1 and summary.failed["bad_row"] == 1
+
+
+def test_split_official_needs_the_column(small_cache, tmp_path):
+    with pytest.raises(ConfigError, match="has no split column"):
+        train(small_cache, tmp_path / "run", TrainConfig(**{**TINY.__dict__, "split": "official"}))
