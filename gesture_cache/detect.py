@@ -575,6 +575,9 @@ def run_detection(
     duplicated = sorted({s for s in sources if sources.count(s) > 1})
     if duplicated:
         raise ConfigError(f"source {duplicated[0]!r} is given twice")
+    missing = [s for s in sources if not cache_path and not is_stream(s) and not Path(s).exists()]
+    if missing:
+        raise ConfigError(f"source {missing[0]}: file not found")
     if render and cache_path:
         raise ConfigError("--render draws on the video itself; --cache holds features only")
     if render and any(is_stream(s) for s in sources):

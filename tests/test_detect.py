@@ -194,9 +194,10 @@ def test_bad_sources_and_truth_get_messages(detect_demo, tmp_path, capsys):
     short = write_video(tmp_path / "short.avi", 10)  # shorter than one window
     truth = tmp_path / "truth.csv"
     truth.write_text("file_path,action,start_frame,end_frame\nshort.avi,jump,0,5\n")
-    assert main(["detect", run, str(short), *out, "--truth", str(truth)]) == 2
+    fresh = ["--out", str(tmp_path / "t"), "--random-weights", "0"]
+    assert main(["detect", run, str(short), *fresh, "--truth", str(truth)]) == 2
     assert "label 'jump' is not one the run knows" in capsys.readouterr().err
-    assert not (tmp_path / "d").exists()  # the truth file is checked before any work
+    assert not (tmp_path / "t").exists()  # the truth file is checked before any work
     assert (
         main(["detect", run, str(short), "--out", str(tmp_path / "e"), "--random-weights", "0"])
         == 0
