@@ -81,6 +81,13 @@ def verify_cache(path: str | Path) -> Verification:
             or shard["segments"] != len(content.segments["label"])
         ):
             problems.append(f"{name}: clip or segment count differs from the manifest's")
+        if "short" in shard:
+            table = content.recordings
+            short = table["claimed_frames"] > table["n_frames"]
+            if sorted(str(v) for v, _, _ in shard["short"]) != sorted(
+                table["recording_id"][short].tolist()
+            ):
+                problems.append(f"{name}: its list of short recordings differs from the shard's")
         for recording_id, sha256 in zip(ids, content.recordings["sha256"].tolist()):
             if recording_id in seen:
                 problems.append(f"recording {recording_id!r} is in {seen[recording_id]} and {name}")

@@ -83,6 +83,7 @@ def cache_info(manifest: dict, failures: dict[str, dict], shortfalls: list[tuple
     lines.append(f"failures     {len(failures)}")
     for reason, count in sorted(Counter(r.get("reason", "?") for r in failures.values()).items()):
         lines.append(f"  {reason}: {count}")
+    lines.append("hashes       not checked here (the manifest only): run `gesture-cache verify`")
     return "\n".join(lines)
 
 

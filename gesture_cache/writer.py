@@ -17,6 +17,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from gesture_cache.cache import (
     FAILURES,
     FORMAT,
@@ -171,12 +173,22 @@ class CacheWriter:
                 f"run `gesture-cache repair {self.folder}`"
             )
         log.warning("adopting %s, named by an interrupted extraction", path)
+        table = content.recordings
+        short = [
+            [
+                str(table["recording_id"][i]),
+                int(table["claimed_frames"][i]),
+                int(table["n_frames"][i]),
+            ]
+            for i in np.flatnonzero(table["claimed_frames"] > table["n_frames"])
+        ]
         self._list_shard(
             path.name,
             file_sha256(path),
             len(content.recordings["recording_id"]),
             len(content.clip_valid),
             content.segments["label"].tolist(),
+            short,
         )
         self._note_done(path)
 
@@ -221,6 +233,11 @@ class CacheWriter:
             len(self.pending),
             sum(len(r.features) for r in self.pending),
             [s.label for r in self.pending for s in r.segments],
+            [
+                [r.recording_id, r.claimed_frames, r.n_frames]
+                for r in self.pending
+                if r.claimed_frames > r.n_frames
+            ],
         )
         self._note_done(self.folder / name)
         self.pending = []
@@ -233,8 +250,16 @@ class CacheWriter:
         return f"part-{max(numbers, default=-1) + 1:05d}.h5"
 
     def _list_shard(
-        self, name: str, sha256: str, recordings: int, clips: int, labels: list[str]
+        self,
+        name: str,
+        sha256: str,
+        recordings: int,
+        clips: int,
+        labels: list[str],
+        short: list[list],
     ) -> None:
+        """List a shard; `short`: its recordings that decode fewer frames than they claim
+        (id, claimed, decoded), so `info` reports them without reading a shard."""
         counts = Counter(self.manifest["class_counts"])
         counts.update(labels)
         entry = {
@@ -244,6 +269,7 @@ class CacheWriter:
             "segments": len(labels),
             "sha256": sha256,
             "software": self.software,
+            "short": short,
         }
         manifest = {
             **self.manifest,
