@@ -1,0 +1,194 @@
+"""A cache of a real dataset's size: how long the commands take, against the limits of
+issue #13, measured in one run.
+
+    python benchmarks/scale.py [--recordings 148092] [--clips 4] [--quick]
+
+The cache is written by the real `CacheWriter` with synthetic features (no C3D): Jester's
+shape by default (148,092 recordings x 4 clips, 27 classes, 1,376 groups, float16, 256
+recordings a shard). `--quick` writes 10,000. Printed, each with its limit:
+- `--help`, `info` and `runs`: seconds (limit 2 s, whatever the size);
+- `verify` against `sha256sum` of the same shards (limit 2x);
+- `train`: seconds until its first batch (limit 30 s), and the first epoch's seconds, in
+  memory and streamed (streamed >= 0.8 of in memory);
+- the in-memory path's peak memory at half and at the whole cache: the slope in bytes of
+  memory per byte of features (limit 1.25);
+- `tune`: trials per hour at one epoch a trial.
+The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from gesture_cache.cache import CachedRecording, Segment
+from gesture_cache.config import TrainConfig
+from gesture_cache.train import train
+from gesture_cache.writer import CacheWriter
+
+CLI = [sys.executable, "-m", "gesture_cache.cli"]
+EXTRACTOR = {  # what a default extraction records; the features here are synthetic
+    "model": "C3D Sports-1M (Keras)",
+    "layer": "fc7",
+    "weights": {"random_seed": 0},
+    "preprocessing": {"name": "c3d", "resize": [171, 128], "interpolation": "bilinear",
+                      "crop": [8, 120, 29, 141], "scale": 1.0,
+                      "mean_bgr": [90.25, 97.66, 101.41], "mean_sha256": None},
+    "features_version": 4, "clip_len": 16, "sampling": "dense", "clip_stride": 8,
+    "pad": "edge", "pool5_pad": "caffe", "precision": "float32",
+}  # fmt: skip
+SMALL_TRAIN = {"epochs": 1, "units": (16,), "dense": 0, "window_clips": 4, "batch_size": 128}
+
+
+def write_cache(folder: Path, recordings: int, clips: int, classes: int, groups: int) -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.5, 0.5, (64, clips, 4096)).clip(0).astype(np.float32)
+    with CacheWriter(folder, EXTRACTOR, 4096, "float16", shard_size=256) as writer:
+        for i in range(recordings):
+            label = i % classes
+            features = base[i % 64].copy()
+            features[:, label * 16 : label * 16 + 16] += 2.0  # learnable, cheap to make
+            n_frames = (clips - 1) * 8 + 16
+            writer.add(
+                CachedRecording(
+                    recording_id=f"20bn-jester-v1/{i + 1}",
+                    sha256=f"{i:064x}",
+                    features=features,
+                    clip_start=np.arange(clips) * 8,
+                    clip_valid=np.ones(clips, bool),
+                    segments=[Segment(f"class_{label:02d}", 0, n_frames, f"g{i % groups}")],
+                    n_frames=n_frames,
+                    fps=12.0,
+                    height=100,
+                    width=176,
+                )
+            )
+
+
+def seconds(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+class Clock(keras.callbacks.Callback):
+    """When the first batch starts, and how long each epoch takes."""
+
+    def __init__(self, started: float):
+        super().__init__()
+        self.started, self.first_batch, self.epochs = started, None, []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.first_batch is None:
+            self.first_batch = time.perf_counter() - self.started
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(time.perf_counter() - self.epoch_started)
+
+
+def timed_train(cache: Path, run: Path, memory_limit_mb: float) -> Clock:
+    started = time.perf_counter()
+    clock = Clock(started)
+    config = TrainConfig(**SMALL_TRAIN, memory_limit_mb=memory_limit_mb)
+    train(cache, run, config, callbacks=[clock])
+    return clock
+
+
+def peak_memory_mb(cache: Path) -> float:
+    """Peak resident memory of a fresh process that loads the cache for training in memory
+    (samples, split-ready labels, the features as the tensor tf.data gathers from)."""
+    script = (
+        "import resource, sys; from gesture_cache.config import TrainConfig; "
+        "from gesture_cache.train import training_data; "
+        "training_data(sys.argv[1], TrainConfig(memory_limit_mb=1e9)); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(cache)], check=True, capture_output=True, text=True
+    )
+    return int(done.stdout.split()[-1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recordings", type=int, default=148_092)
+    parser.add_argument("--clips", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="10,000 recordings")
+    parser.add_argument("--folder", help="where to write the caches (default: a temporary one)")
+    args = parser.parse_args()
+    n = 10_000 if args.quick else args.recordings
+    with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
+        tmp = Path(tmp)
+        started = time.perf_counter()
+        write_cache(tmp / "half", n // 2, args.clips, 27, 1376)
+        write_cache(tmp / "cache", n, args.clips, 27, 1376)
+        write_seconds = time.perf_counter() - started
+        shards = sorted(str(p) for p in (tmp / "cache").glob("part-*.h5"))
+        feature_mb = n * args.clips * 4096 * 2 / 2**20
+        disk_mb = sum(Path(p).stat().st_size for p in shards) / 2**20
+        figures = {
+            "recordings": n,
+            "feature_mb": round(feature_mb),
+            "disk_mb": round(disk_mb),
+            "help_s": seconds([*CLI, "--help"]),
+            "info_s": seconds([*CLI, "info", str(tmp / "cache")]),
+            "sha256sum_s": seconds(["sha256sum", *shards]),
+            "verify_s": seconds([*CLI, "verify", str(tmp / "cache")]),
+        }
+        figures["verify_over_sha256sum"] = figures["verify_s"] / figures["sha256sum_s"]
+        memory = timed_train(tmp / "cache", tmp / "runs" / "memory", 1e9)
+        streamed = timed_train(tmp / "cache", tmp / "runs" / "streamed", 0)
+        figures["runs_s"] = seconds([*CLI, "runs", str(tmp / "runs")])
+        figures["train_first_batch_s"] = memory.first_batch
+        figures["epoch_in_memory_s"] = memory.epochs[0]
+        figures["epoch_streamed_s"] = streamed.epochs[0]
+        figures["streamed_speed_of_in_memory"] = memory.epochs[0] / streamed.epochs[0]
+        half_mb, whole_mb = peak_memory_mb(tmp / "half"), peak_memory_mb(tmp / "cache")
+        figures["peak_memory_half_mb"], figures["peak_memory_mb"] = half_mb, whole_mb
+        figures["memory_bytes_per_feature_byte"] = (whole_mb - half_mb) / (feature_mb / 2)
+        started = time.perf_counter()
+        subprocess.run(
+            [*CLI, "tune", str(tmp / "cache"), "--out", str(tmp / "search"), "--trials", "2",
+             "--epochs", "1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        figures["tune_trials_per_hour"] = 2 * 3600 / (time.perf_counter() - started)
+    limits = [
+        ("--help", "help_s", 2.0, "<="),
+        ("info", "info_s", 2.0, "<="),
+        ("runs", "runs_s", 2.0, "<="),
+        ("verify / sha256sum", "verify_over_sha256sum", 2.0, "<="),
+        ("train until its first batch (s)", "train_first_batch_s", 30.0, "<="),
+        ("streamed epoch speed / in memory", "streamed_speed_of_in_memory", 0.8, ">="),
+        ("memory bytes per feature byte", "memory_bytes_per_feature_byte", 1.25, "<="),
+    ]
+    print(
+        f"{n} recordings x {args.clips} clips: {figures['feature_mb']} MB of features, "
+        f"{figures['disk_mb']} MB on disk, written in {write_seconds:.0f} s (both caches)"
+    )
+    for name, key, limit, sense in limits:
+        value = figures[key]
+        met = value <= limit if sense == "<=" else value >= limit
+        print(f"{name:<34} {value:8.2f}   limit {sense} {limit:<5} {'met' if met else 'NOT MET'}")
+    print(
+        f"{'epoch in memory / streamed (s)':<34} {figures['epoch_in_memory_s']:8.1f} / "
+        f"{figures['epoch_streamed_s']:.1f}"
+    )
+    print(f"{'tune trials per hour':<34} {figures['tune_trials_per_hour']:8.1f}")
+    print(json.dumps({**figures, "machine": platform.node()}))
+
+
+if __name__ == "__main__":
+    main()
