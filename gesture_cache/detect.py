@@ -527,6 +527,8 @@ def output_stems(sources: list[str]) -> list[str]:
 def check_outputs(out: Path, outputs: list[Path], inputs: list[Path]) -> None:
     """No output may replace an input, and none may land inside a folder of frames that is
     read (a timeline PNG would become one of its frames)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder")
     real_inputs = {p.resolve() for p in inputs}
     folders = [p for p in real_inputs if p.is_dir()]
     for path in [out, *outputs]:
