@@ -36,7 +36,7 @@ from gesture_cache.clips import CLIP_LEN, stream_clips
 from gesture_cache.config import DetectSettings
 from gesture_cache.errors import ConfigError, RunError
 from gesture_cache.trained import Trained, load_trained
-from gesture_cache.video import Frames, prepare_frame
+from gesture_cache.video import Frames, prepare_frame, read_capture
 from gesture_cache.windows import Window, windows
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,12 @@ class Detector:
 def detector_of(trained: Trained, name: str | Path) -> Detector:
     """The trained run as a detector; refused when it was trained without a background class
     or with windows that are not consecutive clips (what sliding needs)."""
+    if trained.background_label is None and trained.background_asked:
+        raise RunError(
+            f"{name} was trained with --background, but its cache had no background "
+            "stretches, so it has no background class: annotate continuous recordings with "
+            "segments (frames no segment covers are background) and train again"
+        )
     if trained.background_label is None:
         raise RunError(
             f"{name} was trained without a background class, so it cannot tell when no "
@@ -339,18 +345,7 @@ def open_source(source: str, fps: float | None = None) -> tuple[Iterator[np.ndar
     if not capture.isOpened():
         what = "camera" if source.isdigit() else "source"
         raise ConfigError(f"{what} {source!r} cannot be opened")
-    return captured_frames(capture), float(capture.get(cv2.CAP_PROP_FPS) or 0) or 30.0
-
-
-def captured_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
-    try:
-        while True:
-            ok, frame = capture.read()
-            if not ok or frame is None:
-                return
-            yield frame
-    finally:
-        capture.release()
+    return read_capture(capture), float(capture.get(cv2.CAP_PROP_FPS) or 0) or 30.0
 
 
 def paced_frames(

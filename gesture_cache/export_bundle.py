@@ -23,7 +23,7 @@ import numpy as np
 
 from gesture_cache import __version__, bundle
 from gesture_cache.errors import ConfigError, GestureCacheError, RunError
-from gesture_cache.files import refuse_link, staging_folder, write_json
+from gesture_cache.files import built_beside, refuse_link, write_json
 from gesture_cache.run import (
     check_mean_file,
     check_same_cache,
@@ -108,22 +108,12 @@ def export_run(
     windows, masks = parity_windows(run_dir, saved, cache_path)
     reference = model.predict([windows, masks], verbose=0, batch_size=64)
 
-    building = staging_folder(out)
-    try:
+    with built_beside(out, "bundle") as building:
         artifacts = export_heads(model, building, formats, quantize, windows, masks, reference)
         backbone = backbone_of(spec, weights, random_weights, mean_file)
         artifacts += export_backbones(backbone, building, formats)
         manifest = bundle_manifest(saved, run_dir, artifacts, quantize)
         write_json(building / bundle.MANIFEST, manifest)
-        if out.exists() or out.is_symlink():
-            raise ConfigError(f"--out {out} appeared while exporting; nothing was written")
-        building.rename(out)
-    except OSError as error:  # a full disk, a folder we may not write in
-        shutil.rmtree(building, ignore_errors=True)
-        raise ConfigError(f"--out {out}: cannot write the bundle ({error})") from None
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
     return manifest
 
 

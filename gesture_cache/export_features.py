@@ -13,7 +13,6 @@ widen exactly). The export is built beside OUT and renamed, so OUT is complete o
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ import pyarrow.parquet as pq
 from gesture_cache import __version__
 from gesture_cache.cache import ShardContent, feature_dim, read_manifest, read_shard, shard_path
 from gesture_cache.errors import ConfigError
-from gesture_cache.files import staging_folder
+from gesture_cache.files import built_beside
 
 CLIP_ROWS_PER_GROUP = 4096
 
@@ -35,11 +34,7 @@ def export_parquet(cache_path: str | Path, out: str | Path) -> Path:
     if out.exists() or out.is_symlink():
         raise ConfigError(f"--out {out} already exists; give a new folder (nothing was written)")
     manifest = read_manifest(cache_path)  # checks every shard's sha256
-    try:
-        building = staging_folder(out)
-    except OSError as error:
-        raise ConfigError(f"--out {out}: cannot create a folder there ({error})") from None
-    try:
+    with built_beside(out, "export") as building:
         metadata = {b"gesture_cache": json.dumps(manifest).encode()}
         recordings, segments = [], []
         clips_schema = clip_schema(feature_dim(manifest)).with_metadata(metadata)
@@ -55,15 +50,6 @@ def export_parquet(cache_path: str | Path, out: str | Path) -> Path:
         write_frame(recordings, building / "recordings.parquet", metadata)
         write_frame(segments, building / "segments.parquet", metadata)
         (building / "README.md").write_text(dataset_card(manifest, recordings, segments))
-        if out.exists() or out.is_symlink():  # another export finished first
-            raise ConfigError(f"--out {out} appeared while exporting; nothing was written")
-        building.rename(out)
-    except OSError as error:  # a full disk, a folder we may not write in
-        shutil.rmtree(building, ignore_errors=True)
-        raise ConfigError(f"--out {out}: cannot write the export ({error})") from None
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
     return out
 
 

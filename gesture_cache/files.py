@@ -13,9 +13,11 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from gesture_cache.errors import GestureCacheError
+from gesture_cache.errors import ConfigError, GestureCacheError
 
 
 def file_sha256(path: str | Path) -> str:
@@ -119,3 +121,25 @@ def refuse_link(path: Path, flag: str) -> None:
         raise GestureCacheError(
             f"{flag} {path} is a link (to {os.readlink(path)}); give the folder itself"
         )
+
+
+@contextmanager
+def built_beside(out: Path, what: str) -> Iterator[Path]:
+    """A fresh folder of this process's own beside `out` to build `what` in; renamed to
+    `out` when the block ends, removed when it fails, is interrupted or the disk is full
+    (then a message naming `out`), so `out` is complete or absent."""
+    try:
+        building = staging_folder(out)
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot create a folder there ({error})") from None
+    try:
+        yield building
+        if out.exists() or out.is_symlink():  # another process finished first
+            raise ConfigError(f"--out {out} appeared while writing; nothing was written")
+        building.rename(out)
+    except OSError as error:  # a full disk, a file-size limit, a folder we may not write in
+        shutil.rmtree(building, ignore_errors=True)
+        raise ConfigError(f"--out {out}: cannot write the {what} ({error})") from None
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise

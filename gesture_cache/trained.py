@@ -30,6 +30,7 @@ class Trained:
     window: Window | None  # None: a schema-1 run, whose windows are each video's fixed clips
     dtype: str  # features are rounded to the cache's storage type, as training saw them
     background_label: str | None  # None: trained without a background class
+    background_asked: bool  # trained with --background (a run of an old version may lack it)
     extractor: object | None  # extractor.Extractor: the cache's features from video
     fingerprint: str  # the cache's extractor
     inputs: list[Path]  # the files it was read from, which no output may replace
@@ -73,6 +74,7 @@ def load_trained(
             window=found.window,
             dtype=manifest["feature_dtype"],
             background_label=manifest["background_label"],
+            background_asked=manifest["background_label"] is not None,
             extractor=bundle_extractor(found, runtime) if with_extractor else None,
             fingerprint=manifest["fingerprint"],
             inputs=[path / name for a in manifest["artifacts"] for name in a["files"]],
@@ -97,6 +99,7 @@ def load_trained(
         window=Window(**saved["window"]) if "window" in saved else None,
         dtype=saved["cache"]["dtype"],
         background_label=background if background in classes else None,
+        background_asked=background is not None,
         extractor=extractor,
         fingerprint=saved["cache"]["fingerprint"],
         inputs=[run_file(path, n) for n in ("config.json", "model.keras")],

@@ -141,16 +141,9 @@ class Frames:
         capture = cv2.VideoCapture(str(self.path))
         if not capture.isOpened():
             raise VideoError("unreadable", f"{self.path}: OpenCV cannot open it as a video")
-        try:
-            self.probe.claimed_frames = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
-            self.probe.fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0) or self.probe.fps
-            while True:
-                ok, frame = capture.read()
-                if not ok or frame is None:
-                    return
-                yield frame
-        finally:
-            capture.release()
+        self.probe.claimed_frames = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+        self.probe.fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0) or self.probe.fps
+        yield from read_capture(capture)
 
     def _read_images(self) -> Iterator[np.ndarray]:
         for image in self.images:
@@ -158,6 +151,19 @@ class Frames:
             if frame is None or frame.size == 0:
                 raise VideoError("unreadable_image", f"{image}: cannot be read as an image")
             yield to_uint8(frame, image)
+
+
+def read_capture(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    """Every frame an opened capture gives (a file, a camera, a stream); released at its end
+    or when the reader stops early."""
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                return
+            yield frame
+    finally:
+        capture.release()
 
 
 def to_uint8(frame: np.ndarray, source: Path) -> np.ndarray:

@@ -313,10 +313,11 @@ def test_every_run_folder_reader_refuses_links_out(detector, tmp_path, capsys):
     (run / "config.json").symlink_to(outside)
     assert main(["runs", str(tmp_path / "runs"), "--format", "csv"]) == 0
     assert "link out" in capsys.readouterr().out
+    video = str(write_video(tmp_path / "x.avi", 20))
     for command in (
         ["evaluate", str(run)],
-        ["detect", str(run), "x.avi", "--out", str(tmp_path / "d"), "--random-weights", "0"],
-        ["predict", str(run), "x.avi", "--random-weights", "0"],
+        ["detect", str(run), video, "--out", str(tmp_path / "d"), "--random-weights", "0"],
+        ["predict", str(run), video, "--random-weights", "0"],
         ["train", "--out", str(run), "--resume"],
     ):
         assert main(command) == 2, command
