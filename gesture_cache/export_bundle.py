@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -108,10 +111,12 @@ def export_run(
     windows, masks = parity_windows(run_dir, saved, cache_path)
     reference = model.predict([windows, masks], verbose=0, batch_size=64)
 
-    with built_beside(out, "bundle") as building:
-        artifacts = export_heads(model, building, formats, quantize, windows, masks, reference)
+    with built_beside(out, "bundle") as building, HeldInterrupts() as interrupts:
+        artifacts = export_heads(
+            model, building, formats, quantize, windows, masks, reference, interrupts.step
+        )
         backbone = backbone_of(spec, weights, random_weights, mean_file)
-        artifacts += export_backbones(backbone, building, formats)
+        artifacts += export_backbones(backbone, building, formats, interrupts.step)
         manifest = bundle_manifest(saved, run_dir, artifacts, quantize)
         write_json(building / bundle.MANIFEST, manifest)
     return manifest
@@ -155,7 +160,41 @@ def head_cell(model) -> str:
     return "gru" if any(layer.name.startswith("bigru_") for layer in model.layers) else "lstm"
 
 
-def export_heads(model, folder: Path, formats, quantize, windows, masks, reference) -> list:
+class HeldInterrupts:
+    """Ctrl-C held until the artifact being converted is done, then the export stops (and
+    leaves nothing). A signal arriving inside the converters' native code crashed the
+    process with SIGSEGV (measured, during the backbone's conversion), leaving the
+    half-built folder behind: so SIGINT is blocked in this thread (and in the threads the
+    runtimes start from it) and only noted, by whichever thread receives it."""
+
+    def __init__(self):
+        self.asked, self.previous = False, None
+
+    def __enter__(self) -> HeldInterrupts:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._hold)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        return self
+
+    def _hold(self, *_) -> None:
+        self.asked = True
+
+    def step(self) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+
+    def __exit__(self, exc_type, *_) -> None:
+        if self.previous is None:
+            return
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending one runs _hold
+        signal.signal(signal.SIGINT, self.previous)
+        if self.asked and exc_type is None:
+            raise KeyboardInterrupt
+
+
+def export_heads(
+    model, folder: Path, formats, quantize, windows, masks, reference, step: Callable
+) -> list:
     import onnx
 
     from gesture_cache.onnx_graphs import head_graph
@@ -177,6 +216,7 @@ def export_heads(model, folder: Path, formats, quantize, windows, masks, referen
         artifacts.append(
             checked_head(folder, "onnx", "head.onnx", precision, windows, masks, reference)
         )
+        step()
     if "openvino" in formats:
         import openvino
 
@@ -187,12 +227,14 @@ def export_heads(model, folder: Path, formats, quantize, windows, masks, referen
         artifacts.append(
             checked_head(folder, "openvino", "head.xml", "float32", windows, masks, reference)
         )
+        step()
     if "litert" in formats:
         export_litert_head(model, folder / "head.tflite", quantize)
         precision = quantize or "float32"
         artifacts.append(
             checked_head(folder, "litert", "head.tflite", precision, windows, masks, reference)
         )
+        step()
     if "saved_model" in formats:
         model.export(str(folder / "head_saved_model"), format="tf_saved_model", verbose=False)
         artifacts.append(
@@ -200,6 +242,7 @@ def export_heads(model, folder: Path, formats, quantize, windows, masks, referen
                 folder, "saved_model", "head_saved_model", "float32", windows, masks, reference
             )
         )
+        step()
     return artifacts
 
 
@@ -320,7 +363,7 @@ def parity_clips(backbone) -> np.ndarray:
     return np.stack(clips)
 
 
-def export_backbones(backbone, folder: Path, formats) -> list:
+def export_backbones(backbone, folder: Path, formats, step: Callable) -> list:
     import onnx
 
     from gesture_cache.c3d import POOL5_PADDING, feature_extractor
@@ -353,12 +396,14 @@ def export_backbones(backbone, folder: Path, formats) -> list:
         if "onnx" in formats:
             shutil.copyfile(onnx_path, folder / "backbone.onnx")
             artifacts.append(checked_backbone(folder, "onnx", "backbone.onnx", clips, reference))
+            step()
         if "openvino" in formats:
             import openvino
 
             converted = openvino.convert_model(str(onnx_path))
             openvino.save_model(converted, str(folder / "backbone.xml"), compress_to_fp16=False)
             artifacts.append(checked_backbone(folder, "openvino", "backbone.xml", clips, reference))
+            step()
     return artifacts
 
 
