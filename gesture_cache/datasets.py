@@ -65,7 +65,7 @@ def import_dataset(fmt: str, root: str | Path, out: str | Path) -> Imported:
     rows, unlabelled = {"jester": jester, "ipn": ipn, "folders": folders}[fmt](root, result)
     if not rows:
         raise ConfigError(
-            f"{root}: no usable {fmt} row ({len(result.skipped)} skipped"
+            f"{root}: no usable row in the {fmt} layout ({len(result.skipped)} skipped"
             + (f", first: {result.skipped[0]}" if result.skipped else "")
             + ")"
         )
