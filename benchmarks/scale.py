@@ -106,19 +106,36 @@ def timed_train(cache: Path, run: Path, memory_limit_mb: float) -> Clock:
     return clock
 
 
+PEAK_SCRIPT = """
+import sys, threading, time
+from gesture_cache.config import TrainConfig
+from gesture_cache.train import training_data
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+peak, running = [rss_mb()], [True]
+def sample():
+    while running[0]:
+        peak[0] = max(peak[0], rss_mb())
+        time.sleep(0.005)
+threading.Thread(target=sample, daemon=True).start()
+start = rss_mb()
+prepared = training_data(sys.argv[1], TrainConfig(memory_limit_mb=1e9))
+running[0] = False
+print(peak[0] - start)
+"""
+
+
 def peak_memory_mb(cache: Path) -> float:
-    """Peak resident memory of a fresh process that loads the cache for training in memory
-    (samples, split-ready labels, the features as the tensor tf.data gathers from)."""
-    script = (
-        "import resource, sys; from gesture_cache.config import TrainConfig; "
-        "from gesture_cache.train import training_data; "
-        "training_data(sys.argv[1], TrainConfig(memory_limit_mb=1e9)); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    )
+    """What loading the cache for training in memory adds to a fresh process's resident
+    memory at its peak (samples, labels, the features and the tensor tf.data gathers from),
+    sampled every 5 ms as benchmarks/train.py does."""
     done = subprocess.run(
-        [sys.executable, "-c", script, str(cache)], check=True, capture_output=True, text=True
+        [sys.executable, "-c", PEAK_SCRIPT, str(cache)], check=True, capture_output=True, text=True
     )
-    return int(done.stdout.split()[-1]) / 1024
+    return float(done.stdout.split()[-1])
 
 
 def main() -> None:
