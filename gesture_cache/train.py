@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -128,9 +130,10 @@ def train(
     strategy = distribution_strategy(config.strategy)
     check_even_first_batches(prepared, split, config.batch_size, strategy)  # before any file
     run_config = start_run_folder(run_dir, prepared, cache_path, config, split, split_source)
-    return fit_and_evaluate(
-        run_dir, prepared, config, split, run_config, strategy, False, callbacks
-    )
+    with marked_if_interrupted(run_dir, run_config):
+        return fit_and_evaluate(
+            run_dir, prepared, config, split, run_config, strategy, False, callbacks
+        )
 
 
 def choose_split(
@@ -239,7 +242,19 @@ def resume(
     check_even_first_batches(prepared, split, config.batch_size, strategy)
     saved["status"] = "running"
     save_json(run_dir, "config.json", saved)
-    return fit_and_evaluate(run_dir, prepared, config, split, saved, strategy, resume=True)
+    with marked_if_interrupted(run_dir, saved):
+        return fit_and_evaluate(run_dir, prepared, config, split, saved, strategy, resume=True)
+
+
+@contextmanager
+def marked_if_interrupted(run_dir: Path, run_config: dict) -> Iterator[None]:
+    """A Ctrl-C that ends a run before it could be evaluated still marks it "interrupted"."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        run_config["status"] = "interrupted"
+        save_json(run_dir, "config.json", run_config)
+        raise
 
 
 def fit_and_evaluate(
@@ -252,28 +267,7 @@ def fit_and_evaluate(
     resume: bool,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
-    """Fit, evaluate the best model on the test split, write the run's files. A Ctrl-C that
-    ends the run before anything can be evaluated still marks it "interrupted"."""
-    try:
-        return _fit_and_evaluate(
-            run_dir, prepared, config, split, run_config, strategy, resume, extra_callbacks
-        )
-    except KeyboardInterrupt:
-        run_config["status"] = "interrupted"
-        save_json(run_dir, "config.json", run_config)
-        raise
-
-
-def _fit_and_evaluate(
-    run_dir: Path,
-    prepared: TrainingData,
-    config: TrainConfig,
-    split: np.ndarray,
-    run_config: dict,
-    strategy: tf.distribute.Strategy,
-    resume: bool,
-    extra_callbacks: list[keras.callbacks.Callback] | None,
-) -> TrainResult:
+    """Fit, evaluate the best model on the held-out part, write the run's files."""
     rows = {name: np.flatnonzero(split == name) for name in SPLITS}
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()

@@ -102,11 +102,10 @@ def tune(
                 raise KeyboardInterrupt
         except (KeyboardInterrupt, GestureCacheError) as error:
             # the trial fails (NaN, never ranked) and the search stops; the caller gets the
-            # error itself, not a traceback logged by Optuna
-            if (run_dir / "config.json").is_file():
-                mark_run(
-                    run_dir, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-                )
+            # error itself, not a traceback logged by Optuna. train() marks an interrupted
+            # run folder itself; one that failed is marked here.
+            if isinstance(error, GestureCacheError) and (run_dir / "config.json").is_file():
+                mark_run(run_dir, "failed")
             stopped.append(error)
             study.stop()
             return float("nan")
