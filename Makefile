@@ -9,10 +9,15 @@ BIN := $(VENV)/bin
 
 venv: $(VENV)/.installed-$(TF)
 
-$(VENV)/.installed-$(TF): pyproject.toml
+# The tests run C3D on every Keras backend, so they install the CPU builds of JAX and
+# PyTorch too: torch 2.13.0 is the CPU wheel these machines keep on disk (PyPI's plain `torch`
+# is a CUDA build of several GB). Elsewhere: make venv TEST_BACKENDS="jax" (torch tests skip).
+TEST_BACKENDS ?= "torch==2.13.0" "jax>=0.4.30"
+
+$(VENV)/.installed-$(TF): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[$(TF),dev]"
+	$(BIN)/pip install --quiet -e ".[$(TF),dev]" $(TEST_BACKENDS)
 	touch $@
 
 demo: venv

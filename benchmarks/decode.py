@@ -1,10 +1,12 @@
-"""Decoding alone: clips/s the decode workers deliver with no model, for 1, 2, ... workers.
+"""Decoding alone: clips/s the decode workers deliver with no model, for 1, 2, 4, ... workers
+up to the core count, at each frame size, with the efficiency per worker.
 
-    python benchmarks/decode.py [--quick] [--size 320x240] [--max-workers N]
+    python benchmarks/decode.py [--quick] [--sizes 320x240,640x480] [--max-workers N]
 
 This is the ceiling the machine's CPUs put on extraction: a GPU that runs C3D faster than
 this waits for decoding. Recordings are written as MPEG-4 (mp4v) of --frames frames each;
-clips are dense, 16 frames every --stride. The last line is JSON.
+clips are dense, 16 frames every --stride. Efficiency is clips/s per worker against one
+worker's (1.0: perfect scaling). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -48,30 +50,39 @@ def clips_per_second(jobs: list[Job], extractor, workers: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 recordings of 300 frames")
-    parser.add_argument("--size", default="320x240", help="WIDTHxHEIGHT of the recordings")
+    parser.add_argument(
+        "--sizes", default="320x240,640x480", help="comma-separated WIDTHxHEIGHT of recordings"
+    )
     parser.add_argument("--recordings", type=int, default=8)
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--stride", type=int, default=8)
     parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    width, height = map(int, args.size.lower().split("x"))
     recordings, frames = (4, 300) if args.quick else (args.recordings, args.frames)
     extractor = extractor_from_config(ExtractConfig(random_weights=0, clip_stride=args.stride))
+    counts = sorted({*(2**i for i in range(args.max_workers.bit_length())), args.max_workers})
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        jobs = []
-        for i in range(recordings):
-            path = Path(tmp) / f"r{i}.mp4"
-            write_recording(path, frames, width, height, seed=i)
-            jobs.append(Job(path.name, path, [], None))
-        for workers in range(1, args.max_workers + 1):
-            results[workers] = clips_per_second(jobs, extractor, workers)
-            print(f"{workers} decode workers: {results[workers]:.1f} clips/s")
+    for size in args.sizes.split(","):
+        width, height = map(int, size.lower().split("x"))
+        with tempfile.TemporaryDirectory() as tmp:
+            jobs = []
+            for i in range(recordings):
+                path = Path(tmp) / f"r{i}.mp4"
+                write_recording(path, frames, width, height, seed=i)
+                jobs.append(Job(path.name, path, [], None))
+            rates = {n: clips_per_second(jobs, extractor, n) for n in counts}
+        efficiency = {n: rates[n] / (n * rates[1]) for n in counts}
+        for n in counts:
+            print(f"{size}: {n:2d} decode workers {rates[n]:7.1f} clips/s, "
+                  f"efficiency {efficiency[n]:.2f}")  # fmt: skip
+        results[size] = {
+            "clips_per_s_by_workers": {n: round(rates[n], 1) for n in counts},
+            "efficiency_by_workers": {n: round(efficiency[n], 2) for n in counts},
+        }
     print(
         json.dumps(
             {
-                "clips_per_s_by_workers": {k: round(v, 1) for k, v in results.items()},
-                "size": args.size,
+                "by_size": results,
                 "recordings": recordings,
                 "frames": frames,
                 "stride": args.stride,

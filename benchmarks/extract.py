@@ -1,6 +1,7 @@
 """Extraction throughput: the model alone vs. the whole pipeline, on the same clips.
 
-    python benchmarks/extract.py [--quick] [--batch-clips 16] [--precision float32]
+    python benchmarks/extract.py [--quick] [--backend tensorflow|jax|torch]
+                                 [--batch-clips N] [--precision float32]
 
 Model alone: C3D on clips already decoded and held in memory (clips/s).
 Pipeline: `run_extraction` from video files to a finished cache (decode workers, batching,
@@ -22,7 +23,7 @@ import numpy as np
 from gesture_cache import synth
 from gesture_cache.config import ExtractConfig
 from gesture_cache.extract import run_extraction
-from gesture_cache.extractor import extractor_from_config
+from gesture_cache.extractor import extractor_from_config, resolved
 from gesture_cache.meta import read_meta
 
 
@@ -34,13 +35,17 @@ def main() -> None:
     parser.add_argument("--batch-clips", type=int, default=defaults.batch_clips)
     parser.add_argument("--decode-workers", type=int, default=defaults.decode_workers)
     parser.add_argument("--precision", default="float32")
+    parser.add_argument("--backend", help="tensorflow, jax or torch (default: as extract's)")
     args = parser.parse_args()
     n_videos = 8 if args.quick else args.videos
-    config = ExtractConfig(
-        random_weights=0,
-        batch_clips=args.batch_clips,
-        decode_workers=args.decode_workers,
-        precision=args.precision,
+    config = resolved(
+        ExtractConfig(
+            random_weights=0,
+            batch_clips=args.batch_clips,
+            decode_workers=args.decode_workers,
+            precision=args.precision,
+            backend=args.backend,
+        )
     )
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,6 +85,7 @@ def main() -> None:
                 "batch_clips": config.batch_clips,
                 "decode_workers": config.decode_workers,
                 "precision": config.precision,
+                "backend": config.backend,
                 "machine": platform.node(),
             }
         )

@@ -4,7 +4,8 @@ the backbone the extractor uses.
 The network is built whole, to fc8, so that a Keras-2 HDF5 weights file written by
 `model.save_weights` loads layer by layer; `feature_extractor` then cuts it at fc7 or fc6
 and puts the preprocessing (uint8 -> float, mean subtraction or scaling) inside the model,
-so frames travel to it as uint8.
+so frames travel to it as uint8. It runs on whichever Keras 3 backend `backends.use_backend`
+chose before Keras was imported; each backend gets its own compiled batch call.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 import h5py
 import keras
 import numpy as np
-import tensorflow as tf
 
+from gesture_cache.backends import loaded_backend
 from gesture_cache.clips import CLIP_LEN
 from gesture_cache.errors import ConfigError, GestureCacheError
 from gesture_cache.files import file_sha256
@@ -198,6 +199,8 @@ class C3D:
         layer: str = "fc7",
         pool5_pad: str = "caffe",
         precision: str = "float32",
+        backend: str = "tensorflow",
+        batch_clips: int = 16,
     ):
         if (weights is None) == (random_seed is None):
             raise ConfigError("give exactly one of --weights FILE.h5 or --random-weights SEED")
@@ -214,6 +217,7 @@ class C3D:
         self.preprocessing = preprocessing
         self.weights, self.random_seed, self.mean_file = weights, random_seed, mean_file
         self.layer, self.pool5_pad, self.precision = layer, pool5_pad, precision
+        self.backend, self.batch_clips = backend, batch_clips
         self._weights_sha256 = file_sha256(weights) if weights is not None else None
         self._forward: Callable | None = None
         self.build_seconds = 0.0  # building the network and loading its weights, once
@@ -231,17 +235,18 @@ class C3D:
             "preprocessing": asdict(self.preprocessing),
             "pool5_pad": self.pool5_pad,
             "precision": self.precision,
+            # float32 features agree across backends to 1e-5 (tested); reduced-precision ones
+            # do not (0.3 apart in bf16), so only those caches are tied to their backend
+            **({} if self.precision == "float32" else {"backend": self.backend}),
         }
 
     def forward(self, clips: np.ndarray) -> np.ndarray:
         if self._forward is None:
             started = time.perf_counter()
             self._forward = self._build()
-            self._forward(clips[:1])  # trace it
+            self._forward(clips[:1])  # compile it
             self.build_seconds = time.perf_counter() - started
-        # a copy: a view would pin TensorFlow's output buffer, and with it the allocator's
-        # memory around it, for as long as the features are kept (measured: ~0.5 MB a clip)
-        return self._forward(clips).numpy().copy()
+        return self._forward(clips)
 
     def network(self, precision: str | None = None) -> keras.Model:
         """The whole network with its weights, at `precision` (default: the backbone's)."""
@@ -257,8 +262,71 @@ class C3D:
         """The mean cube cropped to the model's input, or None (the per-channel mean)."""
         return load_mean_cube(self.mean_file, self.preprocessing) if self.mean_file else None
 
-    def _build(self) -> Callable:
+    def _build(self) -> Callable[[np.ndarray], np.ndarray]:
+        loaded = loaded_backend()
+        if loaded is not None and loaded != self.backend:
+            raise ConfigError(
+                f"Keras runs on {loaded} in this process, C3D was set up for {self.backend}"
+            )
         network = self.network()
         model = feature_extractor(network, self.layer, self.preprocessing, self.mean_cube())
-        signature = [tf.TensorSpec((None, CLIP_LEN, CROP_SIZE, CROP_SIZE, 3), tf.uint8)]
-        return tf.function(lambda clips: model(clips, training=False), input_signature=signature)
+        compile_for = {"tensorflow": tensorflow_call, "jax": jax_call, "torch": torch_call}
+        return compile_for[self.backend](model, self.batch_clips)
+
+
+def tensorflow_call(model: keras.Model, batch_clips: int) -> Callable[[np.ndarray], np.ndarray]:
+    """One tf.function traced once for any batch size."""
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec((None, CLIP_LEN, CROP_SIZE, CROP_SIZE, 3), tf.uint8)]
+    call = tf.function(lambda clips: model(clips, training=False), input_signature=signature)
+    # a copy: a view would pin TensorFlow's output buffer, and with it the allocator's
+    # memory around it, for as long as the features are kept (measured: ~0.5 MB a clip)
+    return lambda clips: call(clips).numpy().copy()
+
+
+def jax_call(model: keras.Model, batch_clips: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A jitted stateless call. XLA compiles once per batch shape, so a partial batch is
+    padded: to `batch_clips` when at least half of it, else to the next power of two (a
+    recording of 3 clips in `predict` costs 4, not 16, on a CPU); at most log2(batch)+1
+    shapes are ever compiled."""
+    import jax
+
+    trainable = [v.value for v in model.trainable_variables]
+    fixed = [v.value for v in model.non_trainable_variables]
+
+    @jax.jit
+    def call(trainable, fixed, clips):  # weights as arguments: constants would be folded
+        features, _ = model.stateless_call(trainable, fixed, clips, training=False)
+        return features
+
+    def forward(clips: np.ndarray) -> np.ndarray:
+        count = len(clips)
+        padded = max(
+            count, batch_clips if 2 * count >= batch_clips else 1 << (count - 1).bit_length()
+        )
+        if padded > count:
+            clips = np.concatenate(
+                [clips, np.zeros((padded - count, *clips.shape[1:]), clips.dtype)]
+            )
+        return np.asarray(call(trainable, fixed, clips))[:count]
+
+    return forward
+
+
+def torch_call(model: keras.Model, batch_clips: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Eager PyTorch under inference_mode. Keras moves its channels-last clips to
+    channels-first by a permuted view, which is PyTorch's channels_last_3d memory layout
+    already; on CUDA cudnn.benchmark picks the fastest convolution per batch shape."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    def forward(clips: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            features = model(torch.from_numpy(np.ascontiguousarray(clips)).to(device))
+            return features.detach().cpu().numpy()
+
+    return forward

@@ -511,10 +511,15 @@ def open_cache(path: str | Path, load_features: bool = True, check_hashes: bool 
     a cache `verify_cache` has just passed."""
     folder = Path(path)
     manifest = read_manifest(folder, check_hashes)
+    # schema 2: tables first, then every shard's features read straight into one array,
+    # so the features are held once (a list of shards joined afterwards held them twice)
+    direct = load_features and manifest["schema_version"] != 1
     contents = []
     for number, shard in enumerate(manifest["shards"]):
         content = read_shard(
-            shard_path(folder, shard["file"]), manifest["schema_version"], load_features
+            shard_path(folder, shard["file"]),
+            manifest["schema_version"],
+            load_features and not direct,
         )
         if len(content.recordings["recording_id"]) != shard_recordings(manifest, shard):
             raise CacheError(f"shard {shard['file']} holds another number of recordings")
@@ -525,17 +530,40 @@ def open_cache(path: str | Path, load_features: bool = True, check_hashes: bool 
     for content, start in zip(contents, starts):
         content.recordings["clip_offset"] = content.recordings["clip_offset"] + start
     dim = feature_dim(manifest)
+    features = None
+    if direct:
+        features = np.empty((int(starts[-1]), dim), manifest["dtype"])
+        for shard, lo, hi in zip(manifest["shards"], starts[:-1], starts[1:]):
+            read_features_into(shard_path(folder, shard["file"]), features[lo:hi])
+    elif load_features:
+        features = _join([c.features for c in contents], np.empty((0, dim), manifest["dtype"]))
     return Cache(
         folder,
         manifest,
-        _join([c.features for c in contents], np.empty((0, dim), manifest["dtype"]))
-        if load_features
-        else None,
+        features,
         _join([c.clip_start for c in contents], np.empty(0, np.int64)),
         _join([c.clip_valid for c in contents], np.empty(0, bool)),
         _join_tables([c.recordings for c in contents]),
         _join_tables([c.segments for c in contents]),
     )
+
+
+def read_features_into(path: Path, out: np.ndarray) -> None:
+    """A schema-2 shard's features, read into `out` (its rows of the whole cache's array)."""
+    try:
+        with h5py.File(path, "r") as f:
+            stored = f["features"]
+            if stored.shape != out.shape or stored.dtype != out.dtype:
+                raise CacheError(
+                    f"shard {path} holds {stored.dtype} features of shape {stored.shape}, "
+                    f"its tables and the manifest say {out.dtype} {out.shape}"
+                )
+            if out.size:
+                stored.read_direct(out)
+    except KeyError as error:
+        raise CacheError(f"shard {path} lacks {error}") from None
+    except (OSError, ValueError, TypeError) as error:
+        raise CacheError(f"shard {path} cannot be read: {error}") from None
 
 
 def _join(arrays: list[np.ndarray], empty: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import fields
 
+from gesture_cache.backends import BACKENDS, use_training_backend
 from gesture_cache.config import (
     RECIPES,
     DetectSettings,
@@ -93,17 +94,18 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from gesture_cache import cache, report
+    from gesture_cache import cache, integrity, report
 
     manifest = cache.read_manifest(args.cache, check_hashes=False)  # hashes: verify's job
     failures = cache.read_failures(args.cache)
     shortfalls = cache.frame_shortfalls(args.cache, manifest)
+    verified = integrity.last_verified(args.cache, manifest)
     if args.json:
         short = [{"video_id": v, "claimed": c, "decoded": d} for v, c, d in shortfalls]
         extra = {"failures": list(failures.values()), "frame_shortfalls": short}
-        print(json.dumps({**manifest, **extra}, indent=2))
+        print(json.dumps({**manifest, **extra, "last_verified": verified}, indent=2))
     else:
-        print(report.cache_info(manifest, failures, shortfalls))
+        print(report.cache_info(manifest, failures, shortfalls, verified))
     return 0
 
 
@@ -141,6 +143,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    use_training_backend("train")
     from gesture_cache import report, train
 
     names = {f.name for f in fields(TrainConfig)}
@@ -166,6 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    use_training_backend("tune")
     from gesture_cache import report, runs, tune
 
     file_values = load_config_file(args.config) if args.config else {}
@@ -195,6 +199,7 @@ def cmd_export_features(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    use_training_backend("evaluate")
     from gesture_cache import report, train
 
     metrics = train.evaluate_run(args.run, args.cache)
@@ -215,6 +220,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.allow_other_weights,
         args.fps,
         args.runtime,
+        args.backend,
     )
     print(json.dumps(results, indent=2) if args.json else report.predictions_table(results))
     return EXIT_FAILED if any("error" in r for r in results) else 0
@@ -248,12 +254,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
         render=args.render,
         on_event=announce,
         runtime=args.runtime,
+        backend=args.backend,
     )
     print(report.detection_table(result))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    use_training_backend("export")
     from gesture_cache import export_bundle
 
     formats = export_bundle.parse_formats(args.format)
@@ -281,6 +289,7 @@ def cmd_evaluate_detection(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    use_training_backend("demo")
     from gesture_cache import demo, report
 
     if args.detect:
@@ -363,11 +372,13 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
         "mixed_bfloat16 is about 2x faster on CPUs with AVX-512 bf16 (6e-3 relative error "
         "in fc7) and on recent GPUs; mixed_float16 for GPUs",
     )
+    add_backend_argument(p)
     p.add_argument(
         "--batch-clips",
         type=int,
         default=d.batch_clips,
-        help="clips per model call, drawn from several videos",
+        help="clips per model call, drawn from several videos (default: 16 on a CPU, from "
+        "the GPU's memory on a GPU, at most 256)",
     )
     p.add_argument(
         "--decode-workers",
@@ -375,6 +386,15 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
         default=d.decode_workers,
         help=f"threads decoding recordings while the model runs (default: the {d.decode_workers} "
         "cores here)",
+    )
+
+
+def add_backend_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="the Keras 3 backend that runs C3D (default: KERAS_BACKEND, else tensorflow, "
+        "jax or torch, the first installed)",
     )
 
 
@@ -650,6 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=finite_float, help="frame rate of folders of frames (default 30)")
     p.add_argument("--top-k", type=int, default=3, help="classes shown per video (at least 1)")
     add_runtime_argument(p)
+    add_backend_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_predict)
 
@@ -676,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", help="segments CSV: score the events against it")
     p.add_argument("--render", action="store_true", help="write each recording with its labels")
     add_runtime_argument(p)
+    add_backend_argument(p)
     d = DetectSettings()
     p.add_argument("--smoothing", type=int, default=d.smoothing, help="windows averaged")
     p.add_argument("--on", type=finite_float, default=d.on, help="probability that fires a gesture")

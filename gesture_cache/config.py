@@ -55,7 +55,8 @@ class ExtractConfig:
     pool5_pad: str | None = None
     fps: float | None = None  # frame rate of folders of frames without an `fps` column
     layer: str = "fc7"
-    batch_clips: int = 16
+    backend: str | None = None  # None: KERAS_BACKEND, else TensorFlow, JAX, PyTorch (installed)
+    batch_clips: int | None = None  # None: 16 on a CPU, from the GPU's memory on a GPU
     decode_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     shard_size: int = 256
     dtype: str = "float16"

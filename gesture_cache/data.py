@@ -15,6 +15,9 @@ give the same split on every machine.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +33,8 @@ from sklearn.preprocessing import StandardScaler
 
 from gesture_cache.cache import Cache, read_shard
 from gesture_cache.clips import CLIP_LEN
-from gesture_cache.errors import ConfigError
+from gesture_cache.errors import ConfigError, GestureCacheError
+from gesture_cache.files import atomic_write
 from gesture_cache.meta import SPLIT_NAMES
 from gesture_cache.windows import Window, windows
 
@@ -372,6 +376,45 @@ def standardisation(
     return scaler.mean_.astype(np.float32), (scaler.scale_**2).astype(np.float32)
 
 
+# Standardisation statistics are kept beside the cache, keyed by the cache's content and the
+# training clips, so later runs on the same cache and split skip a pass over every feature.
+STATS_FOLDER = "stats"
+
+
+def training_standardisation(cache: Cache, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
+    """`standardisation` of the training samples' clips (in memory or streamed), reused from
+    an earlier run of the same cache and split when its file matches; statistics whose key,
+    shape or values do not fit are recomputed, never trusted."""
+    clips = sample_clips(samples, cache.clip_valid)
+    key = hashlib.sha256()
+    key.update(json.dumps(cache.manifest, sort_keys=True).encode())  # holds every shard's sha
+    key.update(clips.astype(np.int64).tobytes())
+    key = key.hexdigest()
+    path = Path(cache.path) / STATS_FOLDER / f"standardisation-{key[:16]}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            mean, variance = saved["mean"], saved["variance"]
+            fits = str(saved["key"]) == key and mean.shape == variance.shape == (cache.feature_dim,)
+        if fits and np.isfinite(mean).all() and np.isfinite(variance).all():
+            log.info("standardisation statistics of these training clips reused from %s", path)
+            return mean.astype(np.float32), variance.astype(np.float32)
+        log.warning("%s does not match this cache and split: recomputed", path)
+    except (OSError, ValueError, KeyError):
+        pass  # none yet, or unreadable: computed below
+    if cache.features is None:
+        mean, variance = streaming_standardisation(cache, samples)
+    else:
+        mean, variance = standardisation(cache.features, clips)
+    buffer = io.BytesIO()
+    np.savez(buffer, key=np.array(key), mean=mean, variance=variance)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        atomic_write(path, buffer.getvalue())
+    except (OSError, GestureCacheError) as error:  # a read-only cache: computed each time
+        log.debug("standardisation statistics not kept: %s", error)
+    return mean, variance
+
+
 def streaming_standardisation(cache: Cache, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
     """`standardisation` over the samples' clips, reading one shard at a time."""
     scaler = StandardScaler()
@@ -384,7 +427,7 @@ def streaming_standardisation(cache: Cache, samples: Samples) -> tuple[np.ndarra
 
 def window_dataset(
     cache: Cache,
-    features: tf.Tensor | None,
+    features: np.ndarray | None,
     samples: Samples,
     y: np.ndarray,
     window: Window,
@@ -395,8 +438,9 @@ def window_dataset(
     """Batches ((features (B, T, D) float32, mask (B, T) uint8), labels (B,)).
 
     Window positions are drawn in numpy, once per epoch for all samples (new random windows
-    every epoch when shuffling); features are gathered from `features`, the whole cache as
-    one tensor, or read shard by shard from disk when it is None (over --memory-limit).
+    every epoch when shuffling); features are gathered in numpy from `features`, the whole
+    cache's array (never copied into a tensor: TensorFlow's copy of a float16 array took
+    twice its size), or read shard by shard from disk when it is None (over --memory-limit).
     Masks are 0/1 uint8, which the model casts to bool: Keras' fit under a distribution
     strategy averages a first batch over the replicas, which it cannot do with bool."""
     rng = np.random.default_rng(seed)
@@ -405,49 +449,41 @@ def window_dataset(
         batches = sum(-(-n // batch_size) for n in np.unique(samples.shard, return_counts=True)[1])
     else:
         batches = -(-len(samples) // batch_size)
-    if features is None:
-        generator = lambda: _streamed_batches(cache, samples, y, window, batch_size, shuffle, rng)  # noqa: E731
-        signature = (
-            (tf.TensorSpec((None, T, D), tf.float32), tf.TensorSpec((None, T), tf.uint8)),
-            tf.TensorSpec((None,), tf.int32),
-        )
-        dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
-    else:
-        generator = lambda: _epoch_windows(cache, samples, y, window, shuffle, rng)  # noqa: E731
-        signature = (
-            tf.TensorSpec((None, T), tf.int64),
-            tf.TensorSpec((None, T), tf.bool),
-            tf.TensorSpec((None,), tf.int32),
-        )
 
-        def batches_of(positions: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor):
-            return tf.data.Dataset.from_tensor_slices((positions, mask, labels)).batch(batch_size)
+    def generator() -> Iterator[tuple]:
+        if features is None:
+            return _streamed_batches(cache, samples, y, window, batch_size, shuffle, rng)
+        return _gathered_batches(features, cache, samples, y, window, batch_size, shuffle, rng)
 
-        def gather(positions: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor) -> tuple:
-            clips = tf.cast(tf.gather(features, positions), tf.float32)
-            return (clips, tf.cast(mask, tf.uint8)), labels
-
-        dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
-        dataset = dataset.flat_map(batches_of).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    signature = (
+        (tf.TensorSpec((None, T, D), tf.float32), tf.TensorSpec((None, T), tf.uint8)),
+        tf.TensorSpec((None,), tf.int32),
+    )
+    dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))  # Keras' steps
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _epoch_windows(
+def _gathered_batches(
+    features: np.ndarray,
     cache: Cache,
     samples: Samples,
     y: np.ndarray,
     window: Window,
+    batch_size: int,
     shuffle: bool,
     rng: np.random.Generator,
 ) -> Iterator[tuple]:
-    """One epoch's windows for every sample at once (in shuffled order): drawn in one
-    vectorised call per epoch, batched and gathered inside tf.data."""
+    """One epoch's windows for every sample (in shuffled order), drawn in one vectorised
+    call, then gathered from the features batch by batch."""
     order = rng.permutation(len(samples)) if shuffle else np.arange(len(samples))
     positions, mask = batch_windows(
         samples.take(order), cache.clip_valid, window, rng if shuffle else None
     )
-    yield positions, mask, y[order].astype(np.int32)
+    labels, mask = y[order].astype(np.int32), mask.astype(np.uint8)
+    for first in range(0, len(order), batch_size):
+        rows = slice(first, first + batch_size)
+        yield (features[positions[rows]].astype(np.float32), mask[rows]), labels[rows]
 
 
 def _streamed_batches(

@@ -555,6 +555,7 @@ def run_detection(
     render: bool = False,
     on_event: Callable[[Event, float], None] | None = None,
     runtime: str | None = None,
+    backend: str | None = None,
 ) -> DetectionRun:
     """Detect gestures in every source and write events.csv, recordings.csv, windows.npz,
     a timeline per recording, detection.json (settings, and scores with `truth`) and with
@@ -580,7 +581,13 @@ def run_detection(
     if render and any(is_stream(s) for s in sources):
         raise ConfigError("--render needs files or folders of frames, not cameras or URLs")
     trained = load_trained(
-        run_dir, weights, random_weights, mean_file, runtime, with_extractor=not cache_path
+        run_dir,
+        weights,
+        random_weights,
+        mean_file,
+        runtime,
+        with_extractor=not cache_path,
+        backend=backend,
     )
     detector, extractor = detector_of(trained, run_dir), trained.extractor
     out = Path(out)

@@ -17,16 +17,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import cv2
-import h5py
-import keras
 import numpy as np
-import tensorflow as tf
 from tqdm.auto import tqdm
 
-from gesture_cache import __version__
+from gesture_cache.backends import software_versions
 from gesture_cache.config import ExtractConfig
-from gesture_cache.extractor import Extractor, extractor_files, extractor_from_config
+from gesture_cache.extractor import Extractor, extractor_files, extractor_from_config, resolved
 from gesture_cache.job import (
     ExtractSummary,
     InFlight,
@@ -44,18 +40,6 @@ from gesture_cache.writer import CacheWriter
 log = logging.getLogger(__name__)
 
 
-def software_versions() -> dict[str, str]:
-    """The libraries that decide what a shard holds, recorded with every shard."""
-    return {
-        "gesture_cache": __version__,
-        "opencv": cv2.__version__,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "h5py": h5py.__version__,
-        "numpy": np.__version__,
-    }
-
-
 def in_partition(recording_id: str, num_shards: int, shard_index: int) -> bool:
     """Deterministic `--num-shards/--shard-index` split by a hash of the recording id."""
     digest = hashlib.sha256(recording_id.encode()).digest()
@@ -66,7 +50,7 @@ def check_settings(config: ExtractConfig) -> None:
     if not 0 <= config.shard_index < config.num_shards:
         raise SetupError(f"--shard-index {config.shard_index} is not in 0..{config.num_shards - 1}")
     for name in ("batch_clips", "decode_workers", "shard_size"):
-        if getattr(config, name) < 1:
+        if getattr(config, name) is not None and getattr(config, name) < 1:
             raise SetupError(f"--{name.replace('_', '-')} must be at least 1")
     if config.engine not in ("local", "ray"):
         raise SetupError(f"unknown --engine {config.engine!r}: use local or ray")
@@ -87,6 +71,7 @@ def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig)
     exists."""
     started = time.perf_counter()
     check_settings(config)
+    config = resolved(config)
     if config.engine == "ray":
         from gesture_cache.ray_extract import connect
 
@@ -95,7 +80,7 @@ def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig)
     rows = [r for r in rows if in_partition(r.recording_id, config.num_shards, config.shard_index)]
     extractor = extractor_from_config(config)
     summary = ExtractSummary(setup_seconds=time.perf_counter() - started)
-    files, software = extractor_files(config), software_versions()
+    files, software = extractor_files(config), software_versions(config.backend)
     with CacheWriter(
         out, extractor.spec, extractor.feature_dim, config.dtype, config.shard_size, files, software
     ) as writer:
@@ -106,8 +91,9 @@ def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig)
             def progress(clip_count: int) -> None:
                 summary.clips += clip_count
                 bar.update()
-                elapsed = max(time.perf_counter() - pipeline_started, 1e-9)
-                bar.set_postfix(clips_per_s=f"{summary.clips / elapsed:.2f}")
+                building = getattr(extractor.backbone, "build_seconds", 0.0)  # once, apart
+                summary.pipeline_seconds = time.perf_counter() - pipeline_started - building
+                bar.set_postfix_str(rates(summary))
 
             pipeline = run_pipeline
             if config.engine == "ray":
@@ -119,6 +105,16 @@ def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig)
         summary.failures_recorded = sum(1 for k in writer.failures if k.split("#")[0] in wanted)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def rates(summary: ExtractSummary) -> str:
+    """Clips/s of the whole pipeline and of the model alone, and how busy the model is: a
+    model busy well under 100% is waiting for decoding (more --decode-workers)."""
+    text = f"{summary.clips / max(summary.pipeline_seconds, 1e-9):.2f} clips/s"
+    if summary.model_seconds:
+        busy = min(1.0, summary.model_seconds / max(summary.pipeline_seconds, 1e-9))
+        text += f", model {summary.clips / summary.model_seconds:.2f} clips/s, busy {busy:.0%}"
+    return text
 
 
 # --- planning ---------------------------------------------------------------------------
@@ -293,7 +289,10 @@ def run_pipeline(
     batch: list[tuple[int, np.ndarray]] = []
 
     def run_batch() -> None:
+        started, built = time.perf_counter(), getattr(extractor.backbone, "build_seconds", 0.0)
         outputs = extractor.backbone.forward(np.stack([clip for _, clip in batch]))
+        building = getattr(extractor.backbone, "build_seconds", 0.0) - built  # the first call
+        summary.model_seconds += time.perf_counter() - started - building
         for (index, _), output in zip(batch, outputs):
             in_flight[index].features.append(output)
             in_flight[index].waiting -= 1

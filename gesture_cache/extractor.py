@@ -7,14 +7,16 @@ fingerprint hashes: the backbone's fields, the layout, and FEATURES_VERSION.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from gesture_cache.backbone import Backbone
+from gesture_cache.backends import CPU_BATCH_CLIPS, auto_batch_clips, use_backend
 from gesture_cache.clips import Layout, fixed_clips, stream_clips
 from gesture_cache.config import ExtractConfig
+from gesture_cache.errors import ConfigError
 from gesture_cache.video import Frames, Preprocessing, Probe, make_preprocessing
 
 # Bump whenever video.py, clips.py or c3d.py change what features come out for the same
@@ -89,7 +91,8 @@ class Extractor:
 
 
 def extractor_from_config(config: ExtractConfig) -> Extractor:
-    from gesture_cache.c3d import C3D  # TensorFlow is loaded only where C3D runs
+    """The extractor of `extract`; `config.backend` must be resolved (see `resolved`)."""
+    from gesture_cache.c3d import C3D  # Keras is loaded only where C3D runs
 
     preprocessing = make_preprocessing(config.preprocess, config.mean_file)
     backbone = C3D(
@@ -100,6 +103,8 @@ def extractor_from_config(config: ExtractConfig) -> Extractor:
         layer=config.layer,
         pool5_pad=config.pool5_pad,
         precision=config.precision,
+        backend=use_backend(config.backend),
+        batch_clips=config.batch_clips or CPU_BATCH_CLIPS,
     )
     layout = Layout(config.sampling, config.clip_stride, config.frames, config.pad)
     return Extractor(backbone, layout)
@@ -110,11 +115,19 @@ def extractor_from_spec(
     weights: str | None = None,
     random_seed: int | None = None,
     mean_file: str | None = None,
+    backend: str | None = None,
 ) -> Extractor:
     """The extractor a cache (or a run's cache) recorded, with the user's weights and mean
-    files; version-1 specs (fixed frames per video) work too."""
+    files, on `backend`; version-1 specs (fixed frames per video) work too. A
+    reduced-precision cache names its backend: another one would compute other features."""
     from gesture_cache.c3d import C3D
 
+    recorded = spec.get("backend")
+    if recorded and backend and backend != recorded:
+        raise ConfigError(
+            f"the cache holds {spec['precision']} features computed on {recorded}; "
+            f"reduced-precision features differ between backends: use --backend {recorded}"
+        )
     backbone = C3D(
         preprocessing_from_spec(spec),
         weights=weights,
@@ -123,6 +136,7 @@ def extractor_from_spec(
         layer=spec["layer"],
         pool5_pad=spec["pool5_pad"],
         precision=spec["precision"],
+        backend=use_backend(recorded or backend),
     )
     return Extractor(backbone, layout_from_spec(spec))
 
@@ -142,6 +156,14 @@ def layout_from_spec(spec: dict) -> Layout:
     sampling = spec["sampling"]
     frames = spec.get("frames") if sampling != "dense" else None
     return Layout(sampling, spec["clip_stride"], frames, spec["pad"])
+
+
+def resolved(config: ExtractConfig) -> ExtractConfig:
+    """The config with its backend chosen (and set for Keras) and `--batch-clips` picked
+    for the device when not given."""
+    backend = use_backend(config.backend)
+    batch_clips = config.batch_clips or auto_batch_clips(backend, config.precision)
+    return replace(config, backend=backend, batch_clips=batch_clips)
 
 
 def extractor_files(config: ExtractConfig) -> dict:

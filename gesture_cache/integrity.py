@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 
 import h5py
@@ -15,6 +19,7 @@ import numpy as np
 
 from gesture_cache.cache import (
     FAILURES,
+    MANIFEST,
     SCHEMA_VERSION,
     SHARD_NAME,
     Cache,
@@ -33,6 +38,7 @@ from gesture_cache.cache import (
     shard_recordings,
     total_recordings,
 )
+from gesture_cache.errors import GestureCacheError
 from gesture_cache.files import atomic_write, file_sha256, fsync_dir, refuse_link, staging_folder
 from gesture_cache.writer import LOCK, CacheWriter, acquire_lock, new_manifest, write_manifest
 
@@ -46,9 +52,25 @@ class Verification:
     recordings: int = 0
 
 
+@dataclass
+class ShardReport:
+    """What one shard holds and what is wrong with it, without its features."""
+
+    problems: list[str]
+    ids: list[str] = field(default_factory=list)
+    sha256s: list[str] = field(default_factory=list)
+    labels: Counter = field(default_factory=Counter)
+    clips: int = 0
+
+
+# A cache of this many shards or more is verified by one process per core: decompressing
+# features for the finiteness check costs more than hashing, and h5py holds the GIL.
+PARALLEL_SHARDS = 16
+
+
 def verify_cache(path: str | Path) -> Verification:
     """Every problem found, as messages: fields, fingerprint, hashes, tables, values, counts.
-    Each shard is hashed once."""
+    Each shard is hashed once; large caches are checked on every core."""
     folder = Path(path)
     try:
         manifest = read_manifest(folder, check_hashes=False)
@@ -57,47 +79,37 @@ def verify_cache(path: str | Path) -> Verification:
     problems: list[str] = []
     if fingerprint_of(manifest["extractor"]) != manifest["fingerprint"]:
         problems.append("manifest fingerprint is not the sha256 of its extractor (edited?)")
+    shards = manifest["shards"]
+    workers = min(os.cpu_count() or 1, len(shards))
+    if len(shards) >= PARALLEL_SHARDS and workers > 1:
+        context = multiprocessing.get_context("spawn")  # never fork a process running TF
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            chunk = max(1, len(shards) // (8 * workers))
+            reports = list(
+                pool.map(check_shard, repeat(folder), shards, repeat(manifest), chunksize=chunk)
+            )
+    else:
+        reports = [check_shard(folder, shard, manifest) for shard in shards]
     seen: dict[str, str] = {}
     by_content: dict[str, list[str]] = {}
     labels: Counter = Counter()
     recordings = clips = 0
-    for shard in manifest["shards"]:
-        name = shard["file"]
-        try:
-            check_shard_hash(folder, shard)
-        except CacheError as error:
-            problems.append(str(error))
-            continue
-        problem, content = inspect_shard(folder / name, manifest)
-        if problem:
-            problems.append(f"{name}: {problem}")
-        if content is None:
-            continue
-        ids = content.recordings["recording_id"].tolist()
-        if len(ids) != shard_recordings(manifest, shard):
-            problems.append(f"{name}: {len(ids)} recordings, the manifest says otherwise")
-        if manifest["schema_version"] == 2 and (
-            shard["clips"] != len(content.clip_valid)
-            or shard["segments"] != len(content.segments["label"])
-        ):
-            problems.append(f"{name}: clip or segment count differs from the manifest's")
-        if "short" in shard:
-            table = content.recordings
-            short = table["claimed_frames"] > table["n_frames"]
-            if sorted(str(v) for v, _, _ in shard["short"]) != sorted(
-                table["recording_id"][short].tolist()
-            ):
-                problems.append(f"{name}: its list of short recordings differs from the shard's")
-        for recording_id, sha256 in zip(ids, content.recordings["sha256"].tolist()):
+    for shard, report in zip(shards, reports):
+        problems += report.problems
+        for recording_id, sha256 in zip(report.ids, report.sha256s):
             if recording_id in seen:
-                problems.append(f"recording {recording_id!r} is in {seen[recording_id]} and {name}")
-            seen[recording_id] = name
+                problems.append(
+                    f"recording {recording_id!r} is in {seen[recording_id]} and {shard['file']}"
+                )
+            seen[recording_id] = shard["file"]
             by_content.setdefault(sha256, []).append(recording_id)
-        labels.update(content.segments["label"].tolist())
-        recordings += len(ids)
-        clips += len(content.clip_valid)
+        labels.update(report.labels)
+        recordings += len(report.ids)
+        clips += report.clips
     if not problems:
         problems += count_problems(manifest, recordings, clips, labels)
+    if not problems:
+        record_verified(folder, manifest)
     warnings = [
         f"the same file content (sha256 {sha[:12]}...) is cached as {', '.join(ids)}; "
         "splits keep these recordings together"
@@ -105,6 +117,41 @@ def verify_cache(path: str | Path) -> Verification:
         if len(ids) > 1
     ]
     return Verification(problems, warnings, recordings)
+
+
+def check_shard(folder: Path, shard: dict, manifest: dict) -> ShardReport:
+    """One shard against the manifest: its hash, attributes, tables, finite features."""
+    name = shard["file"]
+    try:
+        check_shard_hash(folder, shard)
+    except CacheError as error:
+        return ShardReport([str(error)])
+    problem, content = inspect_shard(folder / name, manifest)
+    problems = [f"{name}: {problem}"] if problem else []
+    if content is None:
+        return ShardReport(problems)
+    ids = content.recordings["recording_id"].tolist()
+    if len(ids) != shard_recordings(manifest, shard):
+        problems.append(f"{name}: {len(ids)} recordings, the manifest says otherwise")
+    if manifest["schema_version"] == 2 and (
+        shard["clips"] != len(content.clip_valid)
+        or shard["segments"] != len(content.segments["label"])
+    ):
+        problems.append(f"{name}: clip or segment count differs from the manifest's")
+    if "short" in shard:
+        table = content.recordings
+        short = table["claimed_frames"] > table["n_frames"]
+        if sorted(str(v) for v, _, _ in shard["short"]) != sorted(
+            table["recording_id"][short].tolist()
+        ):
+            problems.append(f"{name}: its list of short recordings differs from the shard's")
+    return ShardReport(
+        problems,
+        ids,
+        content.recordings["sha256"].tolist(),
+        Counter(content.segments["label"].tolist()),
+        len(content.clip_valid),
+    )
 
 
 def count_problems(manifest: dict, recordings: int, clips: int, labels: Counter) -> list[str]:
@@ -125,8 +172,61 @@ def count_problems(manifest: dict, recordings: int, clips: int, labels: Counter)
     return problems
 
 
-def verified_manifest(path: str | Path) -> dict:
-    """The manifest of a cache that passes `verify_cache`, or a CacheError with its problem."""
+# What `verify` leaves in a cache it passed: the manifest's sha256 and each shard's size and
+# modification time then. While they still match, commands that load the cache for work
+# trust that verification (as `extract` trusts an unchanged file's hash) instead of hashing
+# every shard again; `verify` itself always checks everything.
+VERIFIED = "verified.json"
+
+
+def file_stats(folder: Path, manifest: dict) -> dict[str, list[int]]:
+    stats = {}
+    for shard in manifest["shards"]:
+        found = shard_path(folder, shard["file"]).stat()
+        stats[shard["file"]] = [found.st_size, found.st_mtime_ns]
+    return stats
+
+
+def record_verified(folder: Path, manifest: dict) -> None:
+    """Leave the stamp; a cache folder that cannot be written (read-only) goes without."""
+    stamp = {
+        "verified_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "manifest_sha256": file_sha256(folder / MANIFEST),
+        "shards": file_stats(folder, manifest),
+    }
+    try:
+        atomic_write(folder / VERIFIED, json.dumps(stamp, indent=1).encode())
+    except GestureCacheError as error:
+        log.debug("no verification stamp: %s", error)
+
+
+def last_verified(path: str | Path, manifest: dict) -> str | None:
+    """When `verify` last passed the cache, if nothing has changed since (else None)."""
+    folder = Path(path)
+    try:
+        stamp = json.loads((folder / VERIFIED).read_text())
+        unchanged = stamp["manifest_sha256"] == file_sha256(folder / MANIFEST) and stamp[
+            "shards"
+        ] == file_stats(folder, manifest)
+        return str(stamp["verified_at"]) if unchanged else None
+    except (OSError, ValueError, KeyError, TypeError, CacheError):
+        return None
+
+
+def verified_manifest(path: str | Path, trust_stamp: bool = False) -> dict:
+    """The manifest of a cache that passes `verify_cache`, or a CacheError with its problem.
+    `trust_stamp`: a cache verified before and unchanged since is not checked again."""
+    if trust_stamp:
+        manifest = read_manifest(path, check_hashes=False)
+        when = last_verified(path, manifest)
+        if when:
+            log.info(
+                "cache %s passed verify at %s and is unchanged since (manifest sha256, shard "
+                "sizes and times): not hashed again; `gesture-cache verify` checks everything",
+                path,
+                when,
+            )
+            return manifest
     result = verify_cache(path)
     if result.problems:
         more = f" (and {len(result.problems) - 1} more)" if len(result.problems) > 1 else ""
@@ -302,10 +402,10 @@ def _manifest_for_repair(folder: Path) -> dict:
     raise CacheError(f"{folder} cannot be repaired: {reason}, and no shard says what it is")
 
 
-# The in-memory path holds the cache's features twice at its peak (the numpy array read
-# from the shards and the tensor tf.data gathers from), plus a fixed part (the pipeline, the
-# standardisation's float64 chunk, the model): benchmarks/train.py measured 2 x 62 MB + 159 MB.
-MEMORY_COPIES = 2
+# The in-memory path holds the cache's features once (read straight into one array, and
+# gathered from it in numpy), plus a fixed part (the pipeline, the standardisation's float64
+# chunk, the model); benchmarks/scale.py measures the slope between two cache sizes.
+MEMORY_COPIES = 1
 MEMORY_FIXED_MB = 200
 
 
@@ -313,7 +413,7 @@ def load_verified_cache(path: str | Path, memory_limit_mb: float) -> Cache:
     """Refuse a cache that fails `verify`; keep features on disk when holding them in
     memory would pass the limit (peak: MEMORY_COPIES times the features' size, plus
     MEMORY_FIXED_MB)."""
-    manifest = verified_manifest(path)
+    manifest = verified_manifest(path, trust_stamp=True)
     rows = (
         manifest["clips"]
         if manifest["schema_version"] == 2

@@ -41,6 +41,8 @@ class ExtractSummary:
     clips: int = 0
     seconds: float = 0.0
     setup_seconds: float = 0.0  # reading the CSV, building the backbone
+    model_seconds: float = 0.0  # inside the backbone's forward (local engine)
+    pipeline_seconds: float = 0.0  # from the first decode to the last write
     recordings_in_cache: int = 0
     failures_recorded: int = 0
 

@@ -23,13 +23,23 @@ def predict_videos(
     allow_other_weights: bool = False,
     fps: float | None = None,
     runtime: str | None = None,
+    backend: str | None = None,
 ) -> list[dict]:
     """One result per video: the top-k classes with probabilities, or the error. `run_dir`
-    may be an exported bundle (run with `runtime`, onnxruntime by default)."""
+    may be an exported bundle (run with `runtime`, onnxruntime by default); a run folder's
+    C3D runs on the Keras `backend`."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConfigError(f"--top-k {top_k}: give a whole number of at least 1")
     trained = load_trained(
-        run_dir, weights, random_weights, mean_file, runtime, True, allow_other_weights, True
+        run_dir,
+        weights,
+        random_weights,
+        mean_file,
+        runtime,
+        True,
+        allow_other_weights,
+        True,
+        backend,
     )
     extractor, classes = trained.extractor, trained.classes
     results = []

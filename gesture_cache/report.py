@@ -28,6 +28,13 @@ def extract_summary(summary: ExtractSummary, out: str | Path) -> str:
         f"{summary.duplicate_rows} duplicate rows",
         f"  {summary.seconds:.1f} s, {clips_per_s:.2f} clips/s",
     ]
+    if summary.model_seconds and summary.pipeline_seconds:
+        busy = min(1.0, summary.model_seconds / summary.pipeline_seconds)
+        limit = "the model limits" if busy >= 0.9 else "decoding limits: add --decode-workers"
+        lines.append(
+            f"  model {summary.clips / summary.model_seconds:.2f} clips/s alone, busy "
+            f"{busy:.0%} of the pipeline's {summary.pipeline_seconds:.1f} s: {limit}"
+        )
     if summary.changed:
         lines.append(f"  {summary.changed} cached videos have changed on disk since (see warnings)")
     if summary.relabelled:
@@ -43,8 +50,14 @@ def extract_summary(summary: ExtractSummary, out: str | Path) -> str:
     return "\n".join(lines)
 
 
-def cache_info(manifest: dict, failures: dict[str, dict], shortfalls: list[tuple]) -> str:
-    """A cache's description; `shortfalls` are (video id, claimed, decoded) frame counts."""
+def cache_info(
+    manifest: dict,
+    failures: dict[str, dict],
+    shortfalls: list[tuple],
+    verified: str | None = None,
+) -> str:
+    """A cache's description; `shortfalls` are (video id, claimed, decoded) frame counts;
+    `verified`: when `verify` last passed it, if unchanged since."""
     extractor = manifest["extractor"]
     weights = extractor["weights"]
     files = manifest.get("files", {})
@@ -59,12 +72,17 @@ def cache_info(manifest: dict, failures: dict[str, dict], shortfalls: list[tuple
         mean = f"cube {files.get('mean_file', '')} (sha256 {prep['mean_sha256'][:16]}...)"
     software = [s.get("software") for s in manifest["shards"] if s.get("software")]
     versions = sorted({", ".join(f"{k} {v}" for k, v in sorted(s.items())) for s in software})
+    # shards written before backends were recorded ran on TensorFlow
+    backends = sorted({s.get("backend", "tensorflow") for s in software}) or ["(not recorded)"]
+    if extractor.get("backend"):
+        backends.append(f"(the {extractor['precision']} features are tied to it)")
     lines = [
         f"fingerprint  {manifest['fingerprint']}",
         f"schema       version {manifest['schema_version']}",
         f"extractor    {extractor['model']}, layer {extractor['layer']}, "
         f"precision {extractor['precision']}, features version "
         f"{extractor.get('features_version', 1)}",
+        f"backend      {' '.join(backends)}",
         f"weights      {weights_text}",
         f"preprocess   {prep['name']}: resize {prep['resize']} {prep['interpolation']}, "
         f"crop {prep['crop']}, mean {mean}, scale {prep['scale']:g}",
@@ -77,6 +95,11 @@ def cache_info(manifest: dict, failures: dict[str, dict], shortfalls: list[tuple
         + ", ".join(f"{shown(c)} ({n})" for c, n in manifest["class_counts"].items()),
     ]
     lines += [f"written by   {v}" for v in versions] or ["written by   (not recorded)"]
+    lines.append(
+        f"verified     {verified} (passed verify; unchanged since)"
+        if verified
+        else "verified     not since it last changed: gesture-cache verify"
+    )
     if shortfalls:
         lines.append(f"short        {len(shortfalls)} videos decode fewer frames than claimed:")
         lines += [f"  {shown(v)}: claims {c}, {d} decode" for v, c, d in shortfalls[:10]]

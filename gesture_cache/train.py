@@ -75,7 +75,7 @@ class TrainingData:
     classes: list[str]
     y: np.ndarray  # class index of each sample
     window: Window
-    features: tf.Tensor | None  # the whole cache's features, or None when streamed
+    features: np.ndarray | None  # the whole cache's features, or None when streamed
 
     def dataset(self, rows: np.ndarray, batch_size: int, shuffle: bool, seed: int):
         return data.window_dataset(
@@ -106,8 +106,7 @@ def training_data(cache_path: str | Path, config: TrainConfig) -> TrainingData:
         log.info("a schema-1 cache: windows are its %d stored clips", cache.fixed_clips)
         window = Window(cache.fixed_clips)
     y = np.searchsorted(classes, samples.labels).astype(np.int32)
-    features = tf.constant(cache.features) if cache.features is not None else None
-    return TrainingData(cache, samples, classes, y, window, features)
+    return TrainingData(cache, samples, classes, y, window, cache.features)
 
 
 def train(
@@ -449,11 +448,8 @@ def compiled_classifier(
     mean = variance = None
     train_samples = prepared.samples.take(train_rows)
     cache = prepared.cache
-    if config.normalize and cache.features is None:
-        mean, variance = data.streaming_standardisation(cache, train_samples)
-    elif config.normalize:
-        clips = data.sample_clips(train_samples, cache.clip_valid)
-        mean, variance = data.standardisation(cache.features, clips)
+    if config.normalize:
+        mean, variance = data.training_standardisation(cache, train_samples)
     model = build_classifier(
         config.preset,
         len(prepared.classes),

@@ -46,12 +46,14 @@ def load_trained(
     with_extractor: bool = True,
     allow_other_weights: bool = False,
     overridable: bool = False,
+    backend: str | None = None,
 ) -> Trained:
     """A run folder or a bundle, checked: a run's weights and mean cube must be the cache's
     (by sha256; `overridable`: the command offers --allow-other-weights); a bundle's files
     must match its manifest and it carries its own backbone.
     `runtime`: keras for a run folder; onnxruntime (default), openvino or litert for a
-    bundle."""
+    bundle. `backend`: the Keras backend of a run folder's model and C3D."""
+    from gesture_cache.backends import use_backend
     from gesture_cache.extractor import extractor_from_spec
 
     path = Path(path)
@@ -61,6 +63,8 @@ def load_trained(
         runtime = runtime or "onnxruntime"
         if runtime == "keras":
             raise ConfigError(f"{path} is a bundle: --runtime onnxruntime, openvino or litert")
+        if backend:
+            raise ConfigError(f"bundle {path} runs on --runtime {runtime}; drop --backend")
         if weights or random_weights is not None or mean_file:
             raise ConfigError(
                 f"bundle {path} carries its own backbone; drop --weights, --random-weights "
@@ -83,12 +87,14 @@ def load_trained(
     if runtime not in (None, "keras"):
         raise ConfigError(f"--runtime {runtime} runs an exported bundle; {path} is a run folder")
     saved = read_run_config(path)
+    recorded = saved["extractor"].get("backend")  # a reduced-precision cache's backend
+    use_backend(backend or (recorded if with_extractor else None))
     extractor = None
     if with_extractor:
         spec, files = saved["extractor"], saved.get("files", {})
         check_weights(spec, files, weights, random_weights, allow_other_weights, overridable)
         check_mean_file(spec["preprocessing"], files, mean_file)
-        extractor = extractor_from_spec(spec, weights, random_weights, mean_file)
+        extractor = extractor_from_spec(spec, weights, random_weights, mean_file, backend)
     model = load_best_model(path)
     hparams = saved["hparams"]
     classes = saved.get("classes", saved["cache"]["classes"])

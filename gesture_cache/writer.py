@@ -38,7 +38,9 @@ from gesture_cache.errors import CacheError, GestureCacheError
 from gesture_cache.files import atomic_write, file_sha256, write_json
 
 LOCK = ".lock"
-OWN_TEMPORARY = re.compile(r"^\.(part-\d{5,}\.h5|manifest\.json|failures\.jsonl)\.tmp$")
+OWN_TEMPORARY = re.compile(
+    r"^\.(part-\d{5,}\.h5|manifest\.json|failures\.jsonl|verified\.json)\.tmp$"
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +110,17 @@ class CacheWriter:
                 f"version writes schema {SCHEMA_VERSION}: extract into a new --out folder"
             )
         if self.manifest["fingerprint"] != fingerprint_of(extractor):
-            old = self.manifest["extractor"]
-            changed = sorted(k for k in {*extractor, *old} if extractor.get(k) != old.get(k))
+            old, new = self.manifest["extractor"], json.loads(json.dumps(extractor))
+            changed = sorted(k for k in {*new, *old} if new.get(k) != old.get(k))
+            why = ""
+            if "backend" in changed:
+                why = (
+                    f" ({old['precision']} features differ between backends; at float32 they "
+                    "agree, and any backend resumes)"
+                )
             raise CacheError(
                 f"{self.folder} holds features from another extractor (differs in: "
-                f"{', '.join(changed)}); write to a new --out folder"
+                f"{', '.join(changed)}){why}; write to a new --out folder"
             )
         if self.manifest["dtype"] != dtype or self.manifest["feature_dim"] != dim:
             raise CacheError(

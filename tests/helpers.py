@@ -162,6 +162,7 @@ def write_continuous_cache(
     gestures: tuple[str, ...] = ("NA", "null"),
     clips: int = 24,
     seed: int = 0,
+    shard_size: int = 4,
 ) -> Path:
     """A cache of continuous recordings, written by the real writer with synthetic features
     (no C3D): each recording holds every gesture once, `clips // (2 * len(gestures))` clips
@@ -175,7 +176,7 @@ def write_continuous_cache(
     stride, length = extractor["clip_stride"], extractor["clip_len"]
     n_frames = (clips - 1) * stride + length
     piece = clips // (2 * len(gestures))
-    with CacheWriter(folder, extractor, 4096, "float16", shard_size=4) as writer:
+    with CacheWriter(folder, extractor, 4096, "float16", shard_size=shard_size) as writer:
         for r, recording_id in enumerate(recordings):
             features = rng.normal(0, 0.1, (clips, 4096)).astype(np.float32)
             segments = []
@@ -199,3 +200,49 @@ def write_continuous_cache(
                 )
             )
     return folder
+
+
+def numpy_c3d(clips: np.ndarray, weights: Path, layer: str = "fc7") -> np.ndarray:
+    """C3D to fc6 or fc7 in float64 numpy, from a Keras-2 weights file: an independent
+    computation to hold every backend's features against. `clips` (n, 16, 112, 112, 3) are
+    already preprocessed (mean subtracted, cropped). Pool5 uses Caffe's (0, 1) padding."""
+
+    def weights_of(f: h5py.File, name: str) -> tuple[np.ndarray, np.ndarray]:
+        group = f[name]
+        kernel, bias = (
+            group[n if isinstance(n, str) else n.decode()][()] for n in group.attrs["weight_names"]
+        )
+        return kernel.astype(np.float64), bias.astype(np.float64)
+
+    def conv(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        t, h, w, _ = x.shape
+        padded = np.pad(x, ((1, 1), (1, 1), (1, 1), (0, 0)))
+        out = np.zeros((t, h, w, kernel.shape[-1]))
+        for dt in range(3):
+            for dy in range(3):
+                for dx in range(3):
+                    out += padded[dt : dt + t, dy : dy + h, dx : dx + w] @ kernel[dt, dy, dx]
+        return np.maximum(out + bias, 0)
+
+    def pool(x: np.ndarray, st: int) -> np.ndarray:
+        t, h, w, c = x.shape
+        return x.reshape(t // st, st, h // 2, 2, w // 2, 2, c).max(axis=(1, 3, 5))
+
+    features = []
+    with h5py.File(weights, "r") as f:
+        for clip in clips.astype(np.float64):
+            x = pool(conv(clip, *weights_of(f, "conv1")), 1)
+            x = pool(conv(x, *weights_of(f, "conv2")), 2)
+            for block in ("3", "4", "5"):
+                x = conv(conv(x, *weights_of(f, f"conv{block}a")), *weights_of(f, f"conv{block}b"))
+                if block == "5":
+                    x = np.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+                x = pool(x, 2)
+            x = x.reshape(-1)
+            for name in ("fc6", "fc7"):
+                kernel, bias = weights_of(f, name)
+                x = np.maximum(x @ kernel + bias, 0)
+                if name == layer:
+                    break
+            features.append(x)
+    return np.stack(features)

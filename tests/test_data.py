@@ -98,7 +98,6 @@ def test_segments_become_samples_with_their_clips(small_cache):
 
 
 def test_in_memory_and_streaming_datasets_agree(small_cache):
-    import tensorflow as tf
 
     cache = open_cache(small_cache)
     lazy = open_cache(small_cache, load_features=False)
@@ -106,7 +105,7 @@ def test_in_memory_and_streaming_datasets_agree(small_cache):
     samples = cache_samples(cache).take(np.array([0, 2, 3, 5, 7]))
     y = np.arange(len(samples), dtype=np.int32)
     window = Window(3)
-    memory = window_dataset(cache, tf.constant(cache.features), samples, y, window, 2, False, 0)
+    memory = window_dataset(cache, cache.features, samples, y, window, 2, False, 0)
     streamed = window_dataset(lazy, None, samples, y, window, 2, True, 0)
 
     def collect(dataset):

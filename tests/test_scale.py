@@ -1,0 +1,126 @@
+"""What keeps a large cache quick: verify on every core, a verification that later loads
+trust while nothing changed, standardisation statistics kept per cache and split, and the
+in-memory path holding the features once."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import h5py
+import numpy as np
+import pytest
+
+from gesture_cache import data, integrity
+from gesture_cache.cache import open_cache, read_manifest
+from gesture_cache.cli import main
+from gesture_cache.config import TrainConfig
+from gesture_cache.errors import CacheError
+from gesture_cache.train import resolve, training_data
+from tests.helpers import write_continuous_cache
+
+
+@pytest.fixture
+def many_shards(tmp_path, small_cache):
+    """40 recordings, one a shard: over PARALLEL_SHARDS, so verify uses a process per core."""
+    extractor = read_manifest(small_cache)["extractor"]
+    ids = [f"r{i:02d}" for i in range(40)]
+    return write_continuous_cache(tmp_path / "cache", extractor, ids, clips=8, shard_size=1)
+
+
+def flip_a_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_verify_on_every_core_finds_what_one_process_finds(many_shards, monkeypatch):
+    assert len(read_manifest(many_shards)["shards"]) >= integrity.PARALLEL_SHARDS
+    parallel = integrity.verify_cache(many_shards)
+    assert parallel.problems == [] and parallel.recordings == 40
+    flip_a_byte(sorted(many_shards.glob("part-*.h5"))[7])
+    found = integrity.verify_cache(many_shards).problems
+    monkeypatch.setattr(integrity, "PARALLEL_SHARDS", 10**6)
+    assert integrity.verify_cache(many_shards).problems == found
+    assert len(found) == 1 and "part-00007.h5 is corrupt" in found[0]
+
+
+def test_a_verified_unchanged_cache_is_not_hashed_again(many_shards, monkeypatch, caplog, capsys):
+    assert main(["info", str(many_shards)]) == 0
+    assert "not since it last changed" in capsys.readouterr().out
+    assert main(["verify", str(many_shards)]) == 0
+    assert main(["info", str(many_shards)]) == 0
+    assert re.search(r"verified +\d{4}-\d\d-\d\dT.*unchanged since", capsys.readouterr().out)
+
+    checked = []
+    real_verify = integrity.verify_cache
+    monkeypatch.setattr(integrity, "verify_cache", lambda p: checked.append(p) or real_verify(p))
+    with caplog.at_level(logging.INFO):
+        integrity.load_verified_cache(many_shards, 1e9)
+    assert checked == [] and "not hashed again" in caplog.text
+
+    # a shard that changed since (here: a byte flipped, which moves its time) is checked
+    flip_a_byte(sorted(many_shards.glob("part-*.h5"))[3])
+    with pytest.raises(CacheError, match="part-00003.h5 is corrupt"):
+        integrity.load_verified_cache(many_shards, 1e9)
+    assert checked == [many_shards]
+    assert (
+        integrity.last_verified(many_shards, read_manifest(many_shards, check_hashes=False)) is None
+    )
+
+
+def test_a_stamp_that_cannot_be_written_costs_nothing(many_shards):
+    """A cache folder where the stamp cannot be written (read-only; here its name is taken
+    by a folder, which stops root too) still verifies, and is simply checked every time."""
+    (many_shards / integrity.VERIFIED).mkdir()
+    assert integrity.verify_cache(many_shards).problems == []
+    assert (many_shards / integrity.VERIFIED).is_dir()
+    assert integrity.last_verified(many_shards, read_manifest(many_shards)) is None
+
+
+def test_standardisation_is_kept_per_cache_and_split(many_shards, caplog):
+    cache = open_cache(many_shards)
+    samples = data.cache_samples(cache)
+    train_part, other_part = samples.take(np.arange(30)), samples.take(np.arange(10, 40))
+    clips = data.sample_clips(train_part, cache.clip_valid)
+    expected = data.standardisation(cache.features, clips)
+
+    first = data.training_standardisation(cache, train_part)
+    saved = sorted((many_shards / data.STATS_FOLDER).glob("*.npz"))
+    assert len(saved) == 1
+    with caplog.at_level(logging.INFO):
+        again = data.training_standardisation(cache, train_part)
+    assert "reused" in caplog.text
+    for a, b, c in zip(first, again, expected):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+
+    data.training_standardisation(cache, other_part)  # another split: its own file
+    assert len(list((many_shards / data.STATS_FOLDER).glob("*.npz"))) == 2
+
+    # a file that claims to be these statistics but holds others is recomputed
+    np.savez(saved[0], key=np.array("another cache"), mean=first[0] + 1, variance=first[1])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        recomputed = data.training_standardisation(cache, train_part)
+    assert "does not match" in caplog.text
+    np.testing.assert_array_equal(recomputed[0], expected[0])
+
+    # streamed (features on disk) gives the same statistics, from the same file
+    streamed = open_cache(many_shards, load_features=False)
+    np.testing.assert_array_equal(
+        data.training_standardisation(streamed, train_part)[0], expected[0]
+    )
+
+
+def test_the_in_memory_path_holds_the_features_once(many_shards):
+    """One array read shard by shard into place, and training gathers from that same array
+    (no tensor copy)."""
+    prepared = training_data(many_shards, resolve(TrainConfig(memory_limit_mb=1e9)))
+    assert prepared.features is prepared.cache.features
+    shards = [s["file"] for s in read_manifest(many_shards)["shards"]]
+    stored = []
+    for name in shards:
+        with h5py.File(many_shards / name) as f:
+            stored.append(f["features"][()])
+    np.testing.assert_array_equal(prepared.features, np.concatenate(stored))
