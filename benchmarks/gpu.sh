@@ -45,9 +45,9 @@ fi
 
 log=$(mktemp)
 for backend in $BACKENDS; do
-  # each backend in its own process (Keras picks one per process), 3 minutes at most each
-  KERAS_BACKEND=$backend timeout 180 "$PYTHON" benchmarks/gpu.py "$@" | tee -a "$log" >&2 \
-    || echo "{\"backend\": \"$backend\", \"error\": \"failed or over 180 s (see above)\"}" >>"$log"
+  # each backend in its own process (Keras picks one per process), 5.5 minutes at most each (JAX compiles each batch shape)
+  KERAS_BACKEND=$backend timeout 330 "$PYTHON" benchmarks/gpu.py "$@" | tee -a "$log" >&2 \
+    || echo "{\"backend\": \"$backend\", \"error\": \"failed or over 330 s (see above)\"}" >>"$log"
 done
 # one JSON line: the last line of each backend's run
 "$PYTHON" - "$log" <<'EOF'

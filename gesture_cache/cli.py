@@ -547,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (default): the cache's split column (a dataset's official split) when it "
         "has one, else random; official: require it; random: draw one from --seed",
     )
+    p.add_argument(
+        "--reduce",
+        metavar="pca:N",
+        help="project the standardised features onto N principal components of the training "
+        "clips, inside the model (fewer input weights: faster epochs on a CPU); off by default",
+    )
     p.add_argument("--preset", choices=["compact", "reference"])
     p.add_argument("--units", help="recurrent layer sizes, e.g. 1024,256,64")
     p.add_argument("--cell", choices=["lstm", "gru"])

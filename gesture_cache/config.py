@@ -114,6 +114,7 @@ class TrainConfig:
     background_label: str = "no_gesture"
     strategy: str = "auto"  # auto | mirrored | none: data-parallel over this machine's devices
     split: str = "auto"  # auto: the cache's split column when it has one | official | random
+    reduce: str | None = None  # "pca:N": project standardised features onto N components
 
     def __post_init__(self) -> None:
         """Settings from files arrive untyped: check them here, naming the setting."""
@@ -145,6 +146,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"setting {name} = {value!r}: expected a name")
+        if self.reduce is not None:
+            reduce_components(self.reduce)  # the setting's form, checked here
         if self.split not in SPLIT_CHOICES:
             raise ConfigError(
                 f"setting split = {self.split!r}: choose one of {', '.join(SPLIT_CHOICES)}"
@@ -183,6 +186,16 @@ def load_config_file(path: str | Path) -> dict:
             f"config file {path}: unknown setting(s) {unknown}; known: {sorted(known)}"
         )
     return values
+
+
+def reduce_components(reduce: str | None) -> int | None:
+    """N of `--reduce pca:N` (None: no reduction)."""
+    if reduce is None:
+        return None
+    kind, _, count = str(reduce).partition(":")
+    if kind != "pca" or not count.isdigit() or int(count) < 1:
+        raise ConfigError(f"setting reduce = {reduce!r}: use pca:N, N a whole number >= 1")
+    return int(count)
 
 
 def make_train_config(file_values: dict, overrides: dict) -> TrainConfig:

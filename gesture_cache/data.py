@@ -19,7 +19,9 @@ import hashlib
 import io
 import json
 import logging
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +30,11 @@ import pandas as pd
 import tensorflow as tf
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from sklearn.decomposition import PCA
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from gesture_cache.cache import Cache, read_shard
+from gesture_cache.cache import Cache, read_features, read_shard
 from gesture_cache.clips import CLIP_LEN
 from gesture_cache.errors import ConfigError, GestureCacheError
 from gesture_cache.files import atomic_write
@@ -415,6 +418,50 @@ def training_standardisation(cache: Cache, samples: Samples) -> tuple[np.ndarray
     return mean, variance
 
 
+PCA_CLIPS = 20_000  # training clips a projection is fitted on (all of them when fewer)
+
+
+def pca_projection(
+    cache: Cache,
+    samples: Samples,
+    mean: np.ndarray | None,
+    variance: np.ndarray | None,
+    components: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`--reduce pca:N`: the principal components of the training samples' standardised
+    clips (at most PCA_CLIPS of them, drawn from `seed`), as a linear layer's kernel (D, N)
+    and bias (N,) that map a standardised clip onto them."""
+    clips = sample_clips(samples, cache.clip_valid)
+    if components > min(len(clips), cache.feature_dim):
+        raise ConfigError(
+            f"--reduce pca:{components}: the training part has {len(clips)} clips of "
+            f"{cache.feature_dim} values; give at most {min(len(clips), cache.feature_dim)}"
+        )
+    rng = np.random.default_rng(seed)
+    if len(clips) > PCA_CLIPS:
+        clips = np.sort(rng.choice(clips, PCA_CLIPS, replace=False))
+    features = clip_features(cache, clips).astype(np.float32)
+    if mean is not None:  # as keras.layers.Normalization computes it
+        features = (features - mean) / np.maximum(np.sqrt(variance), 1e-7)
+    pca = PCA(components, svd_solver="randomized", random_state=int(seed)).fit(features)
+    kernel = pca.components_.T.astype(np.float32)
+    return kernel, (-pca.mean_ @ kernel).astype(np.float32)
+
+
+def clip_features(cache: Cache, clips: np.ndarray) -> np.ndarray:
+    """Some clips' features, from memory or from the shards that hold them (sorted clips)."""
+    if cache.features is not None:
+        return cache.features[clips]
+    starts = shard_starts(cache)
+    parts = []
+    wanted = np.unique(np.searchsorted(starts, clips, side="right") - 1)
+    for _, start, features in _shards(cache, wanted):
+        mine = clips[(clips >= start) & (clips < start + len(features))]
+        parts.append(features[mine - start])
+    return np.concatenate(parts)
+
+
 def streaming_standardisation(cache: Cache, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
     """`standardisation` over the samples' clips, reading one shard at a time."""
     scaler = StandardScaler()
@@ -445,10 +492,7 @@ def window_dataset(
     strategy averages a first batch over the replicas, which it cannot do with bool."""
     rng = np.random.default_rng(seed)
     T, D = window.clips, cache.feature_dim
-    if features is None:  # batches never mix shards
-        batches = sum(-(-n // batch_size) for n in np.unique(samples.shard, return_counts=True)[1])
-    else:
-        batches = -(-len(samples) // batch_size)
+    batches = -(-len(samples) // batch_size)
 
     def generator() -> Iterator[tuple]:
         if features is None:
@@ -495,27 +539,63 @@ def _streamed_batches(
     shuffle: bool,
     rng: np.random.Generator,
 ) -> Iterator[tuple]:
+    """Batches from the shards on disk, each shard read once an epoch (in shuffled order,
+    the next ones read ahead). A batch may take samples of two shards, so batches are as
+    full as in memory; at most the shards of one batch are held."""
     shards = np.unique(samples.shard)
+    held: dict[int, tuple[int, np.ndarray]] = {}  # shard -> (first clip, features)
+    pending = np.empty(0, np.int64)  # sample rows read but not yet batched
+
+    def batch(rows: np.ndarray) -> tuple:
+        positions, mask = batch_windows(
+            samples.take(rows), cache.clip_valid, window, rng if shuffle else None
+        )
+        clips = np.empty((*positions.shape, cache.feature_dim), np.float32)
+        for shard in np.unique(samples.shard[rows]):  # a sample's clips lie in its shard
+            mine = samples.shard[rows] == shard
+            start, features = held[shard]
+            clips[mine] = features[positions[mine] - start]
+        return (clips, mask.astype(np.uint8)), y[rows].astype(np.int32)
+
     for shard, start, features in _shards(cache, rng.permutation(shards) if shuffle else shards):
+        held[shard] = (start, features)
         rows = np.flatnonzero(samples.shard == shard)
-        rows = rng.permutation(rows) if shuffle else rows
-        for first in range(0, len(rows), batch_size):
-            chosen = rows[first : first + batch_size]
-            positions, mask = batch_windows(
-                samples.take(chosen), cache.clip_valid, window, rng if shuffle else None
-            )
-            batch = features[positions - start].astype(np.float32)
-            yield (batch, mask.astype(np.uint8)), y[chosen].astype(np.int32)
+        pending = np.concatenate([pending, rng.permutation(rows) if shuffle else rows])
+        while len(pending) >= batch_size:
+            yield batch(pending[:batch_size])
+            pending = pending[batch_size:]
+            needed = set(samples.shard[pending].tolist())
+            held = {s: v for s, v in held.items() if s in needed or s == shard}
+    if len(pending):
+        yield batch(pending)
+
+
+def shard_starts(cache: Cache) -> np.ndarray:
+    """Each shard's first global clip index, and the clip count at the end."""
+    counts = np.bincount(
+        cache.recordings["shard"],
+        weights=cache.recordings["clip_count"],
+        minlength=len(cache.manifest["shards"]),
+    )
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+READ_AHEAD = 2  # shards read while the current one is used
 
 
 def _shards(cache: Cache, shards: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(shard number, its first global clip index, its features), one shard at a time."""
-    counts = [
-        int(cache.recordings["clip_count"][cache.recordings["shard"] == s].sum())
-        for s in range(len(cache.manifest["shards"]))
-    ]
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    for shard in shards:
-        name = cache.manifest["shards"][shard]["file"]
-        content = read_shard(Path(cache.path) / name, cache.schema_version, features=True)
-        yield int(shard), int(starts[shard]), content.features
+    """(shard number, its first global clip index, its features), one shard at a time, the
+    next ones read ahead in a thread: inflating a shard costs about as much as training on
+    it, and zlib releases the GIL while it works (`cache.stored_features`)."""
+    starts = shard_starts(cache)
+    paths = [Path(cache.path) / cache.manifest["shards"][s]["file"] for s in shards]
+    if cache.schema_version == 1:
+        for shard, path in zip(shards, paths):
+            yield int(shard), int(starts[shard]), read_shard(path, 1, features=True).features
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="shard-reader") as pool:
+        reads = deque(pool.submit(read_features, p) for p in paths[:READ_AHEAD])
+        for i, shard in enumerate(shards):
+            if i + READ_AHEAD < len(paths):
+                reads.append(pool.submit(read_features, paths[i + READ_AHEAD]))
+            yield int(shard), int(starts[shard]), reads.popleft().result()

@@ -269,6 +269,7 @@ def export_litert_head(model, path: Path, quantize: str | None) -> None:
         mean=None if standardize is None else np.asarray(standardize.mean).reshape(-1),
         variance=None if standardize is None else np.asarray(standardize.variance).reshape(-1),
         unroll=True,
+        projection=tuple(names["reduce"].get_weights()) if "reduce" in names else None,
     )
     unrolled.set_weights(model.get_weights())
     target = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}

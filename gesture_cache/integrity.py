@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
@@ -63,14 +62,14 @@ class ShardReport:
     clips: int = 0
 
 
-# A cache of this many shards or more is verified by one process per core: decompressing
-# features for the finiteness check costs more than hashing, and h5py holds the GIL.
+# A cache of this many shards or more is verified by one thread per core: hashing and
+# inflating features (`cache.stored_features`) release the GIL.
 PARALLEL_SHARDS = 16
 
 
 def verify_cache(path: str | Path) -> Verification:
     """Every problem found, as messages: fields, fingerprint, hashes, tables, values, counts.
-    Each shard is hashed once; large caches are checked on every core."""
+    Each shard is hashed once; large caches are checked on every core (threads)."""
     folder = Path(path)
     try:
         manifest = read_manifest(folder, check_hashes=False)
@@ -82,12 +81,8 @@ def verify_cache(path: str | Path) -> Verification:
     shards = manifest["shards"]
     workers = min(os.cpu_count() or 1, len(shards))
     if len(shards) >= PARALLEL_SHARDS and workers > 1:
-        context = multiprocessing.get_context("spawn")  # never fork a process running TF
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            chunk = max(1, len(shards) // (8 * workers))
-            reports = list(
-                pool.map(check_shard, repeat(folder), shards, repeat(manifest), chunksize=chunk)
-            )
+        with ThreadPoolExecutor(workers) as pool:
+            reports = list(pool.map(check_shard, repeat(folder), shards, repeat(manifest)))
     else:
         reports = [check_shard(folder, shard, manifest) for shard in shards]
     seen: dict[str, str] = {}

@@ -40,10 +40,12 @@ def build_classifier(
     mean: np.ndarray | None = None,
     variance: np.ndarray | None = None,
     unroll: bool = False,
+    projection: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> keras.Model:
     """A preset, with any hyperparameter overridden; `mean`/`variance` add standardisation.
     `unroll` builds the recurrent layers unrolled over the window (same weights, same
-    outputs), which LiteRT converts with builtin operators only."""
+    outputs), which LiteRT converts with builtin operators only. `projection` (kernel
+    (D, N), bias (N,)) adds a fixed linear layer after the standardisation (`--reduce`)."""
     hparams = preset_hparams(preset)
     overrides = {"units": units, "cell": cell, "dense": dense, "dropout": dropout}
     hparams.update({k: v for k, v in overrides.items() if v is not None})
@@ -55,6 +57,10 @@ def build_classifier(
     x = features
     if mean is not None:
         x = keras.layers.Normalization(mean=mean, variance=variance, name="standardize")(x)
+    if projection is not None:
+        reduce = keras.layers.Dense(projection[0].shape[1], name="reduce", trainable=False)
+        x = reduce(x)
+        reduce.set_weights([np.asarray(p, np.float32) for p in projection])
     for i, size in enumerate(hparams["units"]):
         last = i == len(hparams["units"]) - 1
         recurrent = CELLS[hparams["cell"]](size, return_sequences=not last, unroll=unroll)

@@ -86,6 +86,10 @@ def head_graph(model, cell: str) -> onnx.ModelProto:
         scale = 1.0 / np.maximum(np.sqrt(np.asarray(layer.variance, np.float32)), EPSILON)
         x = g.op("Sub", [x, g.constant(mean, "mean")])[0]
         x = g.op("Mul", [x, g.constant(scale.reshape(-1).astype(np.float32), "scale")])[0]
+    if "reduce" in names:  # --reduce pca:N, a fixed projection
+        kernel, bias = (np.asarray(v, np.float32) for v in names["reduce"].weights)
+        x = g.op("MatMul", [x, g.constant(kernel, "reduce_kernel")])[0]
+        x = g.op("Add", [x, g.constant(bias, "reduce_bias")])[0]
     lengths = g.op("Cast", ["mask"], to=TensorProto.INT32)[0]
     time_axis = g.constant(np.array([1], np.int64), "time_axis")
     lengths = g.op("ReduceSum", [lengths, time_axis], keepdims=0)[0]

@@ -34,7 +34,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from gesture_cache import __version__, data, report
 from gesture_cache.cache import Cache
-from gesture_cache.config import TrainConfig
+from gesture_cache.config import TrainConfig, reduce_components
 from gesture_cache.errors import ConfigError, RunError
 from gesture_cache.files import inside
 from gesture_cache.integrity import load_verified_cache
@@ -128,6 +128,7 @@ def train(
     split, split_source = choose_split(prepared, config, split_from)
     strategy = distribution_strategy(config.strategy)
     check_even_first_batches(prepared, split, config.batch_size, strategy)  # before any file
+    check_reduce(prepared, split, config)
     run_config = start_run_folder(run_dir, prepared, cache_path, config, split, split_source)
     with marked_if_interrupted(run_dir, run_config):
         return fit_and_evaluate(
@@ -154,6 +155,20 @@ def choose_split(
         )
     split = data.split_samples(prepared.samples, config.test_size, config.val_size, config.seed)
     return split, "random"
+
+
+def check_reduce(prepared: TrainingData, split: np.ndarray, config: TrainConfig) -> None:
+    """`--reduce pca:N` needs N training clips at least, and N at most the feature size."""
+    components = reduce_components(config.reduce)
+    if components:
+        train_samples = prepared.samples.take(np.flatnonzero(split == "train"))
+        clips = len(data.sample_clips(train_samples, prepared.cache.clip_valid))
+        most = min(clips, prepared.cache.feature_dim)
+        if components > most:
+            raise ConfigError(
+                f"--reduce pca:{components}: the training part has {clips} clips of "
+                f"{prepared.cache.feature_dim} values; give at most {most}"
+            )
 
 
 def check_trainable(prepared: TrainingData, cache_path: str | Path, config: TrainConfig) -> None:
@@ -450,6 +465,12 @@ def compiled_classifier(
     cache = prepared.cache
     if config.normalize:
         mean, variance = data.training_standardisation(cache, train_samples)
+    projection = None
+    components = reduce_components(config.reduce)
+    if components:
+        projection = data.pca_projection(
+            cache, train_samples, mean, variance, components, config.seed
+        )
     model = build_classifier(
         config.preset,
         len(prepared.classes),
@@ -460,6 +481,7 @@ def compiled_classifier(
         dropout=config.dropout,
         mean=mean,
         variance=variance,
+        projection=projection,
     )
     model.compile(
         optimizer=keras.optimizers.Adam(config.lr),

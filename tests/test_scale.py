@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gesture_cache import data, integrity
-from gesture_cache.cache import open_cache, read_manifest
+from gesture_cache.cache import open_cache, read_features, read_manifest
 from gesture_cache.cli import main
 from gesture_cache.config import TrainConfig
 from gesture_cache.errors import CacheError
@@ -124,3 +124,18 @@ def test_the_in_memory_path_holds_the_features_once(many_shards):
         with h5py.File(many_shards / name) as f:
             stored.append(f["features"][()])
     np.testing.assert_array_equal(prepared.features, np.concatenate(stored))
+
+
+def test_features_read_raw_are_what_h5py_reads_and_damage_is_caught(many_shards):
+    """Shards' features are inflated with zlib outside h5py (so threads read in parallel):
+    the same arrays as h5py's, and a damaged chunk is an error naming the shard."""
+    shard = sorted(many_shards.glob("part-*.h5"))[5]
+    with h5py.File(shard) as f:
+        expected = f["features"][()]
+        chunk = f["features"].id.get_chunk_info(0)
+    np.testing.assert_array_equal(read_features(shard), expected)
+    content = bytearray(shard.read_bytes())
+    content[chunk.byte_offset + chunk.size // 2] ^= 0x55
+    shard.write_bytes(bytes(content))
+    with pytest.raises(CacheError, match=f"shard {shard} cannot be read"):
+        read_features(shard)
