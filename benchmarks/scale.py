@@ -12,6 +12,8 @@ recordings a shard). `--quick` writes 10,000. Printed, each with its limit:
   memory and streamed (streamed >= 0.8 of in memory);
 - the in-memory path's peak memory at half and at the whole cache: the slope in bytes of
   memory per byte of features (limit 1.25);
+- one epoch from the cache against the same model fed the same windows as tensors (limit
+  0.9), on the cache's first samples up to 3 GB of float32 windows;
 - `tune`: trials per hour at one epoch a trial.
 The last line is JSON.
 """
@@ -32,7 +34,8 @@ import numpy as np
 
 from gesture_cache.cache import CachedRecording, Segment
 from gesture_cache.config import TrainConfig
-from gesture_cache.train import train
+from gesture_cache.data import batch_windows
+from gesture_cache.train import compiled_classifier, resolve, train, training_data
 from gesture_cache.writer import CacheWriter
 
 CLI = [sys.executable, "-m", "gesture_cache.cli"]
@@ -106,6 +109,38 @@ def timed_train(cache: Path, run: Path, memory_limit_mb: float) -> Clock:
     return clock
 
 
+TENSOR_BYTES = 3 * 2**30  # float32 windows the tensors baseline may hold
+
+
+def cache_vs_tensors(cache: Path) -> tuple[float, float, int]:
+    """Seconds of a warm epoch (the second) from the cache's pipeline and from tensors of
+    the same windows, same model, same samples; and how many samples."""
+    config = resolve(TrainConfig(**SMALL_TRAIN, memory_limit_mb=1e9))
+    prepared = training_data(cache, config)
+    per_sample = config.window_clips * prepared.cache.feature_dim * 4
+    rows = np.arange(min(len(prepared.samples), TENSOR_BYTES // per_sample))
+    clock = Clock(time.perf_counter())
+    model = compiled_classifier(prepared, rows, config)
+    dataset = prepared.dataset(rows, config.batch_size, True, 0)
+    model.fit(dataset, epochs=2, verbose=0, callbacks=[clock])
+    pipeline = clock.epochs[1]
+    samples = prepared.samples.take(rows)
+    positions, mask = batch_windows(samples, prepared.cache.clip_valid, prepared.window)
+    windows = prepared.cache.features[positions].astype(np.float32)
+    clock = Clock(time.perf_counter())
+    model = compiled_classifier(prepared, rows, config)
+    model.fit(
+        [windows, mask.astype(np.uint8)],
+        prepared.y[rows],
+        batch_size=config.batch_size,
+        shuffle=True,
+        epochs=2,
+        verbose=0,
+        callbacks=[clock],
+    )
+    return pipeline, clock.epochs[1], len(rows)
+
+
 PEAK_SCRIPT = """
 import sys, threading, time
 from gesture_cache.config import TrainConfig
@@ -175,6 +210,10 @@ def main() -> None:
         half_mb, whole_mb = peak_memory_mb(tmp / "half"), peak_memory_mb(tmp / "cache")
         figures["peak_memory_half_mb"], figures["peak_memory_mb"] = half_mb, whole_mb
         figures["memory_bytes_per_feature_byte"] = (whole_mb - half_mb) / (feature_mb / 2)
+        pipeline_s, tensors_s, samples = cache_vs_tensors(tmp / "cache")
+        figures["epoch_cache_s"], figures["epoch_tensors_s"] = pipeline_s, tensors_s
+        figures["cache_vs_tensors_samples"] = samples
+        figures["cache_speed_of_tensors"] = tensors_s / pipeline_s
         started = time.perf_counter()
         subprocess.run(
             [*CLI, "tune", str(tmp / "cache"), "--out", str(tmp / "search"), "--trials", "2",
@@ -190,6 +229,7 @@ def main() -> None:
         ("train until its first batch (s)", "train_first_batch_s", 30.0, "<="),
         ("streamed epoch speed / in memory", "streamed_speed_of_in_memory", 0.8, ">="),
         ("memory bytes per feature byte", "memory_bytes_per_feature_byte", 1.25, "<="),
+        ("epoch from cache / tensors speed", "cache_speed_of_tensors", 0.9, ">="),
     ]
     print(
         f"{n} recordings x {args.clips} clips: {figures['feature_mb']} MB of features, "
@@ -202,6 +242,10 @@ def main() -> None:
     print(
         f"{'epoch in memory / streamed (s)':<34} {figures['epoch_in_memory_s']:8.1f} / "
         f"{figures['epoch_streamed_s']:.1f}"
+    )
+    print(
+        f"{'epoch from cache / tensors (s)':<34} {figures['epoch_cache_s']:8.1f} / "
+        f"{figures['epoch_tensors_s']:.1f} on {figures['cache_vs_tensors_samples']} samples"
     )
     print(f"{'tune trials per hour':<34} {figures['tune_trials_per_hour']:8.1f}")
     print(json.dumps({**figures, "machine": platform.node()}))

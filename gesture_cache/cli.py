@@ -737,6 +737,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # JAX says at INFO that it looked for a TPU
+        logging.getLogger("jax").setLevel(logging.WARNING)
     try:
         code = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush

@@ -175,7 +175,14 @@ def test_ctrl_c_during_a_live_run_writes_the_events_so_far(detect_demo, tmp_path
     command = [sys.executable, "-m", "gesture_cache.cli", "detect", str(detect_demo.run), source]
     command += ["--out", str(out), "--random-weights", "0", "--realtime", "--speed", "0.5"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(12)
+    # Ctrl-C once the live run is under way (detection.json is written just before it
+    # starts), not at a fixed time: a loaded machine may still be starting up
+    deadline = time.monotonic() + 120
+    while not (out / "detection.json").exists() and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        time.sleep(0.2)
+    time.sleep(4)  # frames are flowing, C3D builds on the first clip
+    assert process.poll() is None, "the 29 s live run ended before Ctrl-C"
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
