@@ -19,8 +19,10 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -541,10 +543,12 @@ def open_cache(path: str | Path, load_features: bool = True, check_hashes: bool 
         content.recordings["clip_offset"] = content.recordings["clip_offset"] + start
     dim = feature_dim(manifest)
     features = None
-    if direct:
+    if direct:  # shards inflate in parallel (zlib releases the GIL), each into its rows
         features = np.empty((int(starts[-1]), dim), manifest["dtype"])
-        for shard, lo, hi in zip(manifest["shards"], starts[:-1], starts[1:]):
-            read_features_into(shard_path(folder, shard["file"]), features[lo:hi])
+        paths = [shard_path(folder, shard["file"]) for shard in manifest["shards"]]
+        parts = [features[lo:hi] for lo, hi in zip(starts[:-1], starts[1:])]
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            list(pool.map(read_features_into, paths, parts))
     elif load_features:
         features = _join([c.features for c in contents], np.empty((0, dim), manifest["dtype"]))
     return Cache(
