@@ -22,7 +22,9 @@ import logging
 import os
 import re
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,9 +249,15 @@ class ShardContent:
 
 def read_shard(path: Path, schema_version: int, features: bool = False) -> ShardContent:
     """A shard's tables (and features); a missing or unreadable part is a CacheError."""
+    with shard_errors(path), h5py.File(path, "r") as f:
+        return _read_v1(f, features) if schema_version == 1 else _read_v2(f, features)
+
+
+@contextmanager
+def shard_errors(path: Path) -> Iterator[None]:
+    """A missing or unreadable part of shard `path` as a CacheError naming it."""
     try:
-        with h5py.File(path, "r") as f:
-            return _read_v1(f, features) if schema_version == 1 else _read_v2(f, features)
+        yield
     except KeyError as error:
         raise CacheError(f"shard {path} lacks {error}") from None
     except (OSError, ValueError, TypeError, zlib.error) as error:
@@ -623,21 +631,17 @@ def stored_features(dataset: h5py.Dataset) -> np.ndarray:
 def read_features(path: Path) -> np.ndarray:
     """A schema-2 shard's features alone (what streaming reads, a shard ahead), inflated
     after the file is closed."""
-    try:
+    with shard_errors(path):
         with h5py.File(path, "r") as f:
             raw = raw_features(f["features"])
             if raw is None:
                 return f["features"][()]
         return raw.inflate()
-    except KeyError as error:
-        raise CacheError(f"shard {path} lacks {error}") from None
-    except (OSError, ValueError, TypeError, zlib.error) as error:
-        raise CacheError(f"shard {path} cannot be read: {error}") from None
 
 
 def read_features_into(path: Path, out: np.ndarray) -> None:
     """A schema-2 shard's features, read into `out` (its rows of the whole cache's array)."""
-    try:
+    with shard_errors(path):
         with h5py.File(path, "r") as f:
             stored = f["features"]
             if stored.shape != out.shape or stored.dtype != out.dtype:
@@ -651,10 +655,6 @@ def read_features_into(path: Path, out: np.ndarray) -> None:
                     stored.read_direct(out)
                 return
         raw.inflate(out)
-    except KeyError as error:
-        raise CacheError(f"shard {path} lacks {error}") from None
-    except (OSError, ValueError, TypeError, zlib.error) as error:
-        raise CacheError(f"shard {path} cannot be read: {error}") from None
 
 
 def _join(arrays: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
