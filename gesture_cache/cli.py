@@ -22,6 +22,7 @@ from gesture_cache.config import (
     make_train_config,
 )
 from gesture_cache.errors import GestureCacheError
+from gesture_cache.interrupts import caused_by_interrupt, handled, watching
 
 # TensorFlow, pandas, OpenCV and matplotlib load in seconds, so each command imports the
 # modules it needs when it runs: `--help`, `info` and `verify` start at once.
@@ -739,11 +740,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:  # JAX says at INFO that it looked for a TPU
         logging.getLogger("jax").setLevel(logging.WARNING)
+    with watching():
+        return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
     try:
         code = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
         return code
     except KeyboardInterrupt:
+        handled()
         print("interrupted; finished work is kept", file=sys.stderr)
         return 130
     except BrokenPipeError:
@@ -751,7 +758,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout is pointed at /dev/null so that Python's final flush cannot complain either
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    except GestureCacheError as error:
+    except Exception as error:
+        if caused_by_interrupt(error):  # a library turned the Ctrl-C into its own error
+            handled()
+            print("interrupted; finished work is kept", file=sys.stderr)
+            return 130
+        if not isinstance(error, GestureCacheError):
+            raise
         if args.verbose:
             traceback.print_exc()
         print(f"gesture-cache {args.command}: error: {error}", file=sys.stderr)

@@ -38,6 +38,7 @@ from gesture_cache.config import TrainConfig, reduce_components
 from gesture_cache.errors import ConfigError, RunError
 from gesture_cache.files import inside
 from gesture_cache.integrity import load_verified_cache
+from gesture_cache.interrupts import caused_by_interrupt, handled
 from gesture_cache.model import build_classifier, preset_hparams, trainable_parameters
 from gesture_cache.run import (
     check_run_folder,
@@ -265,10 +266,13 @@ def marked_if_interrupted(run_dir: Path, run_config: dict) -> Iterator[None]:
     """A Ctrl-C that ends a run before it could be evaluated still marks it "interrupted"."""
     try:
         yield
-    except KeyboardInterrupt:
+    except BaseException as error:
+        if not caused_by_interrupt(error):
+            raise
+        handled()
         run_config["status"] = "interrupted"
         save_json(run_dir, "config.json", run_config)
-        raise
+        raise KeyboardInterrupt from None
 
 
 def fit_and_evaluate(
@@ -316,14 +320,17 @@ def fit_and_evaluate(
             shuffle=False,  # the dataset shuffles, from the seed
             verbose=2,
         )
-    except KeyboardInterrupt:
-        interrupted = True
-        log.warning("interrupted: the run folder keeps the best model so far; --resume goes on")
     except OSError as error:  # a full disk or quota while Keras writes its files
         raise RunError(
             f"training stopped: cannot write in {run_dir} ({str(error).splitlines()[0][:200]}); "
             "free some space, then run the same command with --resume"
         ) from None
+    except BaseException as error:
+        if not caused_by_interrupt(error):
+            raise
+        handled()
+        interrupted = True
+        log.warning("interrupted: the run folder keeps the best model so far; --resume goes on")
     # seconds of training, summed over resumes: file times do not survive a copy
     run_config["train_seconds"] = run_config.get("train_seconds", 0.0) + round(
         time.perf_counter() - started, 1

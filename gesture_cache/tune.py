@@ -29,6 +29,7 @@ from gesture_cache.cache import read_manifest
 from gesture_cache.config import TrainConfig, parse_units
 from gesture_cache.errors import ConfigError, GestureCacheError
 from gesture_cache.files import write_json
+from gesture_cache.interrupts import caused_by_interrupt, handled
 from gesture_cache.train import train
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,16 @@ def tune(
             result = train(cache_path, run_dir, suggest(trial, base), callbacks=[pruning])
             if result.interrupted:
                 raise KeyboardInterrupt
-        except (KeyboardInterrupt, GestureCacheError) as error:
+        except BaseException as error:
             # the trial fails (NaN, never ranked) and the search stops; the caller gets the
             # error itself, not a traceback logged by Optuna. train() marks an interrupted
             # run folder itself; one that failed is marked here.
-            if isinstance(error, GestureCacheError) and (run_dir / "config.json").is_file():
+            if caused_by_interrupt(error):
+                handled()
+                error = KeyboardInterrupt()
+            elif not isinstance(error, GestureCacheError):
+                raise
+            elif (run_dir / "config.json").is_file():
                 mark_run(run_dir, "failed")
             stopped.append(error)
             study.stop()
