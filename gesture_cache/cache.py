@@ -552,7 +552,7 @@ def open_cache(path: str | Path, load_features: bool = True, check_hashes: bool 
     dim = feature_dim(manifest)
     features = None
     if direct:  # shards inflate in parallel (zlib releases the GIL), each into its rows
-        features = np.empty((int(starts[-1]), dim), manifest["dtype"])
+        features = aligned_empty((int(starts[-1]), dim), manifest["dtype"])
         paths = [shard_path(folder, shard["file"]) for shard in manifest["shards"]]
         parts = [features[lo:hi] for lo, hi in zip(starts[:-1], starts[1:])]
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
@@ -568,6 +568,19 @@ def open_cache(path: str | Path, load_features: bool = True, check_hashes: bool 
         _join_tables([c.recordings for c in contents]),
         _join_tables([c.segments for c in contents]),
     )
+
+
+ALIGNMENT = 64  # bytes: TensorFlow's CPU kernels need this to use an array's memory as theirs
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: str | np.dtype) -> np.ndarray:
+    """`np.empty` whose data starts on an ALIGNMENT boundary, so that training can wrap the
+    features in a tensor without copying them (`data.shared_tensor`)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    buffer = np.empty(size + ALIGNMENT, np.uint8)
+    skip = -buffer.ctypes.data % ALIGNMENT
+    return buffer[skip : skip + size].view(dtype).reshape(shape)
 
 
 @dataclass

@@ -34,7 +34,7 @@ from sklearn.decomposition import PCA
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from gesture_cache.cache import Cache, read_features, read_shard
+from gesture_cache.cache import ALIGNMENT, Cache, aligned_empty, read_features, read_shard
 from gesture_cache.clips import CLIP_LEN
 from gesture_cache.errors import ConfigError, GestureCacheError
 from gesture_cache.files import atomic_write
@@ -485,49 +485,72 @@ def window_dataset(
     """Batches ((features (B, T, D) float32, mask (B, T) uint8), labels (B,)).
 
     Window positions are drawn in numpy, once per epoch for all samples (new random windows
-    every epoch when shuffling); features are gathered in numpy from `features`, the whole
-    cache's array (never copied into a tensor: TensorFlow's copy of a float16 array took
-    twice its size), or read shard by shard from disk when it is None (over --memory-limit).
-    Masks are 0/1 uint8, which the model casts to bool: Keras' fit under a distribution
-    strategy averages a first batch over the replicas, which it cannot do with bool."""
+    every epoch when shuffling); features are gathered inside tf.data, in parallel, from
+    `features`, the whole cache's array, which the tensor shares (`shared_tensor`); or read
+    shard by shard from disk when it is None (over --memory-limit). Masks are 0/1 uint8,
+    which the model casts to bool: Keras' fit under a distribution strategy averages a first
+    batch over the replicas, which it cannot do with bool."""
     rng = np.random.default_rng(seed)
     T, D = window.clips, cache.feature_dim
     batches = -(-len(samples) // batch_size)
+    if features is None:
+        signature = (
+            (tf.TensorSpec((None, T, D), tf.float32), tf.TensorSpec((None, T), tf.uint8)),
+            tf.TensorSpec((None,), tf.int32),
+        )
+        dataset = tf.data.Dataset.from_generator(
+            lambda: _streamed_batches(cache, samples, y, window, batch_size, shuffle, rng),
+            output_signature=signature,
+        )
+    else:
+        features = shared_tensor(features)
+        signature = (
+            tf.TensorSpec((None, T), tf.int64),
+            tf.TensorSpec((None, T), tf.uint8),
+            tf.TensorSpec((None,), tf.int32),
+        )
 
-    def generator() -> Iterator[tuple]:
-        if features is None:
-            return _streamed_batches(cache, samples, y, window, batch_size, shuffle, rng)
-        return _gathered_batches(features, cache, samples, y, window, batch_size, shuffle, rng)
+        def batches_of(positions: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor):
+            return tf.data.Dataset.from_tensor_slices((positions, mask, labels)).batch(batch_size)
 
-    signature = (
-        (tf.TensorSpec((None, T, D), tf.float32), tf.TensorSpec((None, T), tf.uint8)),
-        tf.TensorSpec((None,), tf.int32),
-    )
-    dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
+        def gather(positions: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor) -> tuple:
+            return (tf.cast(tf.gather(features, positions), tf.float32), mask), labels
+
+        dataset = tf.data.Dataset.from_generator(
+            lambda: _epoch_windows(cache, samples, y, window, shuffle, rng),
+            output_signature=signature,
+        )
+        dataset = dataset.flat_map(batches_of).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))  # Keras' steps
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _gathered_batches(
-    features: np.ndarray,
+def shared_tensor(features: np.ndarray) -> tf.Tensor:
+    """A tensor over the features' own memory, through DLPack: `tf.constant` copied them
+    (twice their size for float16). TensorFlow's kernels abort the process on an unaligned
+    buffer, so an array not allocated by `cache.aligned_empty` is copied into one first."""
+    if features.ctypes.data % ALIGNMENT or not features.flags.c_contiguous:
+        aligned = aligned_empty(features.shape, features.dtype)
+        aligned[...] = features
+        features = aligned
+    return tf.experimental.dlpack.from_dlpack(features.__dlpack__())
+
+
+def _epoch_windows(
     cache: Cache,
     samples: Samples,
     y: np.ndarray,
     window: Window,
-    batch_size: int,
     shuffle: bool,
     rng: np.random.Generator,
 ) -> Iterator[tuple]:
-    """One epoch's windows for every sample (in shuffled order), drawn in one vectorised
-    call, then gathered from the features batch by batch."""
+    """One epoch's windows for every sample at once (in shuffled order): drawn in one
+    vectorised call per epoch, batched and gathered inside tf.data."""
     order = rng.permutation(len(samples)) if shuffle else np.arange(len(samples))
     positions, mask = batch_windows(
         samples.take(order), cache.clip_valid, window, rng if shuffle else None
     )
-    labels, mask = y[order].astype(np.int32), mask.astype(np.uint8)
-    for first in range(0, len(order), batch_size):
-        rows = slice(first, first + batch_size)
-        yield (features[positions[rows]].astype(np.float32), mask[rows]), labels[rows]
+    yield positions, mask.astype(np.uint8), y[order].astype(np.int32)
 
 
 def _streamed_batches(

@@ -126,6 +126,26 @@ def test_the_in_memory_path_holds_the_features_once(many_shards):
     np.testing.assert_array_equal(prepared.features, np.concatenate(stored))
 
 
+def test_the_tensor_training_gathers_from_shares_the_cache_array(many_shards):
+    """tf.data gathers from a tensor over the cache's own memory: a change to the array shows
+    in the tensor (a copy would not), and an unaligned array is copied rather than crashing
+    TensorFlow's kernels."""
+    import tensorflow as tf
+
+    features = open_cache(many_shards).features
+    tensor = data.shared_tensor(features)
+    positions = tf.constant([[0, 5], [9, 3]], tf.int64)
+    np.testing.assert_array_equal(tf.gather(tensor, positions).numpy(), features[[[0, 5], [9, 3]]])
+    features[5, :3] = [1.5, -2.0, 7.0]
+    np.testing.assert_array_equal(tensor.numpy()[5, :3], [1.5, -2.0, 7.0])
+
+    unaligned = np.frombuffer(b"  " + features.tobytes(), np.uint8)[2:].view(features.dtype)
+    unaligned = unaligned.reshape(features.shape)
+    assert unaligned.ctypes.data % 64
+    copied = data.shared_tensor(unaligned)
+    np.testing.assert_array_equal(tf.gather(copied, positions).numpy(), features[[[0, 5], [9, 3]]])
+
+
 def test_features_read_raw_are_what_h5py_reads_and_damage_is_caught(many_shards):
     """Shards' features are inflated with zlib outside h5py (so threads read in parallel):
     the same arrays as h5py's, and a damaged chunk is an error naming the shard."""
