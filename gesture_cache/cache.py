@@ -315,9 +315,13 @@ def _read_v1(f: h5py.File, features: bool) -> ShardContent:
     )
 
 
-def shard_image(recordings: list[CachedRecording], manifest: dict, software: dict) -> bytes:
+def shard_image(
+    recordings: list[CachedRecording], manifest: dict, software: dict, compression: str = "gzip"
+) -> bytes:
     """A schema-2 shard as bytes: built in memory, so that a full disk fails a plain write
-    (with a message) instead of failing inside HDF5."""
+    (with a message) instead of failing inside HDF5. `compression` "gzip" stores the features
+    in about 0.4-0.8 of their size (0.4 for fc7 with 70 % zeros), "none" reads them about 10x
+    faster: what streaming a cache larger than memory needs on few cores."""
     features = np.concatenate([r.features for r in recordings]).astype(manifest["dtype"])
     counts = np.array([len(r.features) for r in recordings], np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -333,8 +337,8 @@ def shard_image(recordings: list[CachedRecording], manifest: dict, software: dic
             "features",
             data=features,
             chunks=(min(len(features), 64), features.shape[1]),
-            compression="gzip",
-            compression_opts=4,
+            compression="gzip" if compression == "gzip" else None,
+            compression_opts=4 if compression == "gzip" else None,
             fletcher32=True,
         )
         f.create_dataset("clip_start", data=np.concatenate([r.clip_start for r in recordings]))

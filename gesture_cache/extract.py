@@ -82,7 +82,14 @@ def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig)
     summary = ExtractSummary(setup_seconds=time.perf_counter() - started)
     files, software = extractor_files(config), software_versions(config.backend)
     with CacheWriter(
-        out, extractor.spec, extractor.feature_dim, config.dtype, config.shard_size, files, software
+        out,
+        extractor.spec,
+        extractor.feature_dim,
+        config.dtype,
+        config.shard_size,
+        files,
+        software,
+        config.compression,
     ) as writer:
         jobs = plan(rows, writer, config, summary)
         pipeline_started = time.perf_counter()

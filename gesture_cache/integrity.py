@@ -229,8 +229,9 @@ def verified_manifest(path: str | Path, trust_stamp: bool = False) -> dict:
     return read_manifest(path, check_hashes=False)
 
 
-def merge_caches(sources: list[str | Path], out: str | Path) -> dict:
-    """Combine caches built with the same extractor (e.g. `--num-shards` parts) into `out`.
+def merge_caches(sources: list[str | Path], out: str | Path, compression: str = "gzip") -> dict:
+    """Combine caches built with the same extractor (e.g. `--num-shards` parts) into `out`
+    (one cache given: a copy, e.g. stored with another `compression`).
 
     Every source is verified and every recording id checked before anything is written; the
     merged cache is built in a temporary folder beside `out` and renamed at the end, so a
@@ -271,6 +272,7 @@ def merge_caches(sources: list[str | Path], out: str | Path) -> dict:
             shard_size=10**9,
             files=first.get("files", {}),
             software=first.get("created_by", {}),
+            compression=compression,
         )
         with writer:
             for source, manifest in zip(sources, manifests):

@@ -34,7 +34,8 @@ from gesture_cache.cache import (
     shard_image,
     shard_path,
 )
-from gesture_cache.errors import CacheError, GestureCacheError
+from gesture_cache.config import COMPRESSIONS
+from gesture_cache.errors import CacheError, ConfigError, GestureCacheError
 from gesture_cache.files import atomic_write, file_sha256, write_json
 from gesture_cache.interrupts import caused_by_interrupt, handled
 
@@ -79,7 +80,13 @@ class CacheWriter:
         shard_size: int,
         files: dict | None = None,
         software: dict | None = None,
+        compression: str = "gzip",
     ):
+        if compression not in COMPRESSIONS:
+            raise ConfigError(
+                f"--compression {compression!r}: use one of {', '.join(COMPRESSIONS)}"
+            )
+        self.compression = compression
         self.folder = Path(folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -234,7 +241,7 @@ class CacheWriter:
         if not self.pending:
             return
         name = self._next_shard_name()
-        image = shard_image(self.pending, self.manifest, self.software)
+        image = shard_image(self.pending, self.manifest, self.software, self.compression)
         sha256 = _atomic(self.folder / name, image)
         self._list_shard(
             name,

@@ -159,3 +159,21 @@ def test_features_read_raw_are_what_h5py_reads_and_damage_is_caught(many_shards)
     shard.write_bytes(bytes(content))
     with pytest.raises(CacheError, match=f"shard {shard} cannot be read"):
         read_features(shard)
+
+
+def test_a_copy_without_compression_holds_the_same_features_and_verifies(many_shards, tmp_path):
+    """`merge --compression none` of one cache: larger shards with the same features, which
+    verify, load and stream like gzip ones."""
+    plain = tmp_path / "plain"
+    assert main(["merge", str(many_shards), "--out", str(plain), "--compression", "none"]) == 0
+    shard = plain / read_manifest(plain)["shards"][0]["file"]
+    with h5py.File(shard) as f:
+        assert f["features"].compression is None
+    assert main(["verify", str(plain)]) == 0
+    np.testing.assert_array_equal(open_cache(plain).features, open_cache(many_shards).features)
+    np.testing.assert_array_equal(
+        read_features(shard), open_cache(plain).features[: len(read_features(shard))]
+    )
+    assert (
+        main(["merge", str(many_shards), "--out", str(tmp_path / "x"), "--compression", "lz4"]) == 2
+    )
