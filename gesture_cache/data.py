@@ -516,8 +516,9 @@ def window_dataset(
         def gather(positions: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor) -> tuple:
             return (tf.cast(tf.gather(features, positions), tf.float32), mask), labels
 
+        clip_valid = cache.clip_valid  # not the cache: tf.data never frees what a generator holds
         dataset = tf.data.Dataset.from_generator(
-            lambda: _epoch_windows(cache, samples, y, window, shuffle, rng),
+            lambda: _epoch_windows(clip_valid, samples, y, window, shuffle, rng),
             output_signature=signature,
         )
         dataset = dataset.flat_map(batches_of).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
@@ -537,7 +538,7 @@ def shared_tensor(features: np.ndarray) -> tf.Tensor:
 
 
 def _epoch_windows(
-    cache: Cache,
+    clip_valid: np.ndarray,
     samples: Samples,
     y: np.ndarray,
     window: Window,
@@ -548,7 +549,7 @@ def _epoch_windows(
     vectorised call per epoch, batched and gathered inside tf.data."""
     order = rng.permutation(len(samples)) if shuffle else np.arange(len(samples))
     positions, mask = batch_windows(
-        samples.take(order), cache.clip_valid, window, rng if shuffle else None
+        samples.take(order), clip_valid, window, rng if shuffle else None
     )
     yield positions, mask.astype(np.uint8), y[order].astype(np.int32)
 
