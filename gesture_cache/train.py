@@ -275,6 +275,14 @@ def marked_if_interrupted(run_dir: Path, run_config: dict) -> Iterator[None]:
         raise KeyboardInterrupt from None
 
 
+def holds_validation(prepared: TrainingData, samples: int, memory_limit_mb: float) -> bool:
+    """Whether a streamed run keeps the validation windows in memory after the first epoch,
+    so that later epochs read every shard once rather than twice (training's pass and
+    validation's): when they take at most half of --memory-limit."""
+    window_mb = prepared.window.clips * prepared.cache.feature_dim * 4 / 2**20
+    return prepared.features is None and samples * window_mb <= memory_limit_mb / 2
+
+
 def fit_and_evaluate(
     run_dir: Path,
     prepared: TrainingData,
@@ -294,6 +302,8 @@ def fit_and_evaluate(
         for name in SPLITS
         if len(rows[name])
     }
+    if "val" in datasets and holds_validation(prepared, len(rows["val"]), config.memory_limit_mb):
+        datasets["val"] = datasets["val"].cache()
     with strategy.scope():
         model = compiled_classifier(prepared, rows["train"], config)
     log.info(

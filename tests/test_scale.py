@@ -146,6 +146,59 @@ def test_the_tensor_training_gathers_from_shares_the_cache_array(many_shards):
     np.testing.assert_array_equal(tf.gather(copied, positions).numpy(), features[[[0, 5], [9, 3]]])
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_streamed_batches_are_the_in_memory_batches_across_shards(many_shards, shuffle):
+    """Streaming gathers each shard's windows inside tf.data: unshuffled, it yields the
+    in-memory path's batches in the same order; shuffled, the same windows. Every batch is
+    full but the last, though batches straddle shards (one recording a shard, batch 3)."""
+    cache = open_cache(many_shards)
+    lazy = open_cache(many_shards, load_features=False)
+    samples = data.cache_samples(cache)
+    y = np.arange(len(samples), dtype=np.int32)
+    window = data.Window(3)
+
+    def batches(dataset):
+        return [(f.numpy(), m.numpy(), c.numpy()) for (f, m), c in dataset]
+
+    memory = batches(data.window_dataset(cache, cache.features, samples, y, window, 3, False, 0))
+    streamed = batches(data.window_dataset(lazy, None, samples, y, window, 3, shuffle, 0))
+    full, rest = divmod(len(samples), 3)
+    assert len(samples) > 40 and rest  # more samples than shards, and a partial last batch
+    assert [len(c) for *_, c in streamed] == [3] * full + [rest]
+    if not shuffle:
+        for (f, m, c), (g, n, d) in zip(memory, streamed, strict=True):
+            np.testing.assert_array_equal(c, d)
+            np.testing.assert_array_equal(m, n)
+            np.testing.assert_array_equal(f, g)
+    else:  # a window is known by its sample's label
+        features = {int(c): (f, m) for fs, ms, cs in memory for f, m, c in zip(fs, ms, cs)}
+        labels = np.concatenate([c for *_, c in streamed])
+        assert sorted(labels.tolist()) == list(range(len(samples)))
+        assert labels.tolist() != sorted(labels.tolist())
+        for fs, ms, cs in streamed:
+            for f, m, c in zip(fs, ms, cs):
+                np.testing.assert_array_equal(m, features[int(c)][1])
+                assert np.isin(f[m == 1], cache.features[samples.lo[c] : samples.hi[c]]).all()
+
+
+def test_a_streamed_dataset_used_and_dropped_frees_the_cache(many_shards):
+    """tf.data keeps every generator for the process' life: the streamed one must hold the
+    shards' paths, not the cache's tables (or each `tune` trial would keep them)."""
+    import gc
+    import weakref
+
+    cache = open_cache(many_shards, load_features=False)
+    samples = data.cache_samples(cache)
+    y = np.zeros(len(samples), np.int32)
+    dataset = data.window_dataset(cache, None, samples, y, data.Window(3), 4, True, 0)
+    for _ in dataset.take(2):
+        pass
+    held = [weakref.ref(cache.recordings["recording_id"]), weakref.ref(cache.clip_start)]
+    del cache, dataset
+    gc.collect()
+    assert [ref() for ref in held] == [None, None]
+
+
 def test_features_read_raw_are_what_h5py_reads_and_damage_is_caught(many_shards):
     """Shards' features are inflated with zlib outside h5py (so threads read in parallel):
     the same arrays as h5py's, and a damaged chunk is an error naming the shard."""

@@ -94,6 +94,38 @@ def test_streaming_from_disk_trains_too(demo, tmp_path, caplog):
     assert result.metrics["accuracy"] >= 0.75
 
 
+def test_a_streamed_run_reads_the_validation_shards_once(demo, tmp_path, monkeypatch):
+    """Streamed, validation's windows are kept after the first epoch when they fit in half of
+    --memory-limit: later epochs read the shards for training only, and nothing else changes."""
+    from gesture_cache import data
+    from gesture_cache import train as training
+
+    reads = []
+    read_features = data.read_features
+    monkeypatch.setattr(
+        data, "read_features", lambda path: reads.append(path) or read_features(path)
+    )
+
+    class Reads(keras.callbacks.Callback):  # those of fit: not standardisation's or the test's
+        def on_train_begin(self, logs=None):
+            reads.clear()
+
+        def on_train_end(self, logs=None):
+            self.count = len(reads)
+
+    config = TrainConfig(memory_limit_mb=100, epochs=3, patience=3)
+    counted = {}
+    for held in (True, False):
+        if not held:
+            monkeypatch.setattr(training, "holds_validation", lambda *args: False)
+        callback = Reads()
+        train(demo.cache, tmp_path / str(held), config, callbacks=[callback])
+        counted[held] = callback.count
+    assert counted[True] < counted[False] and (counted[False] - counted[True]) % 2 == 0
+    history = [pd.read_csv(tmp_path / str(held) / "history.csv") for held in (True, False)]
+    pd.testing.assert_frame_equal(history[0], history[1])
+
+
 def test_config_file_then_flags(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('preset = "reference"\nunits = [128, 32]\nlr = 0.01\nepochs = 7\n')
