@@ -23,7 +23,7 @@ from gesture_cache.config import (
     make_train_config,
 )
 from gesture_cache.errors import GestureCacheError
-from gesture_cache.interrupts import caused_by_interrupt, handled, watching
+from gesture_cache.interrupts import acted_on, handled, watching
 
 # TensorFlow, pandas, OpenCV and matplotlib load in seconds, so each command imports the
 # modules it needs when it runs: `--help`, `info` and `verify` start at once.
@@ -606,7 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="memory_limit_mb",
         type=finite_float,
         metavar="MB",
-        help="stream the cache from disk when it is larger (4096)",
+        help="stream the cache from disk when it is larger (half this machine's memory); "
+        "0 always streams",
     )
     p.set_defaults(handler=cmd_train)
 
@@ -772,8 +773,7 @@ def run_command(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
     except Exception as error:
-        if caused_by_interrupt(error):  # a library turned the Ctrl-C into its own error
-            handled()
+        if acted_on(error):  # a library turned the Ctrl-C into its own error
             print("interrupted; finished work is kept", file=sys.stderr)
             return 130
         if not isinstance(error, GestureCacheError):

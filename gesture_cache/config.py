@@ -114,7 +114,7 @@ class TrainConfig:
     class_weight: bool = False
     seed: int = 0
     normalize: bool = True
-    memory_limit_mb: float = 4096.0
+    memory_limit_mb: float | None = None  # None: half this machine's memory
     window_clips: int = 8
     window_step: int | None = None  # None: spread the window over the sample
     window_sampling: str = "uniform"  # uniform | center | random (new placement each epoch)
@@ -130,7 +130,7 @@ class TrainConfig:
         fractions = ("lr", "test_size", "val_size", "memory_limit_mb", "dropout")
         for name in (*whole, *fractions):
             value = getattr(self, name)
-            if value is None and name in ("dense", "dropout", "window_step"):
+            if value is None and name in ("dense", "dropout", "window_step", "memory_limit_mb"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"setting {name} = {value!r}: expected a number")

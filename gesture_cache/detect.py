@@ -35,7 +35,7 @@ import pandas as pd
 from gesture_cache.clips import CLIP_LEN, stream_clips
 from gesture_cache.config import DetectSettings
 from gesture_cache.errors import ConfigError, RunError
-from gesture_cache.interrupts import caused_by_interrupt, handled
+from gesture_cache.interrupts import acted_on
 from gesture_cache.trained import Trained, load_trained
 from gesture_cache.video import Frames, prepare_frame, read_capture
 from gesture_cache.windows import Window, windows
@@ -440,9 +440,8 @@ def detect_live(
             starts.append(start)
             classify(final=False)
     except BaseException as error:
-        if not caused_by_interrupt(error):
+        if not acted_on(error):
             raise
-        handled()
         interrupted = True
         log.warning("interrupted: keeping the events found so far")
     finally:

@@ -86,6 +86,15 @@ def caused_by_interrupt(error: BaseException) -> bool:
     return isinstance(error, KeyboardInterrupt) or _received.is_set()
 
 
+def acted_on(error: BaseException) -> bool:
+    """Whether `error` is the user's Ctrl-C (`caused_by_interrupt`), which the caller then
+    acts on: if so, it is `handled` here, so that no caller forgets to say so."""
+    if not caused_by_interrupt(error):
+        return False
+    handled()
+    return True
+
+
 def handled() -> None:
     """The pending Ctrl-C has reached code that acts on it: stop raising it again, so that
     what that code still does (saving the best model, closing a shard) is not cut short."""

@@ -29,7 +29,7 @@ from gesture_cache.cache import read_manifest
 from gesture_cache.config import TrainConfig, parse_units
 from gesture_cache.errors import ConfigError, GestureCacheError
 from gesture_cache.files import write_json
-from gesture_cache.interrupts import caused_by_interrupt, handled
+from gesture_cache.interrupts import acted_on
 from gesture_cache.train import train
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,7 @@ def tune(
             # the trial fails (NaN, never ranked) and the search stops; the caller gets the
             # error itself, not a traceback logged by Optuna. train() marks an interrupted
             # run folder itself; one that failed is marked here.
-            if caused_by_interrupt(error):
-                handled()
+            if acted_on(error):
                 error = KeyboardInterrupt()
             elif not isinstance(error, GestureCacheError):
                 raise

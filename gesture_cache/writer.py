@@ -37,7 +37,7 @@ from gesture_cache.cache import (
 from gesture_cache.config import COMPRESSIONS
 from gesture_cache.errors import CacheError, ConfigError, GestureCacheError
 from gesture_cache.files import atomic_write, file_sha256, write_json
-from gesture_cache.interrupts import caused_by_interrupt, handled
+from gesture_cache.interrupts import acted_on
 
 LOCK = ".lock"
 OWN_TEMPORARY = re.compile(
@@ -314,9 +314,8 @@ class CacheWriter:
     def __exit__(self, *exc_info: object) -> None:
         if exc_info[0] is None:
             self.close()
-        elif caused_by_interrupt(exc_info[1]):
+        elif acted_on(exc_info[1]):
             # Ctrl-C may have landed inside a flush: trust the disk, then keep what is done.
-            handled()
             self._resync()
             self.close()
         else:
