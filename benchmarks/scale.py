@@ -12,8 +12,8 @@ recordings a shard). `--quick` writes 10,000. Printed, each with its limit:
   standardisation statistics that a second run reuses; also on the uncompressed copy), and
   the second (warm) epoch's seconds, in memory and streamed (streamed >= 0.8 of in memory),
   streamed both from the gzip shards and from an uncompressed copy (`merge --compression
-  none`), under a --memory-limit of 0.9 of the features' size (as Jester's 4.85 GB stream
-  under the default 4,096 MB);
+  none`), under a --memory-limit of 0.9 of the features' size (the streamed runs hold
+  validation's windows after the first epoch);
 - the in-memory path's peak memory at half and at the whole cache: the slope in bytes of
   memory per byte of features (limit 1.25);
 - one epoch from the cache against the same model fed the same windows as tensors (limit
