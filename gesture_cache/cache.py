@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 from h5py._objects import phil
+from isal import isal_zlib
 
 from gesture_cache.errors import CacheError, GestureCacheError
 from gesture_cache.files import file_sha256, inside, read_json
@@ -260,7 +260,7 @@ def shard_errors(path: Path) -> Iterator[None]:
         yield
     except KeyError as error:
         raise CacheError(f"shard {path} lacks {error}") from None
-    except (OSError, ValueError, TypeError, zlib.error) as error:
+    except (OSError, ValueError, TypeError, isal_zlib.error) as error:
         raise CacheError(f"shard {path} cannot be read: {error}") from None
 
 
@@ -555,7 +555,7 @@ def open_cache(path: str | Path, load_features: bool = True, check_hashes: bool 
         content.recordings["clip_offset"] = content.recordings["clip_offset"] + start
     dim = feature_dim(manifest)
     features = None
-    if direct:  # shards inflate in parallel (zlib releases the GIL), each into its rows
+    if direct:  # shards inflate in parallel (ISA-L releases the GIL), each into its rows
         features = aligned_empty((int(starts[-1]), dim), manifest["dtype"])
         paths = [shard_path(folder, shard["file"]) for shard in manifest["shards"]]
         parts = [features[lo:hi] for lo, hi in zip(starts[:-1], starts[1:])]
@@ -597,11 +597,13 @@ class RawFeatures:
     chunks: list[bytes]  # each a zlib stream (its own adler32 checks what it inflates to)
 
     def inflate(self, out: np.ndarray | None = None) -> np.ndarray:
-        """zlib releases the GIL while it inflates, so threads do this in parallel."""
+        """ISA-L's inflate (`isal`, zlib's format and adler32 check): 1.6x zlib's speed
+        here (27 vs 43 ms for an 8 MB shard), and it releases the GIL, so threads inflate in
+        parallel."""
         out = np.empty(self.shape, self.dtype) if out is None else out
         for i, raw in enumerate(self.chunks):
             first = i * self.rows
-            chunk = np.frombuffer(zlib.decompress(raw), self.dtype).reshape(self.rows, -1)
+            chunk = np.frombuffer(isal_zlib.decompress(raw), self.dtype).reshape(self.rows, -1)
             out[first : first + self.rows] = chunk[: len(out) - first]  # the last is padded
         return out
 
@@ -610,9 +612,9 @@ def raw_features(dataset: h5py.Dataset) -> RawFeatures | None:
     """The chunks of a features dataset as the writer makes them (gzip, then HDF5's
     fletcher32 checksum, whole rows a chunk), or None for any other layout (read it with
     h5py). h5py's own filter pipeline holds the GIL while it inflates; reading the chunks
-    raw and inflating them with zlib lets threads read shards in parallel (verify on every
+    raw and inflating them with ISA-L lets threads read shards in parallel (verify on every
     core, streaming a shard ahead while the model trains): measured 2x on 2 cores. The
-    fletcher32 sum of the compressed bytes is dropped, not checked: zlib checks each chunk
+    fletcher32 sum of the compressed bytes is dropped, not checked: inflate checks each chunk
     by the adler32 of what it inflates to, and `verify` hashes every shard whole."""
     rows = dataset.chunks[0] if dataset.chunks else 0
     plain = (

@@ -640,7 +640,7 @@ def _runs(values: np.ndarray) -> tuple[np.ndarray, list[slice]]:
 
 
 # Shards inflated at once, and read ahead of the one in use: inflating a gzip shard costs
-# about as much as training on it, and zlib releases the GIL (measured, 2 cores, 30,000
+# about as much as training on it, and inflating releases the GIL (measured, 2 cores, 30,000
 # recordings: a streamed epoch 23.4 s with one reader, 15.8 s with two, 20.8 s with three).
 READERS = min(4, os.cpu_count() or 1)
 READ_AHEAD = 2 * READERS
