@@ -336,7 +336,8 @@ def _split(
         splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
         keep, take = next(splitter.split(indices, labels, groups))
     except ValueError as error:  # too few samples (or groups) of some class to stratify
-        log.warning("split cannot be stratified (%s); drawing it unstratified", error)
+        # the message, not the error: a handler that keeps records would keep its traceback
+        log.warning("split cannot be stratified (%s); drawing it unstratified", str(error))
         if groups is None:
             return train_test_split(indices, test_size=fraction, random_state=seed)
         try:
@@ -433,7 +434,7 @@ def training_standardisation(cache: Cache, samples: Samples) -> tuple[np.ndarray
         path.parent.mkdir(exist_ok=True)
         atomic_write(path, buffer.getvalue())
     except (OSError, GestureCacheError) as error:  # a read-only cache: computed each time
-        log.debug("standardisation statistics not kept: %s", error)
+        log.debug("standardisation statistics not kept: %s", str(error))
     return mean, variance
 
 

@@ -192,7 +192,7 @@ def record_verified(folder: Path, manifest: dict) -> None:
     try:
         atomic_write(folder / VERIFIED, json.dumps(stamp, indent=1).encode())
     except GestureCacheError as error:
-        log.debug("no verification stamp: %s", error)
+        log.debug("no verification stamp: %s", str(error))
 
 
 def last_verified(path: str | Path, manifest: dict) -> str | None:

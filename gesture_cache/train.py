@@ -12,6 +12,8 @@ RUN/learning_curves.png, RUN/confusion_matrix.png
 
 from __future__ import annotations
 
+import functools
+import gc
 import logging
 import os
 import time
@@ -110,6 +112,24 @@ def training_data(cache_path: str | Path, config: TrainConfig) -> TrainingData:
     return TrainingData(cache, samples, classes, y, window, cache.features)
 
 
+def cache_freed(function):
+    """Collect garbage once `function` has returned: Keras models hold reference cycles,
+    and through them the tf.data gather function and its tensor over the cache's features,
+    so without a collection those features outlived the call until Python's cyclic garbage
+    collector next ran (measured: `tune` held two Jester-size caches, 10.8 GB, at its second
+    trial)."""
+
+    @functools.wraps(function)
+    def collected(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            gc.collect()
+
+    return collected
+
+
+@cache_freed
 def train(
     cache_path: str | Path,
     run_dir: str | Path,
@@ -241,6 +261,7 @@ def memory_limit_mb(config: TrainConfig) -> float:
     return physical_memory_mb() / 2 if config.memory_limit_mb is None else config.memory_limit_mb
 
 
+@cache_freed
 def resume(
     run_dir: str | Path, cache_path: str | Path | None = None, overrides: dict | None = None
 ) -> TrainResult:

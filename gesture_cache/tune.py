@@ -203,7 +203,7 @@ class RetryLostTrial(RetryHeartbeatStaleTrialCallback):
             try:
                 mark_run(Path(run), "lost")
             except (OSError, ValueError) as error:  # half-written by the dead worker
-                log.warning("trial %d's run folder %s: %s", trial.number, run, error)
+                log.warning("trial %d's run folder %s: %s", trial.number, run, str(error))
         super().__call__(study, trial)
 
 

@@ -126,6 +126,25 @@ def test_a_streamed_run_reads_the_validation_shards_once(demo, tmp_path, monkeyp
     pd.testing.assert_frame_equal(history[0], history[1])
 
 
+def test_train_returns_with_the_cache_features_freed(small_cache, tmp_path, monkeypatch):
+    """The features live in a reference cycle (Keras' model, the tf.data gather function,
+    its tensor over them): without a collection at the end of train(), each run in one
+    process (`tune`'s trials, a notebook's loop) kept its cache until the collector ran."""
+    import weakref
+
+    from gesture_cache import data
+
+    held = []
+    shared_tensor = data.shared_tensor
+    monkeypatch.setattr(
+        data,
+        "shared_tensor",
+        lambda features: held.append(weakref.ref(features)) or shared_tensor(features),
+    )
+    train(small_cache, tmp_path / "run", TrainConfig(epochs=1, units=(4,), dense=0))
+    assert held and all(ref() is None for ref in held)
+
+
 def test_config_file_then_flags(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('preset = "reference"\nunits = [128, 32]\nlr = 0.01\nepochs = 7\n')
