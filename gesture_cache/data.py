@@ -23,7 +23,7 @@ import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,16 +86,7 @@ class Samples:
         """The samples without their text columns: what drawing windows needs, and what a
         tf.data generator may hold (tf.data keeps every generator for the process' life;
         the text columns are about 60 MB at Jester's size)."""
-        text = dict.fromkeys(("ids", "labels", "groups", "recordings", "contents"))
-        return Samples(
-            **text,
-            lo=self.lo,
-            hi=self.hi,
-            rec_lo=self.rec_lo,
-            rec_hi=self.rec_hi,
-            shard=self.shard,
-            fixed=self.fixed,
-        )
+        return replace(self, ids=None, labels=None, groups=None, recordings=None, contents=None)
 
 
 def cache_samples(
