@@ -94,13 +94,19 @@ def frame_count(folder: Path, result: Imported) -> int:
     if not folder.is_dir():
         return 0
     images = sorted(
-        (p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key
+        (p.name for p in visible(folder) if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key
     )
     numbers = [int(m.group(1)) for n in images if (m := re.search(r"(\d+)\D*$", n))]
     if numbers and numbers[-1] - numbers[0] + 1 != len(numbers):
         missing = numbers[-1] - numbers[0] + 1 - len(numbers)
         result.gaps.append(f"{folder}: {missing} frame numbers missing between its images")
     return len(images)
+
+
+def text_lines(path: Path) -> list[str]:
+    """A list file's lines; a byte-order mark (a file saved by Excel or Notepad) is dropped,
+    not read as part of the first label or id."""
+    return path.read_text(encoding="utf-8-sig").splitlines()
 
 
 def annotation(root: Path, name: str) -> Path:
@@ -112,12 +118,13 @@ def annotation(root: Path, name: str) -> Path:
 
 def jester(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
     labels_path = annotation(root, "jester-v1-labels.csv")
-    labels = {line.strip() for line in labels_path.read_text().splitlines() if line.strip()}
+    labels = {line.strip() for line in text_lines(labels_path) if line.strip()}
     frames = root / "20bn-jester-v1"
     rows, unlabelled = [], []
+    listed: dict[str, str] = {}  # id -> where it was first listed
     for name, split in (("jester-v1-train.csv", "train"), ("jester-v1-validation.csv", "val")):
         path = annotation(root, name)
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+        for number, line in enumerate(text_lines(path), start=1):
             if not line.strip():
                 continue
             where = f"{name} line {number}"
@@ -126,6 +133,10 @@ def jester(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
                 result.skipped.append(f"{where}: expected id;label, got {line!r}")
                 continue
             video, label = parts[0].strip(), parts[1].strip()
+            if video in listed:
+                result.skipped.append(f"{where}: id {video} is already listed at {listed[video]}")
+                continue
+            listed[video] = where
             if label not in labels:
                 result.skipped.append(f"{where}: label {label!r} is not in {labels_path.name}")
                 continue
@@ -144,10 +155,16 @@ def jester(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
             )
     test = root / "jester-v1-test.csv"
     if test.is_file():
-        for number, line in enumerate(test.read_text().splitlines(), start=1):
+        for number, line in enumerate(text_lines(test), start=1):
             video = line.split(";")[0].strip()
             if not video:
                 continue
+            if video in listed:
+                result.skipped.append(
+                    f"{test.name} line {number}: id {video} is already listed at {listed[video]}"
+                )
+                continue
+            listed[video] = f"{test.name} line {number}"
             if not frame_count(frames / video, result):
                 result.skipped.append(f"{test.name} line {number}: id {video} has no frames")
                 continue
@@ -169,7 +186,7 @@ def ipn(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
     counts: dict[str, int] = {}
     for name, split in (("Annot_TrainList.txt", "train"), ("Annot_TestList.txt", "test")):
         path = annotation(root, name)
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             lines = list(csv.reader(f))
         for number, fields_ in enumerate(lines, start=1):
             if not fields_ or not "".join(fields_).strip():
@@ -219,15 +236,15 @@ def ipn(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
 
 
 def folders(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
-    top = sorted(p for p in root.iterdir() if p.is_dir())
+    top = sorted(p for p in visible(root) if p.is_dir())
     split_level = bool(top) and all(p.name.lower() in SPLIT_FOLDERS for p in top)
     parts = [(p, SPLIT_FOLDERS[p.name.lower()]) for p in top] if split_level else [(root, "")]
     rows = []
     for base, split in parts:
-        for loose in sorted(p for p in base.iterdir() if not p.is_dir()):
+        for loose in sorted(p for p in visible(base) if not p.is_dir()):
             result.skipped.append(f"{loose.relative_to(root).as_posix()}: not in a label folder")
-        for label_folder in sorted(p for p in base.iterdir() if p.is_dir()):
-            for entry in sorted(label_folder.iterdir(), key=lambda p: natural_key(p.name)):
+        for label_folder in sorted(p for p in visible(base) if p.is_dir()):
+            for entry in sorted(visible(label_folder), key=lambda p: natural_key(p.name)):
                 relative = entry.relative_to(root).as_posix()
                 if entry.is_dir():
                     if not frame_count(entry, result):
@@ -250,3 +267,9 @@ def folders(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
         for row in rows:
             del row["split"]
     return rows, []
+
+
+def visible(folder: Path) -> list[Path]:
+    """A folder's entries but hidden ones (`.DS_Store`, `.ipynb_checkpoints`, `._clip.mp4`):
+    what a file manager or Jupyter leaves behind is neither a label nor a video."""
+    return [p for p in folder.iterdir() if not p.name.startswith(".")]

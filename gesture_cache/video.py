@@ -182,7 +182,13 @@ def natural_key(name: str) -> list:
 
 
 def folder_images(folder: Path) -> list[Path]:
-    images = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    """A frame folder's images in natural order; hidden files (macOS' `._00001.jpg`, left on
+    drives it wrote, are not images) are not frames."""
+    images = [
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+    ]
     if not images:
         raise VideoError(
             "no_frames", f"{folder}: a folder, but holds no {'/'.join(IMAGE_SUFFIXES)} image"

@@ -93,6 +93,29 @@ def test_a_jester_tree_without_its_lists_is_refused(jester, tmp_path, capsys):
     assert not (tmp_path / "m.csv").exists()
 
 
+def test_jester_lists_saved_by_windows_tools_and_ids_listed_twice(jester, tmp_path, capsys):
+    """A byte-order mark and CRLF line ends (Excel, Notepad) change no label; an id in two
+    lists is used where it is first listed, and the second listing is reported."""
+    labels = "\ufeffSwiping Left\r\nSwiping Right\r\nNo gesture\r\n"
+    (jester / "jester-v1-labels.csv").write_bytes(labels.encode())
+    (jester / "jester-v1-validation.csv").write_bytes(
+        "\ufeff10;Swiping Left\r\n11;Swiping Right\r\n1;Swiping Left\r\n".encode()
+    )
+    (jester / "jester-v1-test.csv").write_text("20\n2\n")
+    meta = tmp_path / "jester.csv"
+    assert main(["import", "jester", str(jester), "--out", str(meta)]) == 0
+    out = capsys.readouterr().out
+    assert "validation.csv line 3: id 1 is already listed at jester-v1-train.csv line 1" in out
+    assert "jester-v1-test.csv line 2: id 2 is already listed at jester-v1-train.csv line 2" in out
+    assert "label 'Swiping Left'" not in out and "label '\ufeff" not in out
+    table = pd.read_csv(meta, dtype=str, keep_default_na=False)
+    assert list(table["dataset_id"]) == ["1", "2", "3", "4", "10", "11"]
+    assert list(table["split"]) == ["train"] * 4 + ["val"] * 2
+    assert list(pd.read_csv(meta.with_name("jester_unlabelled.csv"), dtype=str)["dataset_id"]) == [
+        "20"
+    ]
+
+
 @pytest.fixture
 def ipn(tmp_path) -> Path:
     root = tmp_path / "ipn"
@@ -157,6 +180,26 @@ def test_class_folders_with_and_without_split_folders(tmp_path, capsys):
     assert main(["import", "folders", str(split), "--out", str(tmp_path / "split.csv")]) == 0
     table = pd.read_csv(tmp_path / "split.csv", dtype=str, keep_default_na=False)
     assert sorted(table["split"]) == ["test", "train", "train", "val"]
+
+
+def test_hidden_files_are_neither_labels_nor_videos_nor_frames(tmp_path, capsys):
+    """What macOS and Jupyter leave in a dataset folder (`.DS_Store`, `._a.avi`,
+    `.ipynb_checkpoints/`) must not become a class, a video or a frame, nor hide the split
+    folders."""
+    root = tmp_path / "mediapipe"
+    write_video(root / "train" / "wave" / "a.avi", 20)
+    frames(root / "val" / "wave" / "b", 20)
+    (root / "train" / "wave" / "._a.avi").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (root / "val" / "wave" / "b" / "._00001.jpg").write_bytes(b"\x00\x05\x16\x07")
+    (root / ".ipynb_checkpoints" / "wave").mkdir(parents=True)
+    (root / ".DS_Store").write_bytes(b"Bud1")
+    meta = tmp_path / "meta.csv"
+    assert main(["import", "folders", str(root), "--out", str(meta)]) == 0
+    assert "could not be used" not in capsys.readouterr().out
+    table = pd.read_csv(meta, dtype=str, keep_default_na=False)
+    assert list(table["file_path"]) == ["mediapipe/train/wave/a.avi", "mediapipe/val/wave/b"]
+    assert list(table["split"]) == ["train", "val"]
+    assert run_extraction(meta, tmp_path / "cache", FAST).cached == 2
 
 
 # --- split columns ---------------------------------------------------------------------------
