@@ -10,7 +10,7 @@ split, their subjects as groups where they have them, and their own ids).
   header), frame folders `frames/<video>/<video>_000001.jpg ...` at 30 fps. Every frame is
   annotated; the non-gesture rows (`D0X`) are left out, so their frames are background.
 - `folders`: `ROOT/<label>/<video file or folder of frames>` (MediaPipe Model Maker, the Keras
-  examples), or `ROOT/<train|val|test>/<label>/...` when the top level names splits.
+  examples), or `ROOT/<train|val|test>/<label>/...` when a top-level folder names a split.
 
 A row that cannot be used (an unknown label, an id without frames, a segment past the last
 frame, a line that does not parse) is listed with its file, line and reason and the import
@@ -237,8 +237,16 @@ def ipn(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
 
 def folders(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
     top = sorted(p for p in visible(root) if p.is_dir())
-    split_level = bool(top) and all(p.name.lower() in SPLIT_FOLDERS for p in top)
-    parts = [(p, SPLIT_FOLDERS[p.name.lower()]) for p in top] if split_level else [(root, "")]
+    # a folder named after a split names the split level; a stray folder beside it (a
+    # README folder, a copy) is reported, not taken for a sign that `train` is a label
+    split_level = any(p.name.lower() in SPLIT_FOLDERS for p in top)
+    parts = [(root, "")]
+    if split_level:
+        parts = [(p, SPLIT_FOLDERS[p.name.lower()]) for p in top if p.name.lower() in SPLIT_FOLDERS]
+        for other in (p for p in top if p.name.lower() not in SPLIT_FOLDERS):
+            result.skipped.append(
+                f"{other.relative_to(root).as_posix()}/: not a split folder (train, val or test)"
+            )
     rows = []
     for base, split in parts:
         for loose in sorted(p for p in visible(base) if not p.is_dir()):

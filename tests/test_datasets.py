@@ -185,7 +185,7 @@ def test_class_folders_with_and_without_split_folders(tmp_path, capsys):
 def test_hidden_files_are_neither_labels_nor_videos_nor_frames(tmp_path, capsys):
     """What macOS and Jupyter leave in a dataset folder (`.DS_Store`, `._a.avi`,
     `.ipynb_checkpoints/`) must not become a class, a video or a frame, nor hide the split
-    folders."""
+    folders; nor does a stray folder beside them."""
     root = tmp_path / "mediapipe"
     write_video(root / "train" / "wave" / "a.avi", 20)
     frames(root / "val" / "wave" / "b", 20)
@@ -193,9 +193,12 @@ def test_hidden_files_are_neither_labels_nor_videos_nor_frames(tmp_path, capsys)
     (root / "val" / "wave" / "b" / "._00001.jpg").write_bytes(b"\x00\x05\x16\x07")
     (root / ".ipynb_checkpoints" / "wave").mkdir(parents=True)
     (root / ".DS_Store").write_bytes(b"Bud1")
+    write_video(root / "extras" / "wave" / "c.avi", 20)  # beside the split folders
     meta = tmp_path / "meta.csv"
     assert main(["import", "folders", str(root), "--out", str(meta)]) == 0
-    assert "could not be used" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "extras/: not a split folder (train, val or test)" in out
+    assert "1 rows could not be used" in out
     table = pd.read_csv(meta, dtype=str, keep_default_na=False)
     assert list(table["file_path"]) == ["mediapipe/train/wave/a.avi", "mediapipe/val/wave/b"]
     assert list(table["split"]) == ["train", "val"]
