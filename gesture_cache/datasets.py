@@ -30,7 +30,7 @@ import pandas as pd
 
 from gesture_cache.errors import ConfigError
 from gesture_cache.files import atomic_write
-from gesture_cache.video import IMAGE_SUFFIXES, natural_key
+from gesture_cache.video import IMAGE_SUFFIXES, natural_key, visible
 
 log = logging.getLogger(__name__)
 FORMATS = ("jester", "ipn", "folders")
@@ -239,14 +239,13 @@ def folders(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
     top = sorted(p for p in visible(root) if p.is_dir())
     # a folder named after a split names the split level; a stray folder beside it (a
     # README folder, a copy) is reported, not taken for a sign that `train` is a label
-    split_level = any(p.name.lower() in SPLIT_FOLDERS for p in top)
-    parts = [(root, "")]
-    if split_level:
-        parts = [(p, SPLIT_FOLDERS[p.name.lower()]) for p in top if p.name.lower() in SPLIT_FOLDERS]
-        for other in (p for p in top if p.name.lower() not in SPLIT_FOLDERS):
-            result.skipped.append(
-                f"{other.relative_to(root).as_posix()}/: not a split folder (train, val or test)"
-            )
+    splits = {p: SPLIT_FOLDERS.get(p.name.lower()) for p in top}
+    split_level = any(splits.values())
+    parts = [(p, s) for p, s in splits.items() if s] if split_level else [(root, "")]
+    for other in (p for p, s in splits.items() if split_level and not s):
+        result.skipped.append(
+            f"{other.relative_to(root).as_posix()}/: not a split folder (train, val or test)"
+        )
     rows = []
     for base, split in parts:
         for loose in sorted(p for p in visible(base) if not p.is_dir()):
@@ -275,9 +274,3 @@ def folders(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
         for row in rows:
             del row["split"]
     return rows, []
-
-
-def visible(folder: Path) -> list[Path]:
-    """A folder's entries but hidden ones (`.DS_Store`, `.ipynb_checkpoints`, `._clip.mp4`):
-    what a file manager or Jupyter leaves behind is neither a label nor a video."""
-    return [p for p in folder.iterdir() if not p.name.startswith(".")]

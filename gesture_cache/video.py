@@ -181,14 +181,17 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
+def visible(folder: Path) -> list[Path]:
+    """A folder's entries but hidden ones (`.DS_Store`, `.ipynb_checkpoints`, `._clip.mp4`):
+    what a file manager, Jupyter or macOS leaves behind is neither a label, a video nor a
+    frame."""
+    return [p for p in folder.iterdir() if not p.name.startswith(".")]
+
+
 def folder_images(folder: Path) -> list[Path]:
     """A frame folder's images in natural order; hidden files (macOS' `._00001.jpg`, left on
     drives it wrote, are not images) are not frames."""
-    images = [
-        p
-        for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
-    ]
+    images = [p for p in visible(folder) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if not images:
         raise VideoError(
             "no_frames", f"{folder}: a folder, but holds no {'/'.join(IMAGE_SUFFIXES)} image"
