@@ -14,12 +14,15 @@ import pandas as pd
 import pytest
 
 from gesture_cache import CacheError
+from gesture_cache.cache import read_manifest
 from gesture_cache.cli import main
 from gesture_cache.config import TrainConfig, load_config_file, make_train_config
 from gesture_cache.errors import ConfigError
+from gesture_cache.integrity import merge_caches
 from gesture_cache.model import trainable_parameters
 from gesture_cache.run import load_best_model, read_split
 from gesture_cache.train import resume, train, training_data
+from tests.helpers import write_continuous_cache
 
 QUICK = {"epochs": 4, "patience": 4}
 
@@ -71,6 +74,26 @@ def test_same_cache_config_and_seed_give_the_same_run(demo, tmp_path):
     third = train(demo.cache, tmp_path / "c", TrainConfig(seed=6, **QUICK))
     assert (tmp_path / "c" / "split.csv").read_text() != (tmp_path / "a" / "split.csv").read_text()
     assert third.metrics["samples"] == 16
+
+
+def test_the_same_recordings_in_another_cache_order_give_the_same_run(small_cache, tmp_path):
+    """Recordings are stored in the order they finish extracting (which the decode threads'
+    timing decides) or are merged in: a run must depend on what a cache holds, not on that."""
+    extractor = read_manifest(small_cache)["extractor"]
+    ids = [f"s{i:02d}/rec.avi" for i in range(8)]
+    first = write_continuous_cache(tmp_path / "first", extractor, ids[:4], seed=1)
+    second = write_continuous_cache(tmp_path / "second", extractor, ids[4:], seed=2)
+    merge_caches([first, second], tmp_path / "one-order")
+    merge_caches([second, first], tmp_path / "other-order")
+    config = TrainConfig(background=True, window_clips=2, units=(8,), dense=0, **QUICK)
+    runs = [train(tmp_path / name, tmp_path / f"run-{name}", config) for name in ORDERS]
+    for file in ("split.csv", "history.csv"):
+        one, other = ((tmp_path / f"run-{name}" / file).read_text() for name in ORDERS)
+        assert one == other, file
+    assert runs[0].metrics == runs[1].metrics
+
+
+ORDERS = ("one-order", "other-order")
 
 
 @pytest.mark.slow
