@@ -26,6 +26,9 @@ def in_a_fresh_interpreter(scenario) -> str:
         capture_output=True,
         text=True,
         timeout=60,
+        # a shell's background job inherits Ctrl-C ignored, and Python then never installs
+        # its handler: the scenarios start from what an interactive terminal gives
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stderr
