@@ -6,8 +6,9 @@ issue #13, measured in one run.
 The cache is written by the real `CacheWriter` with synthetic features (no C3D): Jester's
 shape by default (148,092 recordings x 4 clips, 27 classes, 1,376 groups, float16, 256
 recordings a shard). `--quick` writes 10,000. Printed, each with its limit:
-- `--help`, `info` and `runs`: seconds (limit 2 s, whatever the size);
-- `verify` against `sha256sum` of the same shards (limit 2x);
+- `--help`, `info` and `runs`: seconds, the median of three runs (limit 2 s, whatever the
+  size);
+- `verify` against `sha256sum` of the same shards, medians of three (limit 2x);
 - `train`: seconds until its first batch (limit 30 s; the first run on a cache computes the
   standardisation statistics that a second run reuses; also on the uncompressed copy), and
   the quickest warm epoch (the second or third) in memory and streamed (streamed >= 0.8 of
@@ -83,10 +84,15 @@ def write_cache(folder: Path, recordings: int, clips: int, classes: int, groups:
             )
 
 
-def seconds(command: list[str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
-    return time.perf_counter() - started
+def seconds(command: list[str], repeats: int = 3) -> float:
+    """The median of a few runs: one run of a 1-second command on this shared machine
+    was once 4x the next."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
 
 
 class Clock(keras.callbacks.Callback):
