@@ -109,7 +109,8 @@ def cache_samples(
     if background:
         rows += background_rows(rows, recordings, index, background_label)
     # in recording order, not the cache's (the order recordings finished extracting, or were
-    # merged in): a run then depends on what the cache holds, never on how it was written
+    # merged in): a run then depends on what the cache holds, never on how it was written.
+    # Rows are (recording, label, group, start, end); background (label None) sorts last.
     rows.sort(key=lambda r: (r[0], r[3], r[4], r[1] is None, r[1] or ""))
     per_recording = pd.Series([r[0] for r in rows]).value_counts()
     ids, lo, hi = [], [], []

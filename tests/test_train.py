@@ -83,17 +83,15 @@ def test_the_same_recordings_in_another_cache_order_give_the_same_run(small_cach
     ids = [f"s{i:02d}/rec.avi" for i in range(8)]
     first = write_continuous_cache(tmp_path / "first", extractor, ids[:4], seed=1)
     second = write_continuous_cache(tmp_path / "second", extractor, ids[4:], seed=2)
-    merge_caches([first, second], tmp_path / "one-order")
-    merge_caches([second, first], tmp_path / "other-order")
+    orders = {"one-order": [first, second], "other-order": [second, first]}
+    for name, sources in orders.items():
+        merge_caches(sources, tmp_path / name)
     config = TrainConfig(background=True, window_clips=2, units=(8,), dense=0, **QUICK)
-    runs = [train(tmp_path / name, tmp_path / f"run-{name}", config) for name in ORDERS]
+    runs = [train(tmp_path / name, tmp_path / f"run-{name}", config) for name in orders]
     for file in ("split.csv", "history.csv"):
-        one, other = ((tmp_path / f"run-{name}" / file).read_text() for name in ORDERS)
+        one, other = ((tmp_path / f"run-{name}" / file).read_text() for name in orders)
         assert one == other, file
     assert runs[0].metrics == runs[1].metrics
-
-
-ORDERS = ("one-order", "other-order")
 
 
 @pytest.mark.slow
