@@ -60,9 +60,14 @@ def use_backend(backend: str | None = None) -> str:
     """Set the backend Keras will load (before its first import) and return its name.
     Refuses an unknown or missing backend, or one other than the backend Keras has already
     loaded in this process."""
+    given = backend
     backend = backend or default_backend()
     if backend not in BACKENDS:
-        raise ConfigError(f"unknown --backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        where = f"--backend {backend!r}" if given else f"KERAS_BACKEND={backend}"
+        raise ConfigError(
+            f"{where} is not a backend this tool runs on: use one of {', '.join(BACKENDS)}"
+            + ("" if given else " (or unset KERAS_BACKEND)")
+        )
     if not installed(backend):
         raise ConfigError(f"--backend {backend} is not installed: {INSTALL[backend]}")
     loaded = loaded_backend()

@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from gesture_cache.clips import Layout
-from gesture_cache.errors import ConfigError, RunError
+from gesture_cache.errors import ConfigError, GestureCacheError, RunError
 from gesture_cache.files import file_sha256, inside, read_json
 from gesture_cache.video import Preprocessing
 from gesture_cache.windows import Window
 
 log = logging.getLogger(__name__)
 FORMAT = "gesture-cache-bundle"
+CACHE_FORMAT = "gesture-cache"  # a cache's manifest.json, not a bundle's
 VERSION = 1
 MANIFEST = "manifest.json"
 RUNTIMES = ("onnxruntime", "openvino", "litert")
@@ -41,12 +42,16 @@ PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino", "litert": "ai-edge-li
 
 
 def is_bundle(folder: str | Path) -> bool:
-    """A folder with a bundle's manifest (a run folder has config.json instead)."""
-    try:
-        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """A folder that holds a bundle's manifest, or a manifest.json that is neither a cache's
+    nor readable (so that a damaged bundle is reported as one). A run folder has config.json."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file() or (folder / "config.json").exists():
         return False
-    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT
 
 
 def folder_sha256(folder: Path) -> str:
@@ -94,28 +99,97 @@ class Bundle:
         )
 
 
+# The fields a reader uses, each with its type: every name a runtime loads comes from
+# `artifacts`, so each is checked to be a plain file name of this folder and among the hashed
+# files before anything is opened.
+MANIFEST_FIELDS = {
+    "classes": list,
+    "window": dict,
+    "clip_len": int,
+    "clip_stride": int,
+    "feature_dim": int,
+    "feature_dtype": str,
+    "extractor": dict,
+    "fingerprint": str,
+    "artifacts": list,
+}
+ARTIFACT_FIELDS = {"role": str, "format": str, "precision": str, "main": str, "files": dict}
+ROLES = ("head", "backbone")
+ARTIFACT_FORMATS = ("onnx", "openvino", "litert", "saved_model")
+
+
 def open_bundle(folder: str | Path) -> Bundle:
-    """A bundle whose every file matches its manifest's sha256 (checked here, before any
-    work); a file that is missing, changed or a link out of the folder is refused."""
+    """A bundle whose manifest has every field it needs and whose every file matches its
+    sha256 (checked here, before any work); a name that leaves the folder, a file that is
+    missing, changed or a link out of the folder is refused."""
     folder = Path(folder)
-    manifest = read_json(inside(folder, MANIFEST), "bundle manifest")
+    try:
+        manifest = read_json(inside(folder, MANIFEST), "bundle manifest")
+    except GestureCacheError as error:
+        raise RunError(str(error)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise RunError(f"{folder} is not a gesture-cache bundle")
+        raise RunError(f"{folder} is not a gesture-cache bundle (its {MANIFEST} says otherwise)")
     if manifest.get("version") != VERSION:
         raise RunError(
             f"bundle {folder} is version {manifest.get('version')}; this tool reads {VERSION}"
         )
-    for artifact in manifest["artifacts"]:
-        for name, expected in artifact["files"].items():
+    where = folder / MANIFEST
+    for name, kind in MANIFEST_FIELDS.items():
+        expect_field(manifest, name, kind, where)
+    if not manifest["classes"] or not all(isinstance(c, str) for c in manifest["classes"]):
+        raise RunError(f"{where}: field 'classes' must be a list of class names")
+    background = manifest.get("background_label")
+    if background is not None and not isinstance(background, str):
+        raise RunError(f"{where}: field 'background_label' is {background!r}, not a name")
+    for i, artifact in enumerate(manifest["artifacts"]):
+        check_artifact(folder, artifact, f"{where}: artifacts[{i}]")
+    found = Bundle(folder, manifest)
+    for name in ("window", "layout"):  # built now, so that a bad one is named before any work
+        try:
+            getattr(found, name)
+        except (GestureCacheError, KeyError, TypeError) as error:
+            field = "window" if name == "window" else "extractor"
+            raise RunError(f"{where}: field {field!r} cannot be used: {error}") from None
+    return found
+
+
+def expect_field(table: dict, name: str, kind: type, where: object) -> None:
+    """`table[name]` present and of type `kind`, else a RunError naming the field."""
+    if name not in table:
+        raise RunError(f"{where}: field {name!r} is missing")
+    value = table[name]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise RunError(f"{where}: field {name!r} is {value!r}, expected a {kind.__name__}")
+
+
+def check_artifact(folder: Path, artifact: object, where: str) -> None:
+    """One artifact entry: its fields, its file names (plain names inside the bundle, `main`
+    among them) and every file's sha256."""
+    if not isinstance(artifact, dict):
+        raise RunError(f"{where} is {artifact!r}, expected an object")
+    for name, kind in ARTIFACT_FIELDS.items():
+        expect_field(artifact, name, kind, where)
+    if artifact["role"] not in ROLES or artifact["format"] not in ARTIFACT_FORMATS:
+        raise RunError(f"{where}: a {artifact['format']!r} {artifact['role']!r} is not one I run")
+    files = artifact["files"]
+    if artifact["main"] not in files:
+        raise RunError(
+            f"{where}: main {artifact['main']!r} is not among its hashed files {sorted(files)}"
+        )
+    for name, expected in files.items():
+        try:
             path = inside(folder, name)
-            if not path.exists():
-                raise RunError(f"bundle {folder}: {name} is missing")
-            if entry_sha256(path) != expected:
-                raise RunError(
-                    f"bundle {folder}: {name} does not match its sha256 in manifest.json "
-                    "(changed or damaged since export)"
-                )
-    return Bundle(folder, manifest)
+        except GestureCacheError as error:
+            raise RunError(f"{where}: {error}") from None
+        if not isinstance(expected, str):
+            raise RunError(f"{where}: the sha256 of {name} is {expected!r}, not a hash")
+        if not path.exists():
+            raise RunError(f"bundle {folder}: {name} is missing")
+        if entry_sha256(path) != expected:
+            raise RunError(
+                f"bundle {folder}: {name} does not match its sha256 in manifest.json "
+                "(changed or damaged since export)"
+            )
 
 
 class Session:

@@ -39,6 +39,7 @@ FORMAT = "gesture-cache"
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 MANIFEST = "manifest.json"
+TABLES_SHA256 = "tables_sha256"  # a shard's attribute and its manifest entry: see shard_image
 FAILURES = "failures.jsonl"
 SHARD_NAME = re.compile(r"^part-(\d{5,})\.h5$")
 STRING = h5py.string_dtype("utf-8")
@@ -95,6 +96,20 @@ def fingerprint_of(extractor: dict) -> str:
     """sha256 of the canonical JSON of the extractor settings (content only, no file names)."""
     canonical = json.dumps(extractor, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def extractor_differences(one: dict, other: dict) -> list[str]:
+    """The extractor fields (and, inside the preprocessing or weights, their own fields)
+    whose values differ between two caches' extractors."""
+    one, other = json.loads(json.dumps(one)), json.loads(json.dumps(other))  # tuples as lists
+    differ = []
+    for key in sorted({*one, *other}):
+        a, b = one.get(key), other.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differ += [f"{key}.{k}" for k in sorted({*a, *b}) if a.get(k) != b.get(k)]
+        elif a != b:
+            differ.append(key)
+    return differ
 
 
 # --- the manifest's schema ------------------------------------------------------------
@@ -156,6 +171,8 @@ def validate_manifest(manifest: object, path: Path) -> dict:
             if name not in shard:
                 raise CacheError(f"{path}: shards[{i}] has no field {name!r}")
             _expect(shard[name], kind, f"{path}: shards[{i}].{name}")
+        if TABLES_SHA256 in shard:
+            _expect(shard[TABLES_SHA256], str, f"{path}: shards[{i}].{TABLES_SHA256}")
         shard_path(path.parent, shard["file"])  # a name or a link leaving the cache
     weights = manifest["extractor"].get("weights")
     if not isinstance(weights, dict) or not ({"sha256", "random_seed"} & set(weights)):
@@ -245,12 +262,14 @@ class ShardContent:
     clip_start: np.ndarray
     clip_valid: np.ndarray
     features: np.ndarray | None  # (clips, D), the stored dtype; None unless asked for
+    tables_sha256: str | None = None  # the checksum its tables were checked against
 
 
 def read_shard(path: Path, schema_version: int, features: bool = False) -> ShardContent:
-    """A shard's tables (and features); a missing or unreadable part is a CacheError."""
+    """A shard's tables (and features); a missing or unreadable part, or tables that do not
+    match their checksum, is a CacheError naming the shard."""
     with shard_errors(path), h5py.File(path, "r") as f:
-        return _read_v1(f, features) if schema_version == 1 else _read_v2(f, features)
+        return _read_v1(f, features) if schema_version == 1 else _read_v2(f, features, path)
 
 
 @contextmanager
@@ -264,21 +283,51 @@ def shard_errors(path: Path) -> Iterator[None]:
         raise CacheError(f"shard {path} cannot be read: {error}") from None
 
 
-def _read_v2(f: h5py.File, features: bool) -> ShardContent:
-    recordings = {c: f[c].asstr()[()] for c in RECORDING_TEXT}
-    recordings.update({c: f[c][()] for c in RECORDING_NUMBERS})
-    group = f["segments"]
-    segments = {c: group[c].asstr()[()] for c in SEGMENT_TEXT}
-    segments.update({c: group[c][()] for c in SEGMENT_NUMBERS})
-    for column in group.get("extra", {}):
-        segments[f"extra/{column}"] = group["extra"][column].asstr()[()]
+def _read_v2(f: h5py.File, features: bool, path: Path) -> ShardContent:
+    names = ["clip_start", "clip_valid", *RECORDING_TEXT, *RECORDING_NUMBERS]
+    names += [f"segments/{c}" for c in (*SEGMENT_TEXT, *SEGMENT_NUMBERS)]
+    names += [f"segments/extra/{c}" for c in f["segments"].get("extra", {})]
+    tables = {name: _read_table(f[name]) for name in names}
+    expected = f.attrs.get(TABLES_SHA256)
+    if expected is not None and tables_digest(tables) != expected:
+        raise CacheError(
+            f"shard {path}: its tables (clip starts, recordings, segments) do not match their "
+            f"checksum: damaged since it was written; `gesture-cache repair` sets it aside"
+        )
+    segments = {
+        name.removeprefix("segments/"): values
+        for name, values in tables.items()
+        if name.startswith("segments/")
+    }
     return ShardContent(
-        recordings,
+        {c: tables[c] for c in (*RECORDING_TEXT, *RECORDING_NUMBERS)},
         segments,
-        f["clip_start"][()],
-        f["clip_valid"][()],
+        tables["clip_start"],
+        tables["clip_valid"],
         stored_features(f["features"]) if features else None,
+        None if expected is None else str(expected),
     )
+
+
+def _read_table(dataset: h5py.Dataset) -> np.ndarray:
+    if h5py.check_string_dtype(dataset.dtype) is not None:
+        return dataset.asstr()[()]
+    return dataset[()]
+
+
+def tables_digest(tables: dict[str, np.ndarray]) -> str:
+    """sha256 over every table of a shard (name, type, values; text as JSON): HDF5's
+    fletcher32 filter checks numbers, but not variable-length strings."""
+    digest = hashlib.sha256()
+    for name in sorted(tables):
+        values = np.asarray(tables[name])
+        if values.dtype == object:
+            data = json.dumps([str(v) for v in values.tolist()], ensure_ascii=False).encode()
+        else:
+            data = np.ascontiguousarray(values).tobytes()
+        digest.update(f"{name}\0{values.dtype.str}\0{len(values)}\0{len(data)}\n".encode())
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def _read_v1(f: h5py.File, features: bool) -> ShardContent:
@@ -315,17 +364,48 @@ def _read_v1(f: h5py.File, features: bool) -> ShardContent:
     )
 
 
+def shard_tables(recordings: list[CachedRecording]) -> dict[str, np.ndarray]:
+    """Every dataset of a schema-2 shard but its features, by its path in the file: the clip
+    arrays, the recording table and the segment table (text as object arrays)."""
+    counts = np.array([len(r.features) for r in recordings], np.int64)
+    segments = [(r.recording_id, s) for r in recordings for s in r.segments]
+
+    def text(values: list[str]) -> np.ndarray:
+        return np.array(values, dtype=object)
+
+    tables = {
+        "clip_start": np.concatenate([r.clip_start for r in recordings]).astype(np.int64),
+        "clip_valid": np.concatenate([r.clip_valid for r in recordings]).astype(bool),
+        "recording_id": text([r.recording_id for r in recordings]),
+        "sha256": text([r.sha256 for r in recordings]),
+        "clip_offset": np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64),
+        "clip_count": counts,
+    }
+    for column, dtype in RECORDING_NUMBERS.items():
+        if column not in tables:
+            tables[column] = np.asarray([getattr(r, column) for r in recordings], dtype)
+    tables["segments/recording_id"] = text([rid for rid, _ in segments])
+    for column in ("label", "group"):
+        tables[f"segments/{column}"] = text([getattr(s, column) for _, s in segments])
+    for column, dtype in SEGMENT_NUMBERS.items():
+        tables[f"segments/{column}"] = np.array([getattr(s, column) for _, s in segments], dtype)
+    for column in sorted({c for _, s in segments for c in s.extra}):
+        tables[f"segments/extra/{column}"] = text([s.extra.get(column, "") for _, s in segments])
+    return tables
+
+
 def shard_image(
     recordings: list[CachedRecording], manifest: dict, software: dict, compression: str = "gzip"
-) -> bytes:
-    """A schema-2 shard as bytes: built in memory, so that a full disk fails a plain write
-    (with a message) instead of failing inside HDF5. `compression` "gzip" stores the features
-    in about 0.4-0.8 of their size (0.4 for fc7 with 70 % zeros), "none" reads them about 10x
-    faster: what streaming a cache larger than memory needs on few cores."""
+) -> tuple[bytes, str]:
+    """A schema-2 shard as bytes, and the checksum of its tables: built in memory, so that a
+    full disk fails a plain write (with a message) instead of failing inside HDF5.
+    `compression` "gzip" stores the features in about 0.4-0.8 of their size (0.4 for fc7 with
+    70 % zeros), "none" reads them about 10x faster: what streaming a cache larger than
+    memory needs on few cores. Features and number tables carry HDF5's fletcher32 chunk
+    checksums; every table, text included, is covered by `tables_sha256`."""
     features = np.concatenate([r.features for r in recordings]).astype(manifest["dtype"])
-    counts = np.array([len(r.features) for r in recordings], np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    segments = [(r.recording_id, s) for r in recordings for s in r.segments]
+    tables = shard_tables(recordings)
+    digest = tables_digest(tables)
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as f:
         f.attrs["format"] = FORMAT
@@ -333,6 +413,7 @@ def shard_image(
         f.attrs["fingerprint"] = manifest["fingerprint"]
         f.attrs["extractor"] = json.dumps(manifest["extractor"], sort_keys=True)
         f.attrs["software"] = json.dumps(software, sort_keys=True)
+        f.attrs[TABLES_SHA256] = digest
         f.create_dataset(
             "features",
             data=features,
@@ -341,32 +422,13 @@ def shard_image(
             compression_opts=4 if compression == "gzip" else None,
             fletcher32=True,
         )
-        f.create_dataset("clip_start", data=np.concatenate([r.clip_start for r in recordings]))
-        f.create_dataset("clip_valid", data=np.concatenate([r.clip_valid for r in recordings]))
-        for column in RECORDING_TEXT:
-            value = [r.recording_id if column == "recording_id" else r.sha256 for r in recordings]
-            f.create_dataset(column, data=value, dtype=STRING)
-        numbers = {"clip_offset": offsets, "clip_count": counts}
-        for column, dtype in RECORDING_NUMBERS.items():
-            value = (
-                numbers[column] if column in numbers else [getattr(r, column) for r in recordings]
-            )
-            f.create_dataset(column, data=np.asarray(value, dtype))
-        group = f.create_group("segments")
-        group.create_dataset("recording_id", data=[rid for rid, _ in segments], dtype=STRING)
-        for column in ("label", "group"):
-            group.create_dataset(
-                column, data=[getattr(s, column) for _, s in segments], dtype=STRING
-            )
-        for column, dtype in SEGMENT_NUMBERS.items():
-            group.create_dataset(
-                column, data=np.array([getattr(s, column) for _, s in segments], dtype)
-            )
-        extra = group.create_group("extra")
-        for column in sorted({c for _, s in segments for c in s.extra}):
-            values = [s.extra.get(column, "") for _, s in segments]
-            extra.create_dataset(column, data=values, dtype=STRING)
-    return buffer.getvalue()
+        f.require_group("segments/extra")
+        for name, values in tables.items():
+            if values.dtype == object:
+                f.create_dataset(name, data=values.tolist(), dtype=STRING)
+            else:
+                f.create_dataset(name, data=values, fletcher32=len(values) > 0)
+    return buffer.getvalue(), digest
 
 
 def read_shard_recordings(path: Path) -> list[CachedRecording]:

@@ -66,6 +66,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     print(f"wrote {result.rows} rows to {result.csv}")
     if result.unlabelled:
         print(f"wrote {result.unlabelled_rows} unlabelled ids (for predict) to {result.unlabelled}")
+    if result.removed:
+        print(f"removed {result.removed}: an earlier import's unlabelled ids, stale now")
     if result.skipped:
         print(f"{len(result.skipped)} rows could not be used (listed above)")
     return 0
@@ -140,7 +142,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     result = integrity.repair_cache(args.cache)
     for dropped in result.dropped:
         print(f"dropped {dropped}")
-    print(f"repaired {args.cache}: {result.kept} recordings kept, {len(result.dropped)} dropped")
+    print(f"repaired {args.cache}: {result.summary()}")
     return 0
 
 
@@ -266,7 +268,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     use_training_backend("export")
     from gesture_cache import export_bundle
 
-    formats = export_bundle.parse_formats(args.format)
+    formats = export_bundle.parse_formats(args.format, args.quantize)
     manifest = export_bundle.export_run(
         args.run,
         args.out,
@@ -550,6 +552,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "official", "random"],
         help="auto (default): the cache's split column (a dataset's official split) when it "
         "has one, else random; official: require it; random: draw one from --seed",
+    )
+    p.add_argument(
+        "--allow-duplicates",
+        action="store_true",
+        default=None,
+        help="train on an official split that puts byte-identical recordings in two parts "
+        "(refused by default: the scores would be inflated)",
     )
     p.add_argument(
         "--reduce",

@@ -123,6 +123,7 @@ class TrainConfig:
     strategy: str = "auto"  # auto | mirrored | none: data-parallel over this machine's devices
     split: str = "auto"  # auto: the cache's split column when it has one | official | random
     reduce: str | None = None  # "pca:N": project standardised features onto N components
+    allow_duplicates: bool = False  # an official split may put identical files in two parts
 
     def __post_init__(self) -> None:
         """Settings from files arrive untyped: check them here, naming the setting."""
@@ -164,7 +165,7 @@ class TrainConfig:
             raise ConfigError(
                 f"setting strategy = {self.strategy!r}: choose one of {', '.join(STRATEGIES)}"
             )
-        for name in ("class_weight", "normalize", "background"):
+        for name in ("class_weight", "normalize", "background", "allow_duplicates"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"setting {name} = {getattr(self, name)!r}: use true or false")
         for name in whole:
@@ -201,7 +202,7 @@ def reduce_components(reduce: str | None) -> int | None:
     if reduce is None:
         return None
     kind, _, count = str(reduce).partition(":")
-    if kind != "pca" or not count.isdigit() or int(count) < 1:
+    if kind != "pca" or not (count.isascii() and count.isdigit()) or int(count) < 1:
         raise ConfigError(f"setting reduce = {reduce!r}: use pca:N, N a whole number >= 1")
     return int(count)
 

@@ -232,12 +232,14 @@ def official_splits(cache: Cache) -> dict[str, str] | None:
         return None
     values = [SPLIT_NAMES.get(v.strip().lower()) for v in segments["extra/split"].tolist()]
     rows = segments["row"].tolist()
-    bad = [(r, v) for r, v, s in zip(rows, segments["extra/split"].tolist(), values) if s is None]
+    cells = zip(rows, segments["recording_id"].tolist(), segments["extra/split"].tolist(), values)
+    bad = [(r, rid, v) for r, rid, v, s in cells if s is None]
     if bad:
-        shown = ", ".join(f"row {r} ({v!r})" for r, v in bad[:5])
+        shown = ", ".join(f"{rid!r} (CSV row {r}: {v!r})" for r, rid, v in bad[:5])
         raise ConfigError(
             f"cache {cache.path}: the split column must say train, val or test on every row; "
-            f"{len(bad)} do not: {shown} (or train with --split random)"
+            f"{len(bad)} do not: {shown}; fill them in the CSV and extract again, or train "
+            "with --split random"
         )
     for key in ("recording_id", "group"):
         parts: dict[str, dict[str, int]] = {}
@@ -256,14 +258,35 @@ def official_splits(cache: Cache) -> dict[str, str] | None:
 
 
 def official_split(
-    samples: Samples, official: dict[str, str], val_size: float, seed: int
+    samples: Samples,
+    official: dict[str, str],
+    val_size: float,
+    seed: int,
+    allow_duplicates: bool = False,
 ) -> np.ndarray:
     """Each sample's part by its recording's official split; without a `val` part, one is
     carved from `train` (about `val_size` of it, stratified, grouped as `split_samples`
-    groups, drawn from a seed over sorted sample ids)."""
+    groups, drawn from a seed over sorted sample ids). Byte-identical recordings in two parts
+    are refused unless `allow_duplicates`."""
     split = np.array([official[r] for r in samples.recordings], dtype=object)
     if not (split == "train").any():
         raise ConfigError("the split column names no training recording")
+    leaks = copies_across_parts(samples, split)
+    if leaks and not allow_duplicates:
+        shown = "; ".join(
+            " = ".join(f"{rid!r} ({part})" for part, rid in leak) for leak in leaks[:3]
+        )
+        raise ConfigError(
+            f"the official split puts byte-identical recordings in two parts, so the "
+            f"scores would be inflated (leakage): {shown}"
+            + (f"; and {len(leaks) - 3} more" if len(leaks) > 3 else "")
+            + ". Remove the copies, train with --split random (which keeps them together), "
+            "or with --allow-duplicates to keep the split as it is"
+        )
+    if leaks:
+        log.warning(
+            "%d recordings have an identical copy in another part (--allow-duplicates)", len(leaks)
+        )
     if not (split == "val").any() and val_size:
         train = np.flatnonzero(split == "train")
         train = train[np.argsort(samples.ids[train], kind="stable")]
@@ -273,6 +296,15 @@ def official_split(
         _, val = _split(train, samples.labels[train], tied, val_size, seed)
         split[val] = "val"
     return split.astype(str)
+
+
+def copies_across_parts(samples: Samples, split: np.ndarray) -> list[list[tuple[str, str]]]:
+    """Groups of byte-identical recordings (one file sha256) whose samples lie in more than
+    one part: each a list of (part, recording id), one per part."""
+    parts: dict[str, dict[str, str]] = {}
+    for content, recording, part in zip(samples.contents, samples.recordings, split):
+        parts.setdefault(content, {}).setdefault(part, recording)
+    return [sorted(found.items()) for found in parts.values() if len(found) > 1]
 
 
 def split_samples(samples: Samples, test_size: float, val_size: float, seed: int) -> np.ndarray:

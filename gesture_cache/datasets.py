@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from gesture_cache.errors import ConfigError
-from gesture_cache.files import atomic_write
+from gesture_cache.files import atomic_write_together, refuse_inputs
 from gesture_cache.video import IMAGE_SUFFIXES, natural_key, visible
 
 log = logging.getLogger(__name__)
@@ -51,18 +51,23 @@ class Imported:
     unlabelled_rows: int = 0
     skipped: list[str] = field(default_factory=list)  # "file line N: reason"
     gaps: list[str] = field(default_factory=list)  # folders whose frame numbers skip
+    inputs: list[Path] = field(default_factory=list)  # files read and folders of data
+    removed: Path | None = None  # a stale companion of an earlier import, removed
 
 
 def import_dataset(fmt: str, root: str | Path, out: str | Path) -> Imported:
     """Write the meta CSV `out` for the dataset at `root`; paths in it are relative to the
-    CSV's folder, so `extract OUT` needs no --video-root."""
+    CSV's folder, so `extract OUT` needs no --video-root. Neither `out` nor its companion
+    (`OUT_unlabelled.csv`, the ids without labels) may be, or lie inside, what is read."""
     root, out = Path(root), Path(out)
     if fmt not in FORMATS:
         raise ConfigError(f"unknown dataset format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if not root.is_dir():
         raise ConfigError(f"{root} is not a folder")
     result = Imported(out)
+    companion = out.with_name(f"{out.stem}_unlabelled.csv")
     rows, unlabelled = {"jester": jester, "ipn": ipn, "folders": folders}[fmt](root, result)
+    refuse_inputs([out, companion], result.inputs)
     if not rows:
         raise ConfigError(
             f"{root}: no usable row in the {fmt} layout ({len(result.skipped)} skipped"
@@ -70,23 +75,30 @@ def import_dataset(fmt: str, root: str | Path, out: str | Path) -> Imported:
             + ")"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(out, rows, root)
-    result.rows = len(rows)
+    files = {out: csv_bytes(out, rows, root)}
     if unlabelled:
-        result.unlabelled = out.with_name(f"{out.stem}_unlabelled.csv")
-        write_csv(result.unlabelled, unlabelled, root)
-        result.unlabelled_rows = len(unlabelled)
+        files[companion] = csv_bytes(out, unlabelled, root)
+        result.unlabelled, result.unlabelled_rows = companion, len(unlabelled)
+    atomic_write_together(files)  # a CSV and its companion are replaced together
+    result.rows = len(rows)
+    if not unlabelled and companion.is_file():  # an earlier import's: it no longer applies
+        companion.unlink()
+        result.removed = companion
     return result
 
 
-def write_csv(out: Path, rows: list[dict], root: Path) -> None:
+def csv_bytes(out: Path, rows: list[dict], root: Path) -> bytes:
+    """The meta CSV of `rows`, paths relative to `out`'s folder, every field quoted: a name
+    that starts or ends with a space or a quote, or holds a backslash, reads back as written
+    (`meta.read_meta` takes a path as written when it names a file)."""
     base = out.parent.resolve()
     table = pd.DataFrame(rows)
+    # the root resolved, the names below it as they are: a link is a row of its own name
     table["file_path"] = [
-        Path(os.path.relpath((root / p).resolve(), base)).as_posix() for p in table["file_path"]
+        Path(os.path.relpath(root.resolve() / p, base)).as_posix() for p in table["file_path"]
     ]
     columns = [c for c in [*COLUMNS, "start_frame", "end_frame"] if c in table]
-    atomic_write(out, table[columns].to_csv(index=False).encode())
+    return table[columns].to_csv(index=False, quoting=csv.QUOTE_ALL).encode()
 
 
 def frame_count(folder: Path, result: Imported) -> int:
@@ -109,21 +121,26 @@ def text_lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8-sig").splitlines()
 
 
-def annotation(root: Path, name: str) -> Path:
-    path = root / name
-    if not path.is_file():
-        raise ConfigError(f"{root}: the annotation file {name} is missing")
-    return path
+def annotation(root: Path, name: str, result: Imported, folders: tuple[str, ...] = ()) -> Path:
+    """An annotation list in ROOT, or in one of ROOT's `folders` (IPN Hand's download unpacks
+    its lists into `annotations/`), noted as an input."""
+    for place in (root, *(root / f for f in folders)):
+        if (place / name).is_file():
+            result.inputs.append(place / name)
+            return place / name
+    where = " or ".join(str(p) for p in (root, *(root / f for f in folders)))
+    raise ConfigError(f"{root}: the annotation file {name} is missing (looked in {where})")
 
 
 def jester(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
-    labels_path = annotation(root, "jester-v1-labels.csv")
+    labels_path = annotation(root, "jester-v1-labels.csv", result)
     labels = {line.strip() for line in text_lines(labels_path) if line.strip()}
     frames = root / "20bn-jester-v1"
+    result.inputs.append(frames)
     rows, unlabelled = [], []
     listed: dict[str, str] = {}  # id -> where it was first listed
     for name, split in (("jester-v1-train.csv", "train"), ("jester-v1-validation.csv", "val")):
-        path = annotation(root, name)
+        path = annotation(root, name, result)
         for number, line in enumerate(text_lines(path), start=1):
             if not line.strip():
                 continue
@@ -155,6 +172,7 @@ def jester(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
             )
     test = root / "jester-v1-test.csv"
     if test.is_file():
+        result.inputs.append(test)
         for number, line in enumerate(text_lines(test), start=1):
             video = line.split(";")[0].strip()
             if not video:
@@ -184,8 +202,10 @@ IPN_FIELDS = ("video", "label", "id", "t_start", "t_end", "frames")
 def ipn(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
     rows = []
     counts: dict[str, int] = {}
+    listed: dict[str, tuple[str, str]] = {}  # video -> (its split, where it was first listed)
+    result.inputs.append(root / "frames")
     for name, split in (("Annot_TrainList.txt", "train"), ("Annot_TestList.txt", "test")):
-        path = annotation(root, name)
+        path = annotation(root, name, result, folders=("annotations",))
         with open(path, newline="", encoding="utf-8-sig") as f:
             lines = list(csv.reader(f))
         for number, fields_ in enumerate(lines, start=1):
@@ -202,6 +222,13 @@ def ipn(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
                 start, end, length = int(start), int(end), int(length)
             except ValueError:
                 result.skipped.append(f"{where}: t_start, t_end and frames must be numbers")
+                continue
+            first_split, first_where = listed.setdefault(video, (split, where))
+            if first_split != split:
+                result.skipped.append(
+                    f"{where}: video {video} is also in the {first_split} list ({first_where}); "
+                    f"a video belongs to one part, so its {split} rows are left out"
+                )
                 continue
             if video not in counts:
                 counts[video] = frame_count(root / "frames" / video, result)
@@ -249,17 +276,17 @@ def folders(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
     rows = []
     for base, split in parts:
         for loose in sorted(p for p in visible(base) if not p.is_dir()):
+            if base == root and loose.suffix.lower() == ".csv":
+                continue  # a meta CSV written into ROOT (by an earlier import): not data
             result.skipped.append(f"{loose.relative_to(root).as_posix()}: not in a label folder")
         for label_folder in sorted(p for p in visible(base) if p.is_dir()):
+            result.inputs.append(label_folder)
             for entry in sorted(visible(label_folder), key=lambda p: natural_key(p.name)):
-                relative = entry.relative_to(root).as_posix()
-                if entry.is_dir():
-                    if not frame_count(entry, result):
-                        result.skipped.append(f"{relative}: a folder without frames")
-                        continue
-                elif entry.suffix.lower() not in VIDEO_SUFFIXES:
-                    result.skipped.append(f"{relative}: not a video or a folder of frames")
+                problem = entry_problem(entry, result)
+                if problem:
+                    result.skipped.append(f"{entry.relative_to(root).as_posix()}: {problem}")
                     continue
+                relative = entry.relative_to(root).as_posix()
                 rows.append(
                     {
                         "file_path": relative,
@@ -274,3 +301,23 @@ def folders(root: Path, result: Imported) -> tuple[list[dict], list[dict]]:
         for row in rows:
             del row["split"]
     return rows, []
+
+
+def entry_problem(entry: Path, result: Imported) -> str | None:
+    """Why an entry of a label folder is not a recording (a video file or a folder of
+    frames), or None."""
+    if entry.is_symlink() and not entry.exists():
+        return f"a link to {os.readlink(entry)}, which does not exist"
+    if entry.is_dir():
+        if frame_count(entry, result):
+            return None
+        if any(p.suffix.lower() in VIDEO_SUFFIXES or p.is_dir() for p in visible(entry)):
+            return (
+                "a folder of videos or folders, not of frames: put each video (or frames "
+                "folder) directly in its label folder, ROOT/<label>/<video>, or write the "
+                "meta CSV yourself (with a group column for subjects)"
+            )
+        return "a folder without frames"
+    if entry.suffix.lower().strip() not in VIDEO_SUFFIXES:  # "clip.avi " is a video too
+        return "not a video or a folder of frames"
+    return None

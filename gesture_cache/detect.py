@@ -35,6 +35,7 @@ import pandas as pd
 from gesture_cache.clips import CLIP_LEN, stream_clips
 from gesture_cache.config import DetectSettings
 from gesture_cache.errors import ConfigError, RunError
+from gesture_cache.files import refuse_inputs
 from gesture_cache.interrupts import acted_on
 from gesture_cache.trained import Trained, load_trained
 from gesture_cache.video import Frames, prepare_frame, read_capture
@@ -328,9 +329,14 @@ def detect_cached(detector: Detector, cache, recording: str, settings: DetectSet
 # --- live -----------------------------------------------------------------------------------
 
 
+def is_camera(source: str) -> bool:
+    """A camera index: ASCII digits only ("٣" and "²" are file names, not cameras)."""
+    return source.isascii() and source.isdigit()
+
+
 def is_stream(source: str) -> bool:
     """A camera index ("0") or a URL: frames arrive at their own pace and cannot be re-read."""
-    return source.isdigit() or "://" in source
+    return is_camera(source) or "://" in source
 
 
 def open_source(source: str, fps: float | None = None) -> tuple[Iterator[np.ndarray], float]:
@@ -342,9 +348,9 @@ def open_source(source: str, fps: float | None = None) -> tuple[Iterator[np.ndar
         first = next(iterator, None)  # a video's frame rate is known once it is open
         rate = frames.probe.fps or 30.0
         return (itertools.chain([first], iterator) if first is not None else iter(())), rate
-    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    capture = cv2.VideoCapture(int(source) if is_camera(source) else source)
     if not capture.isOpened():
-        what = "camera" if source.isdigit() else "source"
+        what = "camera" if is_camera(source) else "source"
         raise ConfigError(f"{what} {source!r} cannot be opened")
     return read_capture(capture), float(capture.get(cv2.CAP_PROP_FPS) or 0) or 30.0
 
@@ -523,22 +529,11 @@ def output_stems(sources: list[str]) -> list[str]:
 
 
 def check_outputs(out: Path, outputs: list[Path], inputs: list[Path]) -> None:
-    """No output may replace an input, and none may land inside a folder of frames that is
-    read (a timeline PNG would become one of its frames)."""
+    """No output may replace an input, and none may land inside a folder of frames or a cache
+    that is read (a timeline PNG would become one of its frames)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder")
-    real_inputs = {p.resolve() for p in inputs}
-    folders = [p for p in real_inputs if p.is_dir()]
-    for path in [out, *outputs]:
-        real = path.resolve()
-        if real in real_inputs and path != out:
-            raise ConfigError(f"--out {out}: writing {path.name} would replace the input {real}")
-        for folder in folders:
-            if real == folder or folder in real.parents:
-                raise ConfigError(
-                    f"--out {out} lies inside {folder}, which is read as input; "
-                    "give a folder outside it"
-                )
+    refuse_inputs([out, *outputs], inputs)
 
 
 def run_detection(
@@ -615,9 +610,15 @@ def run_detection(
                 f"cache {cache_path} was built with another extractor than {run_dir} "
                 f"(fingerprint {cache.fingerprint[:12]} vs {trained.fingerprint[:12]})"
             )
-        missing = [s for s in sources if s not in set(cache.recordings["recording_id"])]
+        ids = cache.recordings["recording_id"].tolist()
+        missing = [s for s in sources if s not in set(ids)]
         if missing:
-            raise ConfigError(f"cache {cache_path} does not hold {missing[0]!r}")
+            hint = " (with --cache, each SOURCE is a recording id of the cache, not a file)"
+            raise ConfigError(
+                f"cache {cache_path} does not hold {missing[0]!r}"
+                + (hint if Path(missing[0]).exists() else "")
+                + f"; it holds {len(ids)} recordings, e.g. {', '.join(map(repr, sorted(ids)[:3]))}"
+            )
     elif not extractor.layout.streams:
         raise RunError(f"run {run_dir} was trained on fixed clips, not dense ones")
     out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import numpy as np
 
 from gesture_cache import __version__, bundle
 from gesture_cache.errors import ConfigError, GestureCacheError, RunError
-from gesture_cache.files import built_beside, refuse_link, write_json
+from gesture_cache.files import built_beside, refuse_inputs, refuse_link, write_json
 from gesture_cache.run import (
     check_mean_file,
     check_same_cache,
@@ -39,6 +39,8 @@ from gesture_cache.run import (
 log = logging.getLogger(__name__)
 FORMATS = ("litert", "onnx", "openvino", "saved_model")
 QUANTIZE = ("float16", "int8")
+# the heads each quantization is done for (dynamic range); backbones stay float32
+QUANTIZED_FORMATS = {"int8": ("onnx", "litert"), "float16": ("litert",)}
 HEAD_BOUND = 1e-5
 BACKBONE_BOUND = 1e-4
 QUANTIZED_AGREEMENT = 0.98
@@ -56,9 +58,21 @@ def installed_formats() -> list[str]:
     return sorted({*found, "saved_model"} & set(FORMATS), key=FORMATS.index)
 
 
-def parse_formats(text: str | None) -> list[str]:
+def parse_formats(text: str | None, quantize: str | None = None) -> list[str]:
+    """The formats `--format` names (default: every installed one, or with `--quantize`
+    those of them whose head it quantizes); a format the quantization does not apply to is
+    refused, never exported at another precision than the manifest would say."""
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ConfigError(f"--quantize {quantize!r}: choose float16 or int8")
+    quantized = QUANTIZED_FORMATS[quantize] if quantize else FORMATS
     if text is None:
-        return installed_formats()
+        formats = [f for f in installed_formats() if f in quantized]
+        if not formats:
+            raise ConfigError(
+                f"--quantize {quantize} applies to the {' and '.join(quantized)} heads, and no "
+                "runtime for them is installed: pip install ai-edge-litert"
+            )
+        return formats
     formats = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -73,6 +87,13 @@ def parse_formats(text: str | None) -> list[str]:
         )
     if "openvino" in formats and "onnx" not in installed_formats():
         raise ConfigError("--format openvino is converted from ONNX: pip install onnx onnxruntime")
+    unquantized = [f for f in formats if f not in quantized]
+    if unquantized:
+        raise ConfigError(
+            f"--quantize {quantize} applies to the {' and '.join(quantized)} heads, not to "
+            f"{', '.join(unquantized)}: drop {', '.join(unquantized)} from --format (or export "
+            "them in a bundle of their own without --quantize)"
+        )
     return formats
 
 
@@ -88,13 +109,12 @@ def export_run(
 ) -> dict:
     """Write the bundle of a finished run into the new folder `out`; returns its manifest."""
     run_dir, out = Path(run_dir), Path(out)
-    formats = formats or installed_formats()
-    if quantize is not None and quantize not in QUANTIZE:
-        raise ConfigError(f"--quantize {quantize!r}: choose float16 or int8")
+    formats = parse_formats(",".join(formats) if formats else None, quantize)
     refuse_link(out, "--out")
     if out.exists():
         raise ConfigError(f"--out {out} already exists; give a new folder (nothing was written)")
     saved = read_run_config(run_dir)
+    refuse_inputs([out], [Path(cache_path or saved["cache"]["path"])])  # a folder it reads
     if saved.get("status") != "finished":
         raise RunError(
             f"run {run_dir} is {saved.get('status', 'incomplete')}, not finished; "

@@ -21,9 +21,11 @@ from gesture_cache.cache import (
     MANIFEST,
     SCHEMA_VERSION,
     SHARD_NAME,
+    TABLES_SHA256,
     Cache,
     CacheError,
     check_shard_hash,
+    extractor_differences,
     feature_dim,
     fingerprint_of,
     inspect_shard,
@@ -38,8 +40,18 @@ from gesture_cache.cache import (
     total_recordings,
 )
 from gesture_cache.errors import GestureCacheError
-from gesture_cache.files import atomic_write, file_sha256, fsync_dir, refuse_link, staging_folder
-from gesture_cache.writer import LOCK, CacheWriter, acquire_lock, new_manifest, write_manifest
+from gesture_cache.files import (
+    LOCK,
+    acquire_lock,
+    atomic_write,
+    file_sha256,
+    fsync_dir,
+    make_parents,
+    refuse_link,
+    remove_made,
+    staging_folder,
+)
+from gesture_cache.writer import CacheWriter, new_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +72,7 @@ class ShardReport:
     sha256s: list[str] = field(default_factory=list)
     labels: Counter = field(default_factory=Counter)
     clips: int = 0
+    parts: dict[str, str] = field(default_factory=dict)  # recording -> its split cell, if any
 
 
 # A cache of this many shards or more is verified by one thread per core: hashing and
@@ -87,6 +100,7 @@ def verify_cache(path: str | Path) -> Verification:
         reports = [check_shard(folder, shard, manifest) for shard in shards]
     seen: dict[str, str] = {}
     by_content: dict[str, list[str]] = {}
+    parts: dict[str, str] = {}
     labels: Counter = Counter()
     recordings = clips = 0
     for shard, report in zip(shards, reports):
@@ -99,19 +113,29 @@ def verify_cache(path: str | Path) -> Verification:
             seen[recording_id] = shard["file"]
             by_content.setdefault(sha256, []).append(recording_id)
         labels.update(report.labels)
+        parts.update(report.parts)
         recordings += len(report.ids)
         clips += report.clips
     if not problems:
         problems += count_problems(manifest, recordings, clips, labels)
     if not problems:
         record_verified(folder, manifest)
-    warnings = [
-        f"the same file content (sha256 {sha[:12]}...) is cached as {', '.join(ids)}; "
-        "splits keep these recordings together"
-        for sha, ids in by_content.items()
-        if len(ids) > 1
-    ]
+    warnings = [copies_warning(sha, ids, parts) for sha, ids in by_content.items() if len(ids) > 1]
     return Verification(problems, warnings, recordings)
+
+
+def copies_warning(sha256: str, ids: list[str], parts: dict[str, str]) -> str:
+    """What one file cached under several ids means for training: a random split keeps them
+    together; the cache's own split column may not, which `train` refuses."""
+    text = f"the same file content (sha256 {sha256[:12]}...) is cached as {', '.join(ids)}"
+    cells = {parts[i].strip().lower() for i in ids if i in parts}
+    if len(cells) > 1:
+        return (
+            f"{text}, in the split column's parts {', '.join(sorted(cells))}: train refuses "
+            "that official split (leakage) unless --allow-duplicates; --split random keeps "
+            "them together"
+        )
+    return f"{text}; random splits keep these recordings together"
 
 
 def check_shard(folder: Path, shard: dict, manifest: dict) -> ShardReport:
@@ -140,12 +164,17 @@ def check_shard(folder: Path, shard: dict, manifest: dict) -> ShardReport:
             table["recording_id"][short].tolist()
         ):
             problems.append(f"{name}: its list of short recordings differs from the shard's")
+    segments = content.segments
+    parts = {}
+    if "extra/split" in segments:
+        parts = dict(zip(segments["recording_id"].tolist(), segments["extra/split"].tolist()))
     return ShardReport(
         problems,
         ids,
         content.recordings["sha256"].tolist(),
-        Counter(content.segments["label"].tolist()),
+        Counter(segments["label"].tolist()),
         len(content.clip_valid),
+        parts,
     )
 
 
@@ -210,10 +239,15 @@ def last_verified(path: str | Path, manifest: dict) -> str | None:
 
 def verified_manifest(path: str | Path, trust_stamp: bool = False) -> dict:
     """The manifest of a cache that passes `verify_cache`, or a CacheError with its problem.
-    `trust_stamp`: a cache verified before and unchanged since is not checked again."""
+    `trust_stamp`: a cache verified before and unchanged since (same manifest, same shard
+    sizes and times) is not hashed again, when every shard checks what is read from it on
+    each read: its features by HDF5's fletcher32 (or zlib's adler32) chunk checksums, its
+    tables by `tables_sha256`. Shards of older versions lack the latter, so a cache that
+    holds one is verified whole each time."""
     if trust_stamp:
         manifest = read_manifest(path, check_hashes=False)
-        when = last_verified(path, manifest)
+        self_checking = all(TABLES_SHA256 in shard for shard in manifest["shards"])
+        when = last_verified(path, manifest) if self_checking else None
         if when:
             log.info(
                 "cache %s passed verify at %s and is unchanged since (manifest sha256, shard "
@@ -248,9 +282,16 @@ def merge_caches(sources: list[str | Path], out: str | Path, compression: str = 
                 f"{source} is a schema-{manifest['schema_version']} cache; merge needs schema "
                 f"{SCHEMA_VERSION} caches (versions are never mixed): re-extract it"
             )
-        if manifest["fingerprint"] != first["fingerprint"] or manifest["dtype"] != first["dtype"]:
+        if manifest["fingerprint"] != first["fingerprint"]:
+            differ = extractor_differences(first["extractor"], manifest["extractor"])
             raise CacheError(
-                f"{source} was built with another extractor or dtype than {sources[0]}"
+                f"{source} was built with another extractor than {sources[0]} (differs in: "
+                f"{', '.join(differ) or 'fingerprint'}); merge caches of one extractor"
+            )
+        if manifest["dtype"] != first["dtype"]:
+            raise CacheError(
+                f"{source} stores {manifest['dtype']} features, {sources[0]} "
+                f"{first['dtype']}; merge caches of one dtype"
             )
     owner: dict[str, str] = {}
     for source, manifest in zip(sources, manifests):
@@ -262,6 +303,7 @@ def merge_caches(sources: list[str | Path], out: str | Path, compression: str = 
                         f"recording {recording_id!r} is in both {owner[recording_id]} and {source}"
                     )
                 owner[recording_id] = str(source)
+    made = make_parents(out)
     staging = staging_folder(out)
     try:
         writer = CacheWriter(
@@ -288,8 +330,10 @@ def merge_caches(sources: list[str | Path], out: str | Path, compression: str = 
             out.rmdir()
         os.replace(staging, out)
         fsync_dir(out.parent)
-    finally:
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        remove_made(made)
+        raise
     return read_manifest(out, check_hashes=False)
 
 
@@ -297,6 +341,21 @@ def merge_caches(sources: list[str | Path], out: str | Path, compression: str = 
 class RepairReport:
     kept: int = 0  # recordings in the repaired cache
     dropped: list[str] = field(default_factory=list)  # what was removed, and why
+    set_aside: list[str] = field(default_factory=list)  # damaged shards, renamed damaged-*
+    lost: int = 0  # recordings the manifest listed in the shards set aside
+    duplicates: int = 0  # recordings dropped because an earlier shard holds them
+
+    def summary(self) -> str:
+        shards = len(self.set_aside)
+        text = f"{self.kept} recordings kept"
+        if shards:
+            text += (
+                f"; {shards} damaged shard{'s' * (shards != 1)} set aside as "
+                f"{', '.join(self.set_aside)} ({self.lost} recordings listed in them)"
+            )
+        if self.duplicates:
+            text += f"; {self.duplicates} recordings held twice kept once"
+        return text
 
 
 def repair_cache(path: str | Path) -> RepairReport:
@@ -310,10 +369,10 @@ def repair_cache(path: str | Path) -> RepairReport:
     folder = Path(path)
     manifest = _manifest_for_repair(folder)
     report = RepairReport()
-    lock = acquire_lock(folder)
+    lock = acquire_lock(folder, kind=CacheError)
     try:
         listed = {s["file"]: s for s in manifest["shards"]}
-        kept: list[tuple[str, dict, int, int, list[str]]] = []
+        kept: list[tuple[str, dict, int, int, list[str], str | None]] = []
         owner: dict[str, str] = {}
         for name in sorted(p.name for p in folder.iterdir() if SHARD_NAME.match(p.name)):
             path = shard_path(folder, name)
@@ -322,12 +381,15 @@ def repair_cache(path: str | Path) -> RepairReport:
                 problem = "its sha256 differs from the manifest's"
             if problem:
                 report.dropped.append(f"{name}: {problem}")
+                report.set_aside.append(f"damaged-{name}")
+                report.lost += listed.get(name, {}).get("recordings", 0)
                 path.rename(path.with_name(f"damaged-{name}"))
                 continue
             recordings = read_shard_recordings(path)
             fresh = [r for r in recordings if r.recording_id not in owner]
             for r in recordings:
                 if r.recording_id in owner:
+                    report.duplicates += 1
                     report.dropped.append(
                         f"{name}: {r.recording_id} (also in {owner[r.recording_id]})"
                     )
@@ -336,14 +398,16 @@ def repair_cache(path: str | Path) -> RepairReport:
                 continue
             software = listed.get(name, {}).get("software", {})
             if len(fresh) < len(recordings):
-                atomic_write(path, shard_image(fresh, manifest, software))
+                atomic_write(path, shard_image(fresh, manifest, software)[0])
             owner.update((r.recording_id, name) for r in fresh)
             labels = [s.label for r in fresh for s in r.segments]
-            kept.append((name, software, len(fresh), sum(len(r.features) for r in fresh), labels))
+            tables = read_shard(path, SCHEMA_VERSION).tables_sha256
+            clips = sum(len(r.features) for r in fresh)
+            kept.append((name, software, len(fresh), clips, labels, tables))
         for leftover in folder.iterdir():
             if leftover.name.startswith(".") and leftover.name.endswith(".tmp"):
                 leftover.unlink()
-        counts = Counter(label for *_, labels in kept for label in labels)
+        counts = Counter(label for *_, labels, _ in kept for label in labels)
         manifest.update(
             shards=[
                 {
@@ -353,8 +417,9 @@ def repair_cache(path: str | Path) -> RepairReport:
                     "segments": len(labels),
                     "sha256": file_sha256(folder / name),
                     "software": software,
+                    **({TABLES_SHA256: tables} if tables else {}),
                 }
-                for name, software, recordings, clips, labels in kept
+                for name, software, recordings, clips, labels, tables in kept
             ],
             class_counts=dict(sorted(counts.items())),
             classes=sorted(counts),

@@ -67,6 +67,16 @@ def clean_path(raw: object) -> str:
     return text.replace("\\", "/")
 
 
+def recording_path(raw: str, root: Path) -> str:
+    """A CSV cell's recording id: the path as written when it names a file or folder under
+    `root` (a name may start with a space or a quote, or hold a backslash, as an unzipped
+    Windows archive leaves them), else the cleaned path (`clean_path`), so that hand-written
+    and spreadsheet CSVs (quoted, Windows separators) work too."""
+    if raw and (root / raw).exists():
+        return raw
+    return clean_path(raw)
+
+
 def read_meta(
     csv_path: str | Path,
     video_root: str | Path | None = None,
@@ -117,7 +127,7 @@ def read_meta(
     extra_columns = [c for c in table.columns if c not in (path_column, label_column, *OWN_COLUMNS)]
     rows = []
     for number, record in enumerate(table.to_dict("records"), start=1):
-        recording_id = clean_path(record[path_column])
+        recording_id = recording_path(record[path_column], root)
         start, end, in_seconds, problem, also_seconds = segment_bounds(record, number)
         fps, fps_problem = optional_number(record, "fps", number)
         row = Row(
@@ -243,6 +253,34 @@ def conflicting_rows(rows: list[Row]) -> dict[int, str]:
     return problems
 
 
+def split_column_problems(rows: list[Row]) -> dict[int, str]:
+    """What `train` refuses about a split column, by row: a blank cell (when the column is
+    there), and a recording or a group with rows in two parts."""
+    if not any("split" in row.extra for row in rows):
+        return {}
+    problems = {}
+    first: dict[tuple[str, str], tuple[str, int]] = {}  # (kind, name) -> (part, row)
+    for row in rows:
+        part = SPLIT_NAMES.get(row.extra.get("split", "").strip().lower())
+        if not row.extra.get("split", "").strip():
+            problems[row.row] = (
+                "blank_split: the split cell is blank; train refuses blank cells (fill it "
+                "with train, val or test, or train with --split random)"
+            )
+            continue
+        for kind, name in (("recording", row.recording_id), ("group", row.group)):
+            if not name or part is None:
+                continue
+            other, other_row = first.setdefault((kind, name), (part, row.row))
+            if other != part:
+                problems[row.row] = (
+                    f"split_conflict: {kind} {name!r} is in {other} (row {other_row}) and "
+                    f"{part} here; train refuses a {kind} in two parts (or train with "
+                    "--split random)"
+                )
+    return problems
+
+
 def split_problem(row: Row) -> str | None:
     value = row.extra.get("split", "").strip().lower()
     if value and value not in SPLIT_NAMES:
@@ -264,6 +302,7 @@ def check_rows(rows: list[Row], fps: float | None = None) -> pd.DataFrame:
     by the rules `extract` applies (`fps`: the rate of folders of frames without an `fps`
     column, as `extract --fps`)."""
     conflicts = conflicting_rows(rows)
+    split_problems = split_column_problems(rows)
     probes: dict[str, Probe | VideoError] = {}
     records = []
     for row in rows:
@@ -310,6 +349,8 @@ def check_rows(rows: list[Row], fps: float | None = None) -> pd.DataFrame:
             record.update(usable=False, problem=f"empty_path: row {row.row}: the path is empty")
         if row.row in conflicts:
             record.update(usable=False, problem=f"conflicting_labels: {conflicts[row.row]}")
+        if row.row in split_problems:
+            record.update(usable=False, problem=split_problems[row.row])
         if not row.label:
             record.update(usable=False, problem="empty_label: no label")
         if row.problem:

@@ -64,7 +64,7 @@ def connect(address: str | None) -> None:
 def check_reachable(address: str, timeout: float = 10.0) -> None:
     """Fail in seconds, not minutes (Ray's own retries), when nothing listens at HOST:PORT."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdigit()):
         raise SetupError(f"--address {address}: give auto, ray://HOST:PORT or HOST:PORT")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()

@@ -18,7 +18,7 @@ import pandas as pd
 from gesture_cache.config import TrainConfig
 from gesture_cache.errors import CacheError, ConfigError, GestureCacheError, RunError
 from gesture_cache.files import atomic_write, file_sha256, inside, read_json, write_json
-from gesture_cache.windows import SPLITS
+from gesture_cache.windows import SPLITS, Window
 
 if TYPE_CHECKING:
     import keras
@@ -34,6 +34,8 @@ RUN_FILES = (
     "learning_curves.png",
     "confusion_matrix.png",
     "backup",
+    ".lock",
+    ".next.model.keras",
 )
 
 
@@ -120,7 +122,8 @@ def read_run_config(run_dir: Path) -> dict:
     """A run's config.json, with every field the commands use checked."""
     path = run_file(Path(run_dir), "config.json")
     if not path.exists():
-        raise RunError(f"{run_dir} is not a run folder: no config.json")
+        what = "a cache" if (Path(run_dir) / "manifest.json").is_file() else "not a run folder"
+        raise RunError(f"{run_dir} is {what}: no config.json (give a run folder or a bundle)")
     try:
         saved = read_json(path, "run config")
     except GestureCacheError as error:
@@ -145,6 +148,11 @@ def read_run_config(run_dir: Path) -> dict:
         TrainConfig(**hparams)
     except GestureCacheError as error:
         raise RunError(f"{path}: {error}") from None
+    if "window" in saved:
+        try:
+            Window(**saved["window"])
+        except (GestureCacheError, TypeError) as error:
+            raise RunError(f"{path}: field 'window' cannot be used: {error}") from None
     return saved
 
 

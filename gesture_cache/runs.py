@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from gesture_cache.errors import ConfigError, RunError
+from gesture_cache.files import lock_held
 from gesture_cache.run import run_file
 
 COLUMNS = [
@@ -42,7 +43,7 @@ def run_row(folder: Path, root: Path) -> dict:
     except (OSError, ValueError, KeyError, TypeError):
         return {**row, "status": "incomplete"}
     row.update(
-        status=config.get("status", "?"),
+        status=live_status(folder, config.get("status", "?")),
         preset=hparams.get("preset"),
         units=",".join(map(str, hparams.get("units") or [])),
         cell=hparams.get("cell"),
@@ -67,6 +68,14 @@ def run_row(folder: Path, root: Path) -> dict:
     except (RunError, OSError, ValueError, pd.errors.EmptyDataError):
         pass
     return row
+
+
+def live_status(folder: Path, status: str) -> str:
+    """A run marked running (or evaluating) whose process no longer holds its lock died
+    (killed, a crash, a lost machine): `dead`, which `train --resume` continues."""
+    if status in ("running", "evaluating") and lock_held(folder) is False:
+        return "dead"
+    return status
 
 
 def runs_table(root: str | Path, sort: str | None = None) -> pd.DataFrame:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import functools
 import gc
+import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +40,7 @@ from gesture_cache import __version__, data, report
 from gesture_cache.cache import Cache
 from gesture_cache.config import TrainConfig, reduce_components
 from gesture_cache.errors import ConfigError, RunError
-from gesture_cache.files import inside
+from gesture_cache.files import LOCK, acquire_lock, atomic_write, inside
 from gesture_cache.integrity import load_verified_cache
 from gesture_cache.interrupts import acted_on
 from gesture_cache.model import build_classifier, preset_hparams, trainable_parameters
@@ -141,8 +143,7 @@ def train(
     run's split (samples it does not know go to training, with a warning); `callbacks` are
     added to Keras' (a search's pruning)."""
     run_dir = Path(run_dir)
-    if (run_dir / "config.json").exists() or (run_dir / "config.json").is_symlink():
-        raise RunError(f"run folder {run_dir} already holds a run; use --resume or a new --out")
+    refuse_existing_run(run_dir)
     config = resolve(config)
     prepared = training_data(cache_path, config)
     check_trainable(prepared, cache_path, config)
@@ -150,11 +151,35 @@ def train(
     strategy = distribution_strategy(config.strategy)
     check_even_first_batches(prepared, split, config.batch_size, strategy)  # before any file
     check_reduce(prepared, split, config)
-    run_config = start_run_folder(run_dir, prepared, cache_path, config, split, split_source)
-    with marked_if_interrupted(run_dir, run_config):
-        return fit_and_evaluate(
-            run_dir, prepared, config, split, run_config, strategy, False, callbacks
-        )
+    with holding(run_dir, create=True):
+        refuse_existing_run(run_dir)  # another process may have started one meanwhile
+        run_config = start_run_folder(run_dir, prepared, cache_path, config, split, split_source)
+        with marked_if_interrupted(run_dir, run_config):
+            return fit_and_evaluate(
+                run_dir, prepared, config, split, run_config, strategy, False, callbacks
+            )
+
+
+def refuse_existing_run(run_dir: Path) -> None:
+    if (run_dir / "config.json").exists() or (run_dir / "config.json").is_symlink():
+        raise RunError(f"run folder {run_dir} already holds a run; use --resume or a new --out")
+
+
+@contextmanager
+def holding(run_dir: Path, create: bool = False) -> Iterator[None]:
+    """The run folder's lock for as long as this process trains it: a second `train
+    --resume` is refused, and `runs` tells a live run from one whose process died."""
+    if create:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunError(f"cannot create the run folder {run_dir}: {error}") from None
+    run_file(run_dir, LOCK)  # not a link
+    lock = acquire_lock(run_dir, "is being trained by another process", RunError)
+    try:
+        yield
+    finally:
+        os.close(lock)
 
 
 def choose_split(
@@ -163,11 +188,17 @@ def choose_split(
     """(split, where it came from): an earlier run's (`split_from`), the cache's official
     one (its split column; `--split auto` or `official`), or one drawn from the seed."""
     if split_from:
+        if config.split != "auto":
+            raise ConfigError(
+                f"--split-from {split_from} reuses that run's split; drop --split {config.split}"
+            )
         return split_from_run(Path(split_from), prepared.samples), f"from {split_from}"
     official = data.official_splits(prepared.cache) if config.split != "random" else None
     if official is not None:
         log.info("the cache's official split: test and val as the dataset lists them")
-        split = data.official_split(prepared.samples, official, config.val_size, config.seed)
+        split = data.official_split(
+            prepared.samples, official, config.val_size, config.seed, config.allow_duplicates
+        )
         return split, "official"
     if config.split == "official":
         raise ConfigError(
@@ -283,16 +314,21 @@ def resume(
             + " (start a new --out to change them)"
         )
     check_run_folder(run_dir)
-    cache_path = cache_path or saved["cache"]["path"]
-    prepared = training_data(cache_path, config)
-    check_same_cache(prepared.cache, cache_path, saved)
-    split = read_split(run_dir, prepared.samples)
-    strategy = distribution_strategy(config.strategy)
-    check_even_first_batches(prepared, split, config.batch_size, strategy)
-    saved["status"] = "running"
-    save_json(run_dir, "config.json", saved)
-    with marked_if_interrupted(run_dir, saved):
-        return fit_and_evaluate(run_dir, prepared, config, split, saved, strategy, resume=True)
+    with holding(run_dir):
+        saved = read_run_config(run_dir)  # as it is now that no other process trains it
+        fitted = saved.get("status") == "evaluating"  # stopped after fitting, before scores
+        cache_path = cache_path or saved["cache"]["path"]
+        prepared = training_data(cache_path, config)
+        check_same_cache(prepared.cache, cache_path, saved)
+        split = read_split(run_dir, prepared.samples)
+        strategy = distribution_strategy(config.strategy)
+        check_even_first_batches(prepared, split, config.batch_size, strategy)
+        saved["status"] = "evaluating" if fitted else "running"
+        save_json(run_dir, "config.json", saved)
+        with marked_if_interrupted(run_dir, saved):
+            return fit_and_evaluate(
+                run_dir, prepared, config, split, saved, strategy, resume=True, fitted=fitted
+            )
 
 
 @contextmanager
@@ -325,8 +361,10 @@ def fit_and_evaluate(
     strategy: tf.distribute.Strategy,
     resume: bool,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
+    fitted: bool = False,
 ) -> TrainResult:
-    """Fit, evaluate the best model on the held-out part, write the run's files."""
+    """Fit (unless `fitted`: a resumed run that stopped between fitting and its scores),
+    evaluate the best model on the held-out part, write the run's files."""
     rows = {name: np.flatnonzero(split == name) for name in SPLITS}
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
@@ -335,21 +373,61 @@ def fit_and_evaluate(
         for name in SPLITS
         if len(rows[name])
     }
-    if "val" in datasets and holds_validation(prepared, len(rows["val"]), memory_limit_mb(config)):
-        datasets["val"] = datasets["val"].cache()
-    with strategy.scope():
-        model = compiled_classifier(prepared, rows["train"], config)
-    log.info(
-        "%s: %s trainable parameters; %s samples; %d replica(s)",
-        config.preset,
-        f"{trainable_parameters(model):,}",
-        ", ".join(f"{n} {len(r)}" for n, r in rows.items()),
-        strategy.num_replicas_in_sync,
-    )
+    interrupted = False
+    if not fitted:
+        if "val" in datasets and holds_validation(
+            prepared, len(rows["val"]), memory_limit_mb(config)
+        ):
+            datasets["val"] = datasets["val"].cache()
+        with strategy.scope():
+            model = compiled_classifier(prepared, rows["train"], config)
+        log.info(
+            "%s: %s trainable parameters; %s samples; %d replica(s)",
+            config.preset,
+            f"{trainable_parameters(model):,}",
+            ", ".join(f"{n} {len(r)}" for n, r in rows.items()),
+            strategy.num_replicas_in_sync,
+        )
+        started = time.perf_counter()
+        interrupted = fit(
+            model, datasets, prepared.y[rows["train"]], run_dir, config, resume, extra_callbacks
+        )
+        # seconds of training, summed over resumes: file times do not survive a copy
+        run_config["train_seconds"] = run_config.get("train_seconds", 0.0) + round(
+            time.perf_counter() - started, 1
+        )
+        if not (run_dir / "model.keras").exists():
+            raise KeyboardInterrupt  # stopped before the first epoch ended: nothing to evaluate
+        if not interrupted:  # a process that dies from here on resumes by evaluating
+            run_config["status"] = "evaluating"
+            save_json(run_dir, "config.json", run_config)
+            shutil.rmtree(run_file(run_dir, "backup"), ignore_errors=True)
+
+    best = load_best_model(run_dir)
+    part = held_out_part(rows)
+    metrics = {**compute_metrics(best, prepared, rows[part]), "split": part}
+    save_json(run_dir, "metrics.json", metrics)
+    history = read_history(run_dir)
+    report.plot_learning_curves(history, inside(run_dir, "learning_curves.png"))
+    report.plot_confusion_matrix(metrics, inside(run_dir, "confusion_matrix.png"))
+    run_config["status"] = "interrupted" if interrupted else "finished"
+    run_config["replicas"] = strategy.num_replicas_in_sync
+    save_json(run_dir, "config.json", run_config)
+    return TrainResult(run_dir, metrics, len(history), interrupted)
+
+
+def fit(
+    model: keras.Model,
+    datasets: dict[str, tf.data.Dataset],
+    train_y: np.ndarray,
+    run_dir: Path,
+    config: TrainConfig,
+    resume: bool,
+    extra_callbacks: list[keras.callbacks.Callback] | None,
+) -> bool:
+    """Keras' fit with the run folder's callbacks; returns whether Ctrl-C stopped it."""
     monitor = "val_loss" if "val" in datasets else "loss"
     weigh = config.class_weight or config.background  # background must not swamp gestures
-    interrupted = False
-    started = time.perf_counter()
     try:
         model.fit(
             datasets["train"],
@@ -359,7 +437,7 @@ def fit_and_evaluate(
                 *training_callbacks(run_dir, monitor, config.patience, resume),
                 *(extra_callbacks or []),
             ],
-            class_weight=balanced_class_weights(prepared.y[rows["train"]]) if weigh else None,
+            class_weight=balanced_class_weights(train_y) if weigh else None,
             shuffle=False,  # the dataset shuffles, from the seed
             verbose=2,
         )
@@ -371,26 +449,19 @@ def fit_and_evaluate(
     except BaseException as error:
         if not acted_on(error):
             raise
-        interrupted = True
         log.warning("interrupted: the run folder keeps the best model so far; --resume goes on")
-    # seconds of training, summed over resumes: file times do not survive a copy
-    run_config["train_seconds"] = run_config.get("train_seconds", 0.0) + round(
-        time.perf_counter() - started, 1
-    )
-    if not (run_dir / "model.keras").exists():
-        raise KeyboardInterrupt  # stopped before the first epoch ended: nothing to evaluate
+        return True
+    return False
 
-    best = load_best_model(run_dir)
-    part = held_out_part(rows)
-    metrics = {**compute_metrics(best, prepared, rows[part]), "split": part}
-    save_json(run_dir, "metrics.json", metrics)
-    history = pd.read_csv(run_dir / "history.csv")
-    report.plot_learning_curves(history, inside(run_dir, "learning_curves.png"))
-    report.plot_confusion_matrix(metrics, inside(run_dir, "confusion_matrix.png"))
-    run_config["status"] = "interrupted" if interrupted else "finished"
-    run_config["replicas"] = strategy.num_replicas_in_sync
-    save_json(run_dir, "config.json", run_config)
-    return TrainResult(run_dir, metrics, len(history), interrupted)
+
+def read_history(run_dir: Path) -> pd.DataFrame:
+    """history.csv, one row per finished epoch (none when it is empty: a run killed before
+    its first epoch ended leaves a file without even a header)."""
+    path = run_file(run_dir, "history.csv")
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame({"epoch": pd.Series(dtype=int)})
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
@@ -543,27 +614,84 @@ def compiled_classifier(
 def training_callbacks(
     run_dir: Path, monitor: str, patience: int, resume: bool
 ) -> list[keras.callbacks.Callback]:
-    """Backup for --resume, the best model, the history, early stopping. After a resume the
-    checkpoint starts from the best value so far, so model.keras stays the best epoch."""
+    """The history, the best model, early stopping, and last the backup for --resume: an
+    epoch counts as done once its backup is written. After a resume the history keeps the
+    epochs the backup holds (a process killed between an epoch's row and its backup redoes
+    that epoch, logged once), and the checkpoint starts from the best value so far, so
+    model.keras stays the best epoch."""
     best_so_far = None
-    history = run_dir / "history.csv"
-    if resume and history.is_file():
-        column = pd.read_csv(history).get(monitor)
+    if resume:
+        column = read_history(run_dir).get(monitor)
         if column is not None and column.notna().any():
             best_so_far = float(column.min())
+        keep_backed_up_epochs(run_dir)
     return [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        keras.callbacks.ModelCheckpoint(
-            run_dir / "model.keras",
+        keras.callbacks.CSVLogger(str(run_file(run_dir, "history.csv")), append=resume),
+        AtomicCheckpoint(
+            run_file(run_dir, "model.keras"),
             monitor=monitor,
             save_best_only=True,
             initial_value_threshold=best_so_far,
         ),
-        keras.callbacks.CSVLogger(str(history), append=resume),
         keras.callbacks.EarlyStopping(
             monitor=monitor, patience=patience, restore_best_weights=True
         ),
+        AtomicBackup(str(run_file(run_dir, "backup"))),
     ]
+
+
+def keep_backed_up_epochs(run_dir: Path) -> None:
+    """history.csv without the rows of epochs the backup does not hold (they run again)."""
+    try:
+        state = json.loads(run_file(run_dir, "backup").joinpath(BACKUP_STATE).read_text())
+        done = int(state["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        done = 0  # no backup: training starts at the first epoch again
+    history = read_history(run_dir)
+    if len(history) and (history["epoch"] >= done).any():
+        kept = history[history["epoch"] < done]
+        atomic_write(run_file(run_dir, "history.csv"), kept.to_csv(index=False).encode())
+
+
+BACKUP_STATE = "training_metadata.json"  # Keras' name: the epochs the backup holds
+NEXT_MODEL = ".next.model.keras"  # where the checkpoint writes before it renames
+
+
+class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras' ModelCheckpoint, writing the new best model beside the old one and renaming
+    it over: Keras writes over the file in place, and a Ctrl-C or a kill landing while it
+    wrote left a truncated model.keras, the best model of the run lost."""
+
+    def __init__(self, path: Path, **options: object):
+        self.target = path
+        temporary = run_file(path.parent, NEXT_MODEL)
+        temporary.unlink(missing_ok=True)  # a leftover, or a planted link: never written through
+        super().__init__(temporary, **options)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        if Path(self.filepath).exists():
+            os.replace(self.filepath, self.target)
+
+
+class AtomicBackup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore whose backup is written under a temporary name and renamed
+    into place, so that a process killed while it writes leaves the previous epoch's backup,
+    which loads. It stays after `fit` ends (the run deletes it once the fit's end is
+    recorded), so a run killed before its scores are written resumes without training
+    again."""
+
+    def __init__(self, backup_dir: str):
+        super().__init__(backup_dir, delete_checkpoint=False)
+
+    def _save_model(self) -> None:
+        folder = Path(self.backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        next_weights = folder / "next.weights.h5"  # Keras wants the suffix .weights.h5
+        self.model.save_weights(next_weights, overwrite=True)
+        os.replace(next_weights, self._weights_path)
+        state = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        atomic_write(Path(self._training_metadata_path), json.dumps(state).encode())
 
 
 def balanced_class_weights(y: np.ndarray) -> dict[int, float]:

@@ -177,8 +177,9 @@ def to_uint8(frame: np.ndarray, source: Path) -> np.ndarray:
 
 
 def natural_key(name: str) -> list:
-    """frame2.jpg before frame10.jpg."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+    """frame2.jpg before frame10.jpg (`\\d` and `isdecimal` agree on what a digit is, so
+    every part taken for a number converts; `isdigit` also says yes to "²")."""
+    return [int(part) if part.isdecimal() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 def visible(folder: Path) -> list[Path]:

@@ -26,14 +26,14 @@ class Window:
 
     def __post_init__(self) -> None:
         if isinstance(self.clips, bool) or not isinstance(self.clips, int) or self.clips < 1:
-            raise ConfigError(f"--window-clips {self.clips!r}: give a whole number of at least 1")
+            raise ConfigError(f"window clips {self.clips!r}: give a whole number of at least 1")
         if self.step is not None and (
             isinstance(self.step, bool) or not isinstance(self.step, int) or self.step < 1
         ):
-            raise ConfigError(f"--window-step {self.step!r}: give a whole number of at least 1")
+            raise ConfigError(f"window step {self.step!r}: give a whole number of at least 1")
         if self.sampling not in WINDOW_SAMPLINGS:
             raise ConfigError(
-                f"unknown --window-sampling {self.sampling!r}: use one of {WINDOW_SAMPLINGS}"
+                f"unknown window sampling {self.sampling!r}: use one of {WINDOW_SAMPLINGS}"
             )
 
 

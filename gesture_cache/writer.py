@@ -9,7 +9,6 @@ the new one is on disk, so Ctrl-C inside a write never leaves a recording in two
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -25,7 +24,9 @@ from gesture_cache.cache import (
     MANIFEST,
     SCHEMA_VERSION,
     SHARD_NAME,
+    TABLES_SHA256,
     CachedRecording,
+    extractor_differences,
     fingerprint_of,
     inspect_shard,
     read_failures,
@@ -36,10 +37,9 @@ from gesture_cache.cache import (
 )
 from gesture_cache.config import COMPRESSIONS
 from gesture_cache.errors import CacheError, ConfigError, GestureCacheError
-from gesture_cache.files import atomic_write, file_sha256, write_json
+from gesture_cache.files import acquire_lock, atomic_write, file_sha256, write_json
 from gesture_cache.interrupts import acted_on
 
-LOCK = ".lock"
 OWN_TEMPORARY = re.compile(
     r"^\.(part-\d{5,}\.h5|manifest\.json|failures\.jsonl|verified\.json)\.tmp$"
 )
@@ -92,7 +92,7 @@ class CacheWriter:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise CacheError(f"cannot create the cache folder {self.folder}: {error}") from None
-        self._lock = acquire_lock(self.folder)
+        self._lock = acquire_lock(self.folder, kind=CacheError)
         try:
             self.software = software or {}
             self.shard_size = shard_size
@@ -118,8 +118,8 @@ class CacheWriter:
                 f"version writes schema {SCHEMA_VERSION}: extract into a new --out folder"
             )
         if self.manifest["fingerprint"] != fingerprint_of(extractor):
-            old, new = self.manifest["extractor"], json.loads(json.dumps(extractor))
-            changed = sorted(k for k in {*new, *old} if new.get(k) != old.get(k))
+            old = self.manifest["extractor"]
+            changed = extractor_differences(old, extractor)
             why = ""
             if "backend" in changed:
                 why = (
@@ -147,7 +147,13 @@ class CacheWriter:
             self._note_done(shard_path(self.folder, shard["file"]))
 
     def _note_done(self, path: Path) -> None:
-        content = read_shard(path, SCHEMA_VERSION)
+        try:
+            content = read_shard(path, SCHEMA_VERSION)
+        except CacheError as error:
+            raise CacheError(
+                f"{error}; `gesture-cache repair {self.folder}` sets a damaged shard aside "
+                "and keeps every intact recording"
+            ) from None
         r, s = content.recordings, content.segments
         ids = r["recording_id"].tolist()
         self.done.update(zip(ids, r["sha256"].tolist()))
@@ -205,6 +211,7 @@ class CacheWriter:
             len(content.clip_valid),
             content.segments["label"].tolist(),
             short,
+            content.tables_sha256,
         )
         self._note_done(path)
 
@@ -241,7 +248,7 @@ class CacheWriter:
         if not self.pending:
             return
         name = self._next_shard_name()
-        image = shard_image(self.pending, self.manifest, self.software, self.compression)
+        image, tables = shard_image(self.pending, self.manifest, self.software, self.compression)
         sha256 = _atomic(self.folder / name, image)
         self._list_shard(
             name,
@@ -254,6 +261,7 @@ class CacheWriter:
                 for r in self.pending
                 if r.claimed_frames > r.n_frames
             ],
+            tables,
         )
         self._note_done(self.folder / name)
         self.pending = []
@@ -273,9 +281,11 @@ class CacheWriter:
         clips: int,
         labels: list[str],
         short: list[list],
+        tables: str | None,
     ) -> None:
         """List a shard; `short`: its recordings that decode fewer frames than they claim
-        (id, claimed, decoded), so `info` reports them without reading a shard."""
+        (id, claimed, decoded), so `info` reports them without reading a shard; `tables`:
+        the checksum of its tables (None for a shard of an older version)."""
         counts = Counter(self.manifest["class_counts"])
         counts.update(labels)
         entry = {
@@ -286,6 +296,7 @@ class CacheWriter:
             "sha256": sha256,
             "software": self.software,
             "short": short,
+            **({TABLES_SHA256: tables} if tables else {}),
         }
         manifest = {
             **self.manifest,
@@ -341,26 +352,3 @@ def write_manifest(folder: Path, manifest: dict) -> None:
         write_json(folder / MANIFEST, manifest)
     except GestureCacheError as error:
         raise CacheError(str(error)) from None
-
-
-def acquire_lock(folder: Path) -> int:
-    """An exclusive flock on CACHE/.lock, never through a link; released when we die."""
-    path = folder / LOCK
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as error:
-        raise CacheError(
-            f"cannot take the lock {path} ({error.strerror}); "
-            "if it is a link or not a file, remove it"
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise CacheError(
-            f"{folder} is being written by another process (pid {holder}); wait for it to end"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd

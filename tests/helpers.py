@@ -246,3 +246,53 @@ def numpy_c3d(clips: np.ndarray, weights: Path, layer: str = "fc7") -> np.ndarra
                     break
             features.append(x)
     return np.stack(features)
+
+
+SYNTHETIC_EXTRACTOR = {
+    "model": "synthetic (tests)",
+    "layer": "none",
+    "weights": {"random_seed": 0},
+    "clip_len": 16,
+    "clip_stride": 8,
+    "sampling": "dense",
+    "pad": "edge",
+    "precision": "float32",
+}
+
+
+def write_cache(
+    folder: Path,
+    rows: list[tuple[str, str, str, str]],
+    clips: int = 4,
+    dim: int = 32,
+    shard_size: int = 256,
+) -> Path:
+    """A cache of whole recordings written by the real writer with synthetic features (no
+    C3D): (recording id, label, split cell or "", file sha256 or "") per row; a label's
+    features carry an offset of their own. Identical sha256s make byte-identical copies."""
+    from gesture_cache.cache import CachedRecording, Segment
+    from gesture_cache.writer import CacheWriter
+
+    labels = sorted({label for _, label, _, _ in rows})
+    rng = np.random.default_rng(0)
+    n_frames = (clips - 1) * 8 + 16
+    with CacheWriter(folder, SYNTHETIC_EXTRACTOR, dim, "float16", shard_size) as writer:
+        for i, (recording_id, label, split, sha256) in enumerate(rows):
+            features = rng.normal(0, 0.1, (clips, dim)).astype(np.float32)
+            features[:, labels.index(label)] += 3.0
+            extra = {"split": split} if split else {}
+            writer.add(
+                CachedRecording(
+                    recording_id=recording_id,
+                    sha256=sha256 or f"{i:064x}",
+                    features=features,
+                    clip_start=np.arange(clips) * 8,
+                    clip_valid=np.ones(clips, bool),
+                    segments=[Segment(label, 0, n_frames, row=i + 1, extra=extra)],
+                    n_frames=n_frames,
+                    fps=25.0,
+                    height=48,
+                    width=64,
+                )
+            )
+    return folder

@@ -165,6 +165,75 @@ def test_a_truth_file_with_other_classes_is_refused_before_work(
     assert not target.exists()
 
 
+def edited_bundle(exported, tmp_path: Path, edit) -> Path:
+    out, _ = exported
+    copy = tmp_path / "edited"
+    shutil.copytree(out, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def pointing_outside(manifest: dict, name: str) -> None:
+    """The ONNX head's file named `name`, hashed as the manifest says its own file is."""
+    head = next(a for a in manifest["artifacts"] if a["format"] == "onnx")
+    head["files"] = {name: head["files"]["head.onnx"]}
+    head["main"] = name
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda m: next(a for a in m["artifacts"] if a["format"] == "onnx").update(
+                main="/etc/passwd"
+            ),
+            "is not among its hashed files",
+        ),  # fmt: skip
+        (lambda m: pointing_outside(m, "../bundle/head.onnx"), "leaves the folder"),
+        (lambda m: pointing_outside(m, "/etc/passwd"), "leaves the folder"),
+        (lambda m: m.pop("artifacts"), "field 'artifacts' is missing"),
+        (lambda m: m.pop("classes"), "field 'classes' is missing"),
+        (lambda m: m["artifacts"][0].pop("files"), "artifacts[0]: field 'files' is missing"),
+        (lambda m: m["window"].update(clips=0), "field 'window' cannot be used: window clips 0"),
+    ],
+)
+def test_a_bundle_manifest_is_checked_before_anything_is_loaded(
+    exported, tmp_path, capsys, edit, message
+):
+    """Every name a runtime would load comes from the manifest: one outside the bundle or
+    not among its hashed files is refused, and so is a manifest that lacks a field."""
+    copy = edited_bundle(exported, tmp_path, edit)
+    video = write_video(tmp_path / "v.avi", 40)
+    assert main(["predict", str(copy), str(video)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
+def test_a_bundle_manifest_that_is_not_json_is_named(exported, tmp_path, capsys):
+    copy = edited_bundle(exported, tmp_path, lambda m: None)
+    (copy / "manifest.json").write_text('{"format": "gesture-cache-bundle", ')
+    video = write_video(tmp_path / "v.avi", 40)
+    assert main(["predict", str(copy), str(video)]) == 2
+    assert "bundle manifest" in (err := capsys.readouterr().err) and "not valid JSON" in err
+
+
+def test_a_quantization_a_format_does_not_get_is_refused(detector, tmp_path):
+    with pytest.raises(ConfigError, match="applies to the litert heads, not to onnx"):
+        export_run(detector.run, tmp_path / "q", ["onnx"], "float16", random_weights=0)
+    with pytest.raises(ConfigError, match="not to openvino"):
+        parse_formats("onnx,openvino", "int8")
+    assert parse_formats(None, "int8") == ["litert", "onnx"]  # those it applies to
+    assert not (tmp_path / "q").exists()
+
+
+def test_a_bundle_is_never_written_inside_the_cache_it_reads(detector, tmp_path):
+    with pytest.raises(ConfigError, match="is read as input"):
+        export_run(detector.run, detector.cache / "bundle", ["onnx"], random_weights=0)
+    assert not (detector.cache / "bundle").exists()
+
+
 def test_frames_of_another_layout_are_refused(exported):
     out, _ = exported
     backbone = BundleBackbone(open_bundle(out), "onnxruntime")
@@ -217,8 +286,8 @@ def test_a_missing_runtime_is_named(monkeypatch):
 
 def test_a_full_disk_during_export_leaves_nothing(detector, tmp_path):
     """A file-size limit below the backbone's size: the export fails with a message and
-    leaves neither the bundle nor its staging folder."""
-    out = tmp_path / "b"
+    leaves neither the bundle, its staging folder, nor the parent folders it created."""
+    out = tmp_path / "a" / "b" / "c"
     script = (
         "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (50_000_000, "
         "50_000_000)); from gesture_cache.cli import main; sys.exit(main(sys.argv[1:]))"

@@ -130,3 +130,71 @@ def test_lock_is_released_when_the_holder_dies(tmp_path, small_cache):
     holder.wait()
     with CacheWriter(out, manifest["extractor"], 4096, "float16", 3) as writer:
         assert len(writer.done) == 8
+
+
+# --- training runs ----------------------------------------------------------------------------
+
+
+def train_process(cache: Path, run: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "gesture_cache.cli", "train", str(cache), "--out", str(run)]
+    command += ["--epochs", "40", "--patience", "40", "--units", "4", "--dense", "0"]
+    command += ["--window-clips", "2", "--batch-size", "2"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def kill_when(process: subprocess.Popen, ready, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the condition never came"
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def epochs_logged(run: Path) -> int:
+    try:
+        return max(len((run / "history.csv").read_text().splitlines()) - 1, 0)
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_its_first_epoch_or_later_resumes_and_is_listed_dead(tmp_path):
+    """kill -9 while the first epoch runs (history.csv created, still empty) and after some
+    epochs: `runs` lists the run as dead (no process holds it) while a live one is running
+    and refuses a second trainer, and `train --resume` finishes it with every epoch once."""
+    from gesture_cache.cli import main
+    from gesture_cache.runs import runs_table
+    from tests.helpers import write_cache
+
+    rows = [(f"r{i:02d}.avi", ("wave", "clap")[i % 2], "", "") for i in range(16)]
+    cache = write_cache(tmp_path / "cache", rows)
+    for name, ready in (
+        ("first", lambda run: (run / "history.csv").exists()),
+        ("later", lambda run: epochs_logged(run) >= 3),
+    ):
+        run = tmp_path / name
+        process = train_process(cache, run)
+        kill_when(process, lambda run=run, ready=ready: ready(run) and (run / ".lock").exists())
+        if name == "first":
+            assert (run / "history.csv").read_text() == "", "killed too late to test this"
+        status = runs_table(tmp_path).set_index("run")["status"]
+        assert status[name] == "dead", status
+        assert main(["train", "--out", str(run), "--resume"]) == 0
+        history = [
+            int(line.split(",")[0]) for line in (run / "history.csv").read_text().splitlines()[1:]
+        ]
+        assert history == list(range(len(history))) and history, history
+        assert json.loads((run / "config.json").read_text())["status"] == "finished"
+    live = train_process(cache, tmp_path / "live")
+    try:
+        kill_until = time.monotonic() + 240
+        while not epochs_logged(tmp_path / "live"):
+            assert live.poll() is None and time.monotonic() < kill_until
+            time.sleep(0.05)
+        assert runs_table(tmp_path).set_index("run")["status"]["live"] == "running"
+        assert main(["train", "--out", str(tmp_path / "live"), "--resume"]) == 2
+    finally:
+        live.kill()
+        live.wait()

@@ -16,8 +16,9 @@ from gesture_cache.cli import main
 from gesture_cache.config import ExtractConfig, TrainConfig
 from gesture_cache.errors import ConfigError
 from gesture_cache.extract import run_extraction
+from gesture_cache.integrity import verify_cache
 from gesture_cache.train import train
-from tests.helpers import write_video
+from tests.helpers import write_cache, write_video
 
 FAST = ExtractConfig(random_weights=0, clip_stride=32)
 TINY = TrainConfig(epochs=1, units=(4,), dense=0, window_clips=2)
@@ -205,6 +206,105 @@ def test_hidden_files_are_neither_labels_nor_videos_nor_frames(tmp_path, capsys)
     assert run_extraction(meta, tmp_path / "cache", FAST).cached == 2
 
 
+@pytest.mark.parametrize(
+    "fmt, target",
+    [
+        ("jester", "jester-v1-train.csv"),
+        ("jester", "jester-v1-labels.csv"),
+        ("jester", "20bn-jester-v1/1/meta.csv"),
+        ("ipn", "Annot_TestList.txt"),
+        ("ipn", "frames/1CM1_1_R_#217/meta.csv"),
+        ("folders", "wave/a.avi"),
+        ("folders", "wave/meta.csv"),
+    ],
+)
+def test_import_never_writes_over_or_into_what_it_reads(jester, ipn, tmp_path, capsys, fmt, target):
+    roots = {"jester": jester, "ipn": ipn, "folders": tmp_path / "flat"}
+    write_video(roots["folders"] / "wave" / "a.avi", 20)
+    root = roots[fmt]
+    out = root / target
+    before = out.read_bytes() if out.is_file() else None
+    assert main(["import", fmt, str(root), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "would replace the input" in err or "is read as input" in err, err
+    assert (out.read_bytes() if out.is_file() else None) == before
+
+
+def test_a_meta_csv_written_into_root_is_not_a_bad_row_next_time(tmp_path, capsys):
+    root = tmp_path / "flat"
+    write_video(root / "wave" / "a.avi", 20)
+    frames(root / "clap" / "b", 20)
+    for _ in range(2):
+        assert main(["import", "folders", str(root), "--out", str(root / "meta.csv")]) == 0
+        out = capsys.readouterr().out
+        assert "could not be used" not in out and "meta.csv" not in out.split("wrote")[0], out
+
+
+def test_a_stale_unlabelled_companion_is_removed_with_a_word(jester, tmp_path, capsys):
+    meta = tmp_path / "jester.csv"
+    assert main(["import", "jester", str(jester), "--out", str(meta)]) == 0
+    companion = tmp_path / "jester_unlabelled.csv"
+    assert companion.is_file()
+    capsys.readouterr()
+    (jester / "jester-v1-test.csv").unlink()
+    assert main(["import", "jester", str(jester), "--out", str(meta)]) == 0
+    assert f"removed {companion}" in capsys.readouterr().out and not companion.exists()
+
+
+def test_ipn_as_downloaded_keeps_its_lists_in_annotations(ipn, tmp_path):
+    (ipn / "annotations").mkdir()
+    for name in ("Annot_TrainList.txt", "Annot_TestList.txt"):
+        (ipn / name).rename(ipn / "annotations" / name)
+    meta = tmp_path / "ipn.csv"
+    assert main(["import", "ipn", str(ipn), "--out", str(meta)]) == 0
+    assert set(pd.read_csv(meta, dtype=str)["split"]) == {"train", "test"}
+
+
+def test_an_ipn_video_in_both_lists_is_reported_at_import(ipn, tmp_path, capsys):
+    with open(ipn / "Annot_TestList.txt", "a") as f:
+        f.write("1CM1_2_R_#218,G01,2,17,32,16\n")
+    meta = tmp_path / "ipn.csv"
+    assert main(["import", "ipn", str(ipn), "--out", str(meta)]) == 0
+    out = capsys.readouterr().out
+    assert "Annot_TestList.txt line 4: video 1CM1_2_R_#218 is also in the train list" in out
+    table = pd.read_csv(meta, dtype=str)
+    assert set(table.loc[table["dataset_id"] == "1CM1_2_R_#218", "split"]) == {"train"}
+
+
+HOSTILE_NAMES = [" lead.avi", "trail.avi ", '"quoted".avi', "'single.avi", "back\\slash.avi",
+                 "com,ma.avi", "new\nline.avi", "ünï cødé.avi", "#hash.avi"]  # fmt: skip
+
+
+def test_import_folders_writes_names_its_reader_reads_back(tmp_path, capsys):
+    """Whatever a file is called (as an unzipped Windows archive or a careless user names
+    it), the CSV import writes is read back by `check` and `extract` as that file; inside
+    ROOT and beside it."""
+    root = tmp_path / "flat"
+    for i, name in enumerate(HOSTILE_NAMES):  # OpenCV takes some names for image patterns
+        plain = write_video(root / ("wave" if i % 2 else "clap") / f"plain{i}.avi", 16, seed=i)
+        plain.rename(plain.with_name(name))
+    for meta in (root / "meta.csv", tmp_path / "beside.csv"):
+        assert main(["import", "folders", str(root), "--out", str(meta)]) == 0
+        assert "could not be used" not in capsys.readouterr().out
+        assert main(["check", str(meta)]) == 0, capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert f"{len(HOSTILE_NAMES)} of {len(HOSTILE_NAMES)} rows usable" in out
+
+
+def test_a_dangling_link_and_a_folder_of_videos_are_reported_by_their_own_names(tmp_path, capsys):
+    root = tmp_path / "flat"
+    write_video(root / "wave" / "a.avi", 16)
+    (root / "wave" / "gone.avi").symlink_to(tmp_path / "elsewhere" / "target.avi")
+    write_video(root / "clap" / "subject01" / "b.avi", 16)
+    write_video(root / "clap" / "c.avi", 16)
+    meta = tmp_path / "meta.csv"
+    assert main(["import", "folders", str(root), "--out", str(meta)]) == 0
+    out = capsys.readouterr().out
+    assert "wave/gone.avi: a link to" in out and "which does not exist" in out
+    assert "clap/subject01: a folder of videos or folders, not of frames" in out
+    assert "target" not in meta.read_text()
+
+
 # --- split columns ---------------------------------------------------------------------------
 
 
@@ -222,7 +322,10 @@ def write_split_csv(folder: Path, rows: list[tuple[str, str, str, str]]) -> Path
 @pytest.mark.parametrize(
     "rows, message",
     [
-        ([("a.avi", "wave", "train", "s1"), ("b.avi", "clap", "", "s2")], "row 2 ('')"),
+        (
+            [("a.avi", "wave", "train", "s1"), ("b.avi", "clap", "", "s2")],
+            "'b.avi' (CSV row 2: '')",
+        ),
         ([("a.avi", "wave", "train", "s1"), ("b.avi", "clap", "test", "s1")], "group 's1'"),
     ],
 )
@@ -250,3 +353,38 @@ def test_an_unknown_split_value_is_a_row_failure(tmp_path):
 def test_split_official_needs_the_column(small_cache, tmp_path):
     with pytest.raises(ConfigError, match="has no split column"):
         train(small_cache, tmp_path / "run", TrainConfig(**{**TINY.__dict__, "split": "official"}))
+
+
+def test_check_reports_what_train_refuses_about_a_split_column(tmp_path, capsys):
+    csv = write_split_csv(
+        tmp_path,
+        [("a.avi", "wave", "train", "s1"), ("b.avi", "clap", "", "s2"),
+         ("c.avi", "wave", "test", "s1")],
+    )  # fmt: skip
+    assert main(["check", str(csv)]) == 1
+    out = capsys.readouterr().out
+    assert "blank_split" in out and "split_conflict: group 's1' is in train (row 1)" in out
+
+
+def leaky_rows() -> list[tuple[str, str, str, str]]:
+    copy = "ab" * 32
+    rows = [("train/a.avi", "wave", "train", copy), ("test/a.avi", "wave", "test", copy)]
+    for i in range(6):
+        rows.append((f"train/{i}.avi", ("wave", "clap")[i % 2], "train", ""))
+        rows.append((f"test/{i}.avi", ("wave", "clap")[i % 2], "test", ""))
+    return rows
+
+
+def test_identical_files_on_both_sides_of_an_official_split_are_refused(tmp_path):
+    cache = write_cache(tmp_path / "cache", leaky_rows())
+    with pytest.raises(ConfigError, match="byte-identical") as refused:
+        train(cache, tmp_path / "run", TINY)
+    assert "'test/a.avi' (test) = 'train/a.avi' (train)" in str(refused.value)
+    assert not (tmp_path / "run").exists()
+    result = verify_cache(cache)
+    assert any("train refuses that official split" in w for w in result.warnings)
+    train(cache, tmp_path / "allowed", TrainConfig(**{**TINY.__dict__, "allow_duplicates": True}))
+    random = TrainConfig(**{**TINY.__dict__, "split": "random"})
+    train(cache, tmp_path / "random", random)
+    parts = split_of(tmp_path / "random")
+    assert any({"train/a.avi", "test/a.avi"} <= part for part in parts.values())

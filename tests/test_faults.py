@@ -22,9 +22,9 @@ from gesture_cache.cli import main
 from gesture_cache.config import ExtractConfig
 from gesture_cache.errors import CacheError, GestureCacheError
 from gesture_cache.extract import run_extraction
-from gesture_cache.integrity import repair_cache, verify_cache
+from gesture_cache.integrity import load_verified_cache, repair_cache, verify_cache
 from gesture_cache.writer import CacheWriter
-from tests.helpers import write_video
+from tests.helpers import write_cache, write_video
 
 FAST = {"random_weights": 0, "clip_stride": 64}
 
@@ -54,6 +54,46 @@ def one_video_csv(tmp_path: Path, n: int = 1, label: str = "wave") -> Path:
     csv = tmp_path / "meta.csv"
     csv.write_text("\n".join(lines) + "\n")
     return csv
+
+
+# --- damage a verification stamp must not hide ------------------------------------------
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """One bit of the file changed in place, its size and modification time kept: what a
+    disk error looks like to a reader that trusts size and time."""
+    stat = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ 0x01]))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def table_offset(shard: Path, table: str) -> int:
+    """Where a table's values lie in the shard file (its second value, for numbers)."""
+    if table == "segments/label":  # text lives on HDF5's heap: find the label itself
+        return shard.read_bytes().index(b"zzclapzz") + 2
+    with h5py.File(shard, "r") as f:
+        dataset = f[table]
+        offset = dataset.id.get_chunk_info(0).byte_offset if dataset.chunks else None
+        offset = dataset.id.get_offset() if offset is None else offset
+        return offset + dataset.dtype.itemsize
+
+
+@pytest.mark.parametrize("table", ["clip_start", "segments/start_frame", "segments/label"])
+def test_a_verified_cache_whose_tables_changed_on_disk_is_refused(tmp_path, table):
+    """`verify` leaves a stamp, and training then trusts the shards' sizes and times instead
+    of hashing them: every table it reads must still be checked on the way in."""
+    rows = [(f"r{i}.avi", ("zzwavezz", "zzclapzz")[i % 2], "", "") for i in range(6)]
+    cache = write_cache(tmp_path / "cache", rows)
+    assert not verify_cache(cache).problems and (cache / "verified.json").is_file()
+    load_verified_cache(cache, 1e6)  # trusted as verified
+    flip_byte(cache / "part-00000.h5", table_offset(cache / "part-00000.h5", table))
+    with pytest.raises(CacheError, match="part-00000.h5"):
+        load_verified_cache(cache, 1e6)
+    assert any("part-00000.h5" in problem for problem in verify_cache(cache).problems)
 
 
 # --- links --------------------------------------------------------------------------
