@@ -12,7 +12,9 @@ reference way (C3D re-run on every batch of every epoch), and the in-memory path
    batch of every epoch) vs. extracting once into a cache and then training 5 epochs from it.
 3. `memory_copies`: peak resident memory added by loading the larger cache and training one
    epoch from it (in a fresh process), divided by the size of its features. `train` keeps
-   a cache in memory while MEMORY_COPIES times its feature size fits in --memory-limit.
+   a cache in memory while MEMORY_PER_FEATURE_BYTE times its feature size, plus
+   PROCESS_MB and the model's training state, fits in --memory-limit
+   (benchmarks/train_memory.py measures a whole `train` process).
 The last line is JSON.
 """
 
@@ -40,7 +42,7 @@ from gesture_cache.config import ExtractConfig, TrainConfig
 from gesture_cache.data import batch_windows
 from gesture_cache.extract import run_extraction
 from gesture_cache.extractor import extractor_from_config
-from gesture_cache.integrity import MEMORY_COPIES, MEMORY_FIXED_MB
+from gesture_cache.integrity import MEMORY_PER_FEATURE_BYTE, PROCESS_MB
 from gesture_cache.meta import read_meta
 from gesture_cache.model import build_classifier
 from gesture_cache.train import compiled_classifier, training_data
@@ -210,7 +212,7 @@ def main() -> None:
         print(
             f"memory: features {memory['features_mb']:.0f} MB, peak added "
             f"{memory['peak_added_mb']:.0f} MB = {copies:.2f} copies (the limit assumes "
-            f"{MEMORY_COPIES} copies + {MEMORY_FIXED_MB} MB)"
+            f"{MEMORY_PER_FEATURE_BYTE} per byte + {PROCESS_MB} MB + the model)"
         )
 
     print(

@@ -464,29 +464,38 @@ def _manifest_for_repair(folder: Path) -> dict:
     raise CacheError(f"{folder} cannot be repaired: {reason}, and no shard says what it is")
 
 
-# The in-memory path holds the cache's features once (read straight into one array, and
-# gathered from it in numpy), plus a fixed part (the pipeline, the standardisation's float64
-# chunk, the model); benchmarks/scale.py measures the slope between two cache sizes.
-MEMORY_COPIES = 1
-MEMORY_FIXED_MB = 200
+# A whole `train` process holding a cache in memory, measured by benchmarks/train_memory.py
+# (2026-12-02, 2-core VM): 1.05 bytes of memory per byte of features (read straight into
+# one array that tf.data gathers from in place), plus about 1.3 GB that does not grow with
+# the cache (TensorFlow, Keras, the pipeline, a small model); a larger model adds its
+# training state (`model.training_state_mb`).
+MEMORY_PER_FEATURE_BYTE = 1.1
+PROCESS_MB = 1300
 
 
-def load_verified_cache(path: str | Path, memory_limit_mb: float) -> Cache:
-    """Refuse a cache that fails `verify`; keep features on disk when holding them in
-    memory would pass the limit (peak: MEMORY_COPIES times the features' size, plus
-    MEMORY_FIXED_MB)."""
-    manifest = verified_manifest(path, trust_stamp=True)
+def features_mb(manifest: dict) -> float:
+    """The size of a cache's features in memory, in MB."""
     rows = (
         manifest["clips"]
         if manifest["schema_version"] == 2
         else (manifest["videos"] * manifest["feature_shape"][0])
     )
-    size_mb = rows * feature_dim(manifest) * np.dtype(manifest["dtype"]).itemsize / 2**20
-    peak_mb = MEMORY_COPIES * size_mb + MEMORY_FIXED_MB
+    return rows * feature_dim(manifest) * np.dtype(manifest["dtype"]).itemsize / 2**20
+
+
+def load_verified_cache(
+    path: str | Path, memory_limit_mb: float, reserved_mb: float = 0.0
+) -> Cache:
+    """Refuse a cache that fails `verify`; keep features on disk when holding them in
+    memory would pass the limit: MEMORY_PER_FEATURE_BYTE times their size, plus
+    `reserved_mb` for the rest of the process."""
+    manifest = verified_manifest(path, trust_stamp=True)
+    peak_mb = MEMORY_PER_FEATURE_BYTE * features_mb(manifest) + reserved_mb
     cache = open_cache(path, load_features=peak_mb <= memory_limit_mb, check_hashes=False)
     if cache.features is None:
         log.info(
-            "cache needs %.0f MB in memory, over --memory-limit %.0f: streaming it shard by shard",
+            "the cache in memory, with the rest of training, needs about %.0f MB, over "
+            "--memory-limit %.0f: streaming it shard by shard",
             peak_mb,
             memory_limit_mb,
         )

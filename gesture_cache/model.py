@@ -75,3 +75,26 @@ def build_classifier(
 
 def trainable_parameters(model: keras.Model) -> int:
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def parameter_count(
+    units: tuple[int, ...], cell: str, dense: int, input_dim: int, classes: int
+) -> int:
+    """Trainable parameters of `build_classifier`'s model, without building it."""
+    gates, biases = {"lstm": (4, 1), "gru": (3, 2)}[cell]  # Keras' GRU keeps two biases
+    count, width = 0, input_dim
+    for size in units:
+        count += 2 * gates * size * (width + size + biases)  # forward and backward
+        width = 2 * size
+    if dense:
+        count += (width + 1) * dense
+        width = dense
+    return count + (width + 1) * classes
+
+
+def training_state_mb(
+    units: tuple[int, ...], cell: str, dense: int, input_dim: int, classes: int
+) -> float:
+    """Memory a model holds while it trains: its weights, their gradients and Adam's two
+    moments, float32 each."""
+    return 16 * parameter_count(units, cell, dense, input_dim, classes) / 2**20

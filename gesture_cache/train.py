@@ -37,13 +37,18 @@ from sklearn.metrics import (
 from sklearn.utils.class_weight import compute_class_weight
 
 from gesture_cache import __version__, data, report
-from gesture_cache.cache import Cache
+from gesture_cache.cache import Cache, feature_dim, read_manifest
 from gesture_cache.config import TrainConfig, reduce_components
 from gesture_cache.errors import ConfigError, RunError
 from gesture_cache.files import LOCK, acquire_lock, atomic_write, inside
-from gesture_cache.integrity import load_verified_cache
+from gesture_cache.integrity import PROCESS_MB, load_verified_cache
 from gesture_cache.interrupts import acted_on
-from gesture_cache.model import build_classifier, preset_hparams, trainable_parameters
+from gesture_cache.model import (
+    build_classifier,
+    preset_hparams,
+    trainable_parameters,
+    training_state_mb,
+)
 from gesture_cache.run import (
     check_run_folder,
     check_same_cache,
@@ -102,8 +107,18 @@ def resolve(config: TrainConfig) -> TrainConfig:
 
 
 def training_data(cache_path: str | Path, config: TrainConfig) -> TrainingData:
-    """Load and verify the cache, and lay out its samples as `config` asks."""
-    cache = load_verified_cache(cache_path, memory_limit_mb(config))
+    """Load and verify the cache (in memory when the whole process fits --memory-limit),
+    and lay out its samples as `config` asks."""
+    manifest = read_manifest(cache_path, check_hashes=False)
+    hparams = resolve(config)
+    model_mb = training_state_mb(
+        hparams.units,
+        hparams.cell,
+        hparams.dense,
+        feature_dim(manifest),
+        len(manifest["classes"]) + config.background,
+    )
+    cache = load_verified_cache(cache_path, memory_limit_mb(config), PROCESS_MB + model_mb)
     samples = data.cache_samples(cache, config.background, config.background_label)
     classes = sorted(set(samples.labels.tolist()))
     window = Window(config.window_clips, config.window_step, config.window_sampling)
@@ -366,8 +381,12 @@ def fit_and_evaluate(
     """Fit (unless `fitted`: a resumed run that stopped between fitting and its scores),
     evaluate the best model on the held-out part, write the run's files."""
     rows = {name: np.flatnonzero(split == name) for name in SPLITS}
+    # Seeds make a run on the CPU repeatable (its ops are deterministic). Not TensorFlow's
+    # op determinism: under it tf.data rewrites the pipeline to decide what may run in
+    # parallel, which copies the tensor over the cache's features into the rewritten graph
+    # (a second copy of every feature, measured), and it runs a pipeline that starts from a
+    # Python generator serially, without prefetching.
     keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
     datasets = {
         name: prepared.dataset(rows[name], config.batch_size, name == "train", config.seed)
         for name in SPLITS

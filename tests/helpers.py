@@ -266,6 +266,7 @@ def write_cache(
     clips: int = 4,
     dim: int = 32,
     shard_size: int = 256,
+    extractor: dict | None = None,
 ) -> Path:
     """A cache of whole recordings written by the real writer with synthetic features (no
     C3D): (recording id, label, split cell or "", file sha256 or "") per row; a label's
@@ -276,7 +277,8 @@ def write_cache(
     labels = sorted({label for _, label, _, _ in rows})
     rng = np.random.default_rng(0)
     n_frames = (clips - 1) * 8 + 16
-    with CacheWriter(folder, SYNTHETIC_EXTRACTOR, dim, "float16", shard_size) as writer:
+    extractor = extractor or SYNTHETIC_EXTRACTOR
+    with CacheWriter(folder, extractor, dim, "float16", shard_size) as writer:
         for i, (recording_id, label, split, sha256) in enumerate(rows):
             features = rng.normal(0, 0.1, (clips, dim)).astype(np.float32)
             features[:, labels.index(label)] += 3.0

@@ -43,3 +43,15 @@ def test_standardisation_is_inside_the_model():
     layer = model.get_layer("standardize")
     out = layer(np.full((1, 2, 8), 5.0, np.float32))
     np.testing.assert_allclose(np.asarray(out), 1.0)
+
+
+@pytest.mark.parametrize(
+    "units, cell, dense, classes",
+    [((1024, 256, 64), "lstm", 32, 4), ((64,), "gru", 0, 7), ((128, 64), "lstm", 0, 27)],
+)
+def test_the_parameter_count_is_keras_own(units, cell, dense, classes):
+    """What the memory budget counts before building a model is what Keras builds."""
+    from gesture_cache.model import parameter_count
+
+    model = build_classifier("compact", classes, (8, 512), units=units, cell=cell, dense=dense)
+    assert parameter_count(units, cell, dense, 512, classes) == trainable_parameters(model)

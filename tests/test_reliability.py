@@ -518,3 +518,64 @@ def test_ctrl_c_in_tune_marks_the_trial_interrupted_without_a_traceback(detector
     assert config["status"] == "interrupted"
     study = optuna.load_study(study_name="gesture-cache", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["FAIL"]
+
+
+# --- messages that say what to do ----------------------------------------------------------
+
+
+def test_a_keras_backend_variable_is_named_as_the_variable(monkeypatch):
+    from gesture_cache.backends import use_backend
+
+    monkeypatch.setenv("KERAS_BACKEND", "mxnet")
+    with pytest.raises(ConfigError, match="KERAS_BACKEND=mxnet is not a backend"):
+        use_backend(None)
+    with pytest.raises(ConfigError, match="--backend 'mxnet'"):
+        use_backend("mxnet")
+
+
+@pytest.mark.parametrize("text", ["pca:²", "pca:٣", "pca:3.0", "pca:-1"])
+def test_reduce_takes_ascii_digits_only(text):
+    with pytest.raises(ConfigError, match="use pca:N"):
+        TrainConfig(reduce=text)
+
+
+def test_a_camera_index_is_ascii_digits_and_natural_order_never_crashes():
+    from gesture_cache.detect import is_camera
+    from gesture_cache.video import natural_key
+
+    assert is_camera("0") and not is_camera("٣") and not is_camera("²")
+    assert sorted(["f10.jpg", "f2.jpg", "²", "f٣.jpg"], key=natural_key)[:2] == ["f2.jpg", "f٣.jpg"]
+
+
+def test_merge_names_the_field_the_extractors_differ_in(tmp_path):
+    from gesture_cache.integrity import merge_caches
+    from tests.helpers import SYNTHETIC_EXTRACTOR, write_cache
+
+    rows = [("a.avi", "wave", "", ""), ("b.avi", "clap", "", "")]
+    first = write_cache(tmp_path / "a", rows)
+    other = write_cache(tmp_path / "b", [("c.avi", "wave", "", "")],
+                        extractor={**SYNTHETIC_EXTRACTOR, "clip_stride": 4})  # fmt: skip
+    with pytest.raises(GestureCacheError, match="differs in: clip_stride"):
+        merge_caches([first, other], tmp_path / "merged")
+
+
+def test_repair_counts_recordings_kept_and_shards_set_aside_apart(tmp_path, capsys):
+    from tests.helpers import write_cache
+
+    rows = [(f"r{i}.avi", ("wave", "clap")[i % 2], "", "") for i in range(6)]
+    cache = write_cache(tmp_path / "cache", rows, shard_size=2)
+    (cache / "part-00001.h5").write_bytes(b"not a shard any more")
+    assert main(["repair", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "4 recordings kept; 1 damaged shard set aside as damaged-part-00001.h5" in out
+    assert "(2 recordings listed in them)" in out
+
+
+def test_detect_from_a_cache_given_a_file_says_sources_are_recording_ids(
+    detector, tmp_path, capsys
+):
+    video = write_video(tmp_path / "v.avi", 40)
+    command = ["detect", str(detector.run), str(video), "--cache", str(detector.cache)]
+    assert main([*command, "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "each SOURCE is a recording id of the cache" in err and "s00/rec.avi" in err
