@@ -15,8 +15,8 @@ recordings a shard). `--quick` writes 10,000. Printed, each with its limit:
   in memory), streamed both from the gzip shards and from an uncompressed copy (`merge
   --compression none`), under a --memory-limit of 0.9 of the features' size (the streamed
   runs hold validation's windows after the first epoch);
-- the in-memory path's peak memory at half and at the whole cache: the slope in bytes of
-  memory per byte of features (limit 1.25);
+- the peak memory of a whole `train` process (one epoch, in memory) at half and at the whole
+  cache: the slope in bytes of memory per byte of features (limit 1.25);
 - one epoch from the cache against the same model fed the same windows as tensors (limit
   0.9), on the cache's first samples up to 3 GB of float32 windows;
 - `tune`: trials per hour at one epoch a trial.
@@ -46,16 +46,9 @@ from gesture_cache.train import compiled_classifier, resolve, train, training_da
 from gesture_cache.writer import CacheWriter
 
 CLI = [sys.executable, "-m", "gesture_cache.cli"]
-EXTRACTOR = {  # what a default extraction records; the features here are synthetic
-    "model": "C3D Sports-1M (Keras)",
-    "layer": "fc7",
-    "weights": {"random_seed": 0},
-    "preprocessing": {"name": "c3d", "resize": [171, 128], "interpolation": "bilinear",
-                      "crop": [8, 120, 29, 141], "scale": 1.0,
-                      "mean_bgr": [90.25, 97.66, 101.41], "mean_sha256": None},
-    "features_version": 4, "clip_len": 16, "sampling": "dense", "clip_stride": 8,
-    "pad": "edge", "pool5_pad": "caffe", "precision": "float32",
-}  # fmt: skip
+sys.path.insert(0, str(Path(__file__).parent))
+from common import EXTRACTOR, train_peak  # noqa: E402
+
 SMALL_TRAIN = {"epochs": 3, "units": (16,), "dense": 0, "window_clips": 4, "batch_size": 128}
 
 
@@ -159,36 +152,10 @@ def cache_vs_tensors(cache: Path) -> tuple[float, float, int]:
     return pipeline, clock.warm, len(rows)
 
 
-PEAK_SCRIPT = """
-import sys, threading, time
-from gesture_cache.config import TrainConfig
-from gesture_cache.train import training_data
-
-def rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
-
-peak, running = [rss_mb()], [True]
-def sample():
-    while running[0]:
-        peak[0] = max(peak[0], rss_mb())
-        time.sleep(0.005)
-threading.Thread(target=sample, daemon=True).start()
-start = rss_mb()
-prepared = training_data(sys.argv[1], TrainConfig(memory_limit_mb=1e9))
-running[0] = False
-print(peak[0] - start)
-"""
-
-
-def peak_memory_mb(cache: Path) -> float:
-    """What loading the cache for training in memory adds to a fresh process's resident
-    memory at its peak (samples, labels, the features and the tensor tf.data gathers from),
-    sampled every 5 ms as benchmarks/train.py does."""
-    done = subprocess.run(
-        [sys.executable, "-c", PEAK_SCRIPT, str(cache)], check=True, capture_output=True, text=True
-    )
-    return float(done.stdout.split()[-1])
+def peak_memory_mb(cache: Path, run: Path) -> float:
+    """The peak resident memory of a whole `train` process, one epoch, in memory."""
+    peak, _ = train_peak(cache, run, SMALL_TRAIN["batch_size"], "--memory-limit", "1e9")
+    return peak
 
 
 def main() -> None:
@@ -236,7 +203,8 @@ def main() -> None:
         figures["epoch_in_memory_s"] = memory.warm
         figures["epoch_streamed_s"] = streamed.warm
         figures["streamed_speed_of_in_memory"] = memory.warm / streamed.warm
-        half_mb, whole_mb = peak_memory_mb(tmp / "half"), peak_memory_mb(tmp / "cache")
+        half_mb = peak_memory_mb(tmp / "half", tmp / "runs" / "peak-half")
+        whole_mb = peak_memory_mb(tmp / "cache", tmp / "runs" / "peak-whole")
         figures["peak_memory_half_mb"], figures["peak_memory_mb"] = half_mb, whole_mb
         figures["memory_bytes_per_feature_byte"] = (whole_mb - half_mb) / (feature_mb / 2)
         pipeline_s, tensors_s, samples = cache_vs_tensors(tmp / "cache")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,13 +27,9 @@ from gesture_cache.cache import CachedRecording, Segment
 from gesture_cache.writer import CacheWriter
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scale import EXTRACTOR  # noqa: E402  (the extractor a default extraction records)
+from common import EXTRACTOR, train_peak  # noqa: E402
 
 CLIPS, DIM = 4, 4096
-WRAPPER = (
-    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
-)
 
 
 def write_cache(folder: Path, megabytes: float, classes: int = 8) -> float:
@@ -62,39 +57,6 @@ def write_cache(folder: Path, megabytes: float, classes: int = 8) -> float:
                 )
             )
     return recordings * CLIPS * DIM * 2 / 2**20
-
-
-def resident_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def train_peak(cache: Path, run: Path, batch_size: int) -> tuple[float, list[tuple[float, float]]]:
-    """(peak MB of the train process, its resident MB sampled over time)."""
-    command = [sys.executable, "-c", WRAPPER, sys.executable, "-m", "gesture_cache.cli"]
-    command += ["train", str(cache), "--out", str(run), "--epochs", "1"]
-    command += ["--batch-size", str(batch_size), "--units", "16", "--dense", "0"]
-    wrapper = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    started, samples, child = time.perf_counter(), [], None
-    while wrapper.poll() is None:
-        if child is None:
-            found = Path(f"/proc/{wrapper.pid}/task/{wrapper.pid}/children")
-            children = found.read_text().split() if found.exists() else []
-            child = int(children[0]) if children else None
-        if child is not None and (rss := resident_mb(child)) is not None:
-            samples.append((round(time.perf_counter() - started, 1), round(rss)))
-        time.sleep(0.2)
-    output = wrapper.stdout.read().split()
-    if wrapper.returncode != 0 or not output:
-        raise SystemExit(f"train failed on {cache} (exit {wrapper.returncode})")
-    return int(output[-1]) / 1024, samples
 
 
 def main() -> None:
