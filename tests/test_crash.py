@@ -137,7 +137,7 @@ def test_lock_is_released_when_the_holder_dies(tmp_path, small_cache):
 
 def train_process(cache: Path, run: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "gesture_cache.cli", "train", str(cache), "--out", str(run)]
-    command += ["--epochs", "40", "--patience", "40", "--units", "4", "--dense", "0"]
+    command += ["--epochs", "12", "--patience", "12", "--units", "4", "--dense", "0"]
     command += ["--window-clips", "2", "--batch-size", "2"]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
