@@ -22,9 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gesture_cache.config import ExtractConfig
-from gesture_cache.extract import DecodeWorkers, Job
-from gesture_cache.extractor import extractor_from_config
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extractor import extractor_from_config
+from gesture_cache.extract.job import Job
+from gesture_cache.extract.local import DecodeWorkers
 
 
 def write_recording(path: Path, frames: int, width: int, height: int, seed: int) -> None:

@@ -19,14 +19,17 @@ import platform
 import tempfile
 from pathlib import Path
 
-from gesture_cache import synth
-from gesture_cache.cache import open_cache
-from gesture_cache.config import DetectSettings, ExtractConfig, TrainConfig
-from gesture_cache.detect import detect_cached, detect_live, detect_offline, load_detector
-from gesture_cache.extract import run_extraction
-from gesture_cache.extractor import extractor_from_spec
-from gesture_cache.run import read_run_config
-from gesture_cache.train import train
+from gesture_cache.cache.reader import open_cache
+from gesture_cache.deploy.settings import DetectSettings
+from gesture_cache.detect.detector import detect_cached, detect_offline, load_detector
+from gesture_cache.detect.live import detect_live
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extractor import extractor_from_spec
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.sources import synth
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import train
+from gesture_cache.train.run_folder import read_run_config
 
 FPS = 30.0
 

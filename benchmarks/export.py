@@ -23,17 +23,24 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cache import synth
-from gesture_cache.bundle import BundleBackbone, BundleClassifier, bundle_extractor, open_bundle
-from gesture_cache.config import DetectSettings, ExtractConfig, TrainConfig
-from gesture_cache.detect import detect_offline, detector_of, load_detector
-from gesture_cache.errors import RunError
-from gesture_cache.export_bundle import export_run
-from gesture_cache.extract import run_extraction
-from gesture_cache.extractor import extractor_from_spec
-from gesture_cache.run import load_best_model, read_run_config
-from gesture_cache.train import train
-from gesture_cache.trained import load_trained
+from gesture_cache.common.errors import RunError
+from gesture_cache.deploy.bundle import (
+    BundleBackbone,
+    BundleClassifier,
+    bundle_extractor,
+    open_bundle,
+)
+from gesture_cache.deploy.export import export_run
+from gesture_cache.deploy.settings import DetectSettings
+from gesture_cache.deploy.trained import load_trained
+from gesture_cache.detect.detector import detect_offline, detector_of, load_detector
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extractor import extractor_from_spec
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.sources import synth
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import train
+from gesture_cache.train.run_folder import load_best_model, read_run_config
 
 FPS = 30.0
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cache import synth
-from gesture_cache.config import ExtractConfig
-from gesture_cache.extract import run_extraction
-from gesture_cache.extractor import extractor_from_config, resolved
-from gesture_cache.meta import read_meta
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extractor import extractor_from_config, resolved
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.sources import synth
+from gesture_cache.sources.meta import read_meta
 
 
 def main() -> None:

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cache import backends, synth
-from gesture_cache.config import ExtractConfig
-from gesture_cache.extract import DecodeWorkers, Job, run_extraction
-from gesture_cache.extractor import extractor_from_config, resolved
-from gesture_cache.meta import read_meta
+from gesture_cache.backbones import keras_backends
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extractor import extractor_from_config, resolved
+from gesture_cache.extract.job import Job
+from gesture_cache.extract.local import DecodeWorkers, run_extraction
+from gesture_cache.sources import synth
+from gesture_cache.sources.meta import read_meta
 
 
 def reset_peak_memory(backend: str) -> None:
@@ -95,7 +97,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="float32,mixed_bfloat16")
     parser.add_argument("--backend", help="default: as extract's (KERAS_BACKEND, ...)")
     args = parser.parse_args()
-    backend = backends.use_backend(args.backend)
+    backend = keras_backends.use_backend(args.backend)
     cores = os.cpu_count() or 1
     base = ExtractConfig(random_weights=0, decode_workers=cores, dtype="float16")
     results = []
@@ -116,12 +118,12 @@ def main() -> None:
                 result = measure(csv, clips, config, out)
                 results.append(result)
                 print(json.dumps(result), flush=True)
-    accelerator = backends.accelerator_memory(backend)
+    accelerator = keras_backends.accelerator_memory(backend)
     print(
         json.dumps(
             {
                 "backend": backend,
-                "backend_version": backends.backend_version(backend),
+                "backend_version": keras_backends.backend_version(backend),
                 "gpu_memory_gb": round(accelerator / 2**30, 1) if accelerator else None,
                 "decode_clips_per_s_all_cores": round(decode, 1),
                 "cores": cores,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from scale import SMALL_TRAIN
 
-from gesture_cache.config import TrainConfig
-from gesture_cache.train import train
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import train
 
 
 def resident_gb() -> float:

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from gesture_cache import synth
-from gesture_cache.cache import open_cache
-from gesture_cache.config import ExtractConfig
-from gesture_cache.extract import run_extraction
+from gesture_cache.cache.reader import open_cache
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.sources import synth
 
 
 def timed_extraction(csv: Path, out: Path, config: ExtractConfig) -> tuple[float, int]:

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import keras
 
-from gesture_cache import synth
-from gesture_cache.config import TrainConfig
-from gesture_cache.demo import DEMO_EXTRACT, DEMO_VIDEOS_PER_CLASS
-from gesture_cache.extract import run_extraction
-from gesture_cache.train import train
+from gesture_cache.cli.demo import DEMO_EXTRACT, DEMO_VIDEOS_PER_CLASS
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.sources import synth
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import train
 
 
 class EpochClock(keras.callbacks.Callback):

@@ -38,12 +38,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from gesture_cache.cache import CachedRecording, Segment
-from gesture_cache.config import TrainConfig
-from gesture_cache.data import batch_windows
-from gesture_cache.integrity import merge_caches
-from gesture_cache.train import compiled_classifier, resolve, train, training_data
-from gesture_cache.writer import CacheWriter
+from gesture_cache.cache.manifest import CachedRecording, ExtractorRecord, Segment
+from gesture_cache.cache.merge import merge_caches
+from gesture_cache.cache.writer import CacheWriter
+from gesture_cache.data.samples import batch_windows
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import compiled_classifier, train
+from gesture_cache.train.prepare import resolve, training_data
 
 CLI = [sys.executable, "-m", "gesture_cache.cli"]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,7 +56,9 @@ SMALL_TRAIN = {"epochs": 3, "units": (16,), "dense": 0, "window_clips": 4, "batc
 def write_cache(folder: Path, recordings: int, clips: int, classes: int, groups: int) -> None:
     rng = np.random.default_rng(0)
     base = rng.normal(0.5, 0.5, (64, clips, 4096)).clip(0).astype(np.float32)
-    with CacheWriter(folder, EXTRACTOR, 4096, "float16", shard_size=256) as writer:
+    with CacheWriter(
+        folder, ExtractorRecord(EXTRACTOR, 4096), dtype="float16", shard_size=256
+    ) as writer:
         for i in range(recordings):
             label = i % classes
             features = base[i % 64].copy()

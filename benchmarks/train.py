@@ -36,18 +36,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gesture_cache import open_cache, synth
-from gesture_cache.cache import CachedRecording, Segment
-from gesture_cache.config import ExtractConfig, TrainConfig
-from gesture_cache.data import batch_windows
-from gesture_cache.extract import run_extraction
-from gesture_cache.extractor import extractor_from_config
-from gesture_cache.integrity import MEMORY_PER_FEATURE_BYTE, PROCESS_MB
-from gesture_cache.meta import read_meta
-from gesture_cache.model import build_classifier
-from gesture_cache.train import compiled_classifier, training_data
-from gesture_cache.windows import Window, windows
-from gesture_cache.writer import CacheWriter
+from gesture_cache import open_cache
+from gesture_cache.cache.manifest import CachedRecording, ExtractorRecord, Segment
+from gesture_cache.cache.verify import MEMORY_PER_FEATURE_BYTE, PROCESS_MB
+from gesture_cache.cache.writer import CacheWriter
+from gesture_cache.data.samples import batch_windows
+from gesture_cache.data.windows import Window, windows
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extractor import extractor_from_config
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.sources import synth
+from gesture_cache.sources.meta import read_meta
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import compiled_classifier
+from gesture_cache.train.model import build_classifier
+from gesture_cache.train.prepare import training_data
 
 EPOCHS = 5
 
@@ -64,9 +67,8 @@ def replicate(source, out: Path, recordings: int) -> None:
     rng = np.random.default_rng(0)
     manifest, table = source.manifest, source.recordings
     count = len(table["recording_id"])
-    with CacheWriter(
-        out, manifest["extractor"], manifest["feature_dim"], manifest["dtype"], 256
-    ) as writer:
+    record = ExtractorRecord(manifest["extractor"], manifest["feature_dim"])
+    with CacheWriter(out, record, dtype=manifest["dtype"], shard_size=256) as writer:
         for i in range(recordings):
             j = i % count
             lo = table["clip_offset"][j]

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cache.cache import CachedRecording, Segment
-from gesture_cache.writer import CacheWriter
+from gesture_cache.cache.manifest import CachedRecording, ExtractorRecord, Segment
+from gesture_cache.cache.writer import CacheWriter
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import EXTRACTOR, train_peak  # noqa: E402
@@ -38,7 +38,9 @@ def write_cache(folder: Path, megabytes: float, classes: int = 8) -> float:
     rng = np.random.default_rng(0)
     base = rng.normal(0.5, 0.5, (64, CLIPS, DIM)).clip(0).astype(np.float32)
     n_frames = (CLIPS - 1) * 8 + 16
-    with CacheWriter(folder, EXTRACTOR, DIM, "float16", shard_size=256) as writer:
+    with CacheWriter(
+        folder, ExtractorRecord(EXTRACTOR, DIM), dtype="float16", shard_size=256
+    ) as writer:
         for i in range(recordings):
             features = base[i % 64].copy()
             features[:, (i % classes) * 16 : (i % classes) * 16 + 16] += 2.0

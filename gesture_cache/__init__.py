@@ -1,13 +1,19 @@
-"""gesture_cache: extract C3D features once into a verifiable cache, then train fast."""
+"""gesture_cache: extract features of gesture videos once into a verifiable cache, then train fast.
+
+The subpackages follow the pipeline, each importing only those before it:
+common -> video -> sources -> backbones -> cache -> extract -> data -> train -> deploy ->
+detect -> cli (see docs/architecture.md).
+"""
 
 import os
+from importlib.metadata import version
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken files get our message, not FFmpeg's
 
-__version__ = "0.1.0"
+__version__ = version("gesture_cache")
 
-from gesture_cache.cache import Cache, open_cache  # noqa: E402
-from gesture_cache.errors import CacheError, GestureCacheError  # noqa: E402
+from gesture_cache.cache.reader import Cache, open_cache  # noqa: E402
+from gesture_cache.common.errors import CacheError, GestureCacheError  # noqa: E402
 
 __all__ = ["Cache", "CacheError", "GestureCacheError", "open_cache", "__version__"]

@@ -8,12 +8,14 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from gesture_cache import open_cache, synth
-from gesture_cache.c3d import build_c3d, randomize_weights
-from gesture_cache.cache import read_manifest
-from gesture_cache.config import ExtractConfig, TrainConfig
-from gesture_cache.extract import run_extraction
-from gesture_cache.train import train
+from gesture_cache import open_cache
+from gesture_cache.backbones.c3d import build_c3d, randomize_weights
+from gesture_cache.cache.manifest import read_manifest
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.sources import synth
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import train
 from tests.helpers import save_keras2_weights, write_continuous_cache
 from tests.postgres import postgres_bin, postgres_server
 
@@ -54,7 +56,7 @@ def small_cache(tmp_path_factory: pytest.TempPathFactory, synth_csv: Path) -> Pa
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory):
     """`gesture-cache demo` itself: 64 synthetic videos, 2 clips each, trained compact preset."""
-    from gesture_cache.demo import run_demo
+    from gesture_cache.cli.demo import run_demo
 
     return run_demo(tmp_path_factory.mktemp("demo"))
 

@@ -9,6 +9,8 @@ import h5py
 import keras
 import numpy as np
 
+from gesture_cache.cache.manifest import ExtractorRecord
+
 
 def write_video(
     path: Path,
@@ -68,7 +70,8 @@ def unlist_last_shard(folder: Path, delete: bool = False) -> dict:
     shard's rename and the manifest's); the shard file stays unless `delete`."""
     import json
 
-    from gesture_cache.cache import read_manifest, read_shard
+    from gesture_cache.cache.manifest import read_manifest
+    from gesture_cache.cache.shard import read_shard
 
     manifest = read_manifest(folder)
     last = manifest["shards"].pop()
@@ -91,8 +94,8 @@ def write_v1_cache(folder: Path, labels: list[str], clips: int = 2, seed: int = 
     sequence and one label per video, random features."""
     import json
 
-    from gesture_cache.cache import fingerprint_of
-    from gesture_cache.files import file_sha256
+    from gesture_cache.cache.manifest import fingerprint_of
+    from gesture_cache.common.files import file_sha256
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
@@ -169,14 +172,15 @@ def write_continuous_cache(
     long, between stretches of background. A gesture's features carry a strong offset in
     dimensions of its own, so a small model learns them in a few epochs. The default
     labels are ones pandas would read as missing values."""
-    from gesture_cache.cache import CachedRecording, Segment
-    from gesture_cache.writer import CacheWriter
+    from gesture_cache.cache.manifest import CachedRecording, Segment
+    from gesture_cache.cache.writer import CacheWriter
 
     rng = np.random.default_rng(seed)
     stride, length = extractor["clip_stride"], extractor["clip_len"]
     n_frames = (clips - 1) * stride + length
     piece = clips // (2 * len(gestures))
-    with CacheWriter(folder, extractor, 4096, "float16", shard_size=shard_size) as writer:
+    record = ExtractorRecord(extractor, 4096)
+    with CacheWriter(folder, record, dtype="float16", shard_size=shard_size) as writer:
         for r, recording_id in enumerate(recordings):
             features = rng.normal(0, 0.1, (clips, 4096)).astype(np.float32)
             segments = []
@@ -271,14 +275,15 @@ def write_cache(
     """A cache of whole recordings written by the real writer with synthetic features (no
     C3D): (recording id, label, split cell or "", file sha256 or "") per row; a label's
     features carry an offset of their own. Identical sha256s make byte-identical copies."""
-    from gesture_cache.cache import CachedRecording, Segment
-    from gesture_cache.writer import CacheWriter
+    from gesture_cache.cache.manifest import CachedRecording, Segment
+    from gesture_cache.cache.writer import CacheWriter
 
     labels = sorted({label for _, label, _, _ in rows})
     rng = np.random.default_rng(0)
     n_frames = (clips - 1) * 8 + 16
     extractor = extractor or SYNTHETIC_EXTRACTOR
-    with CacheWriter(folder, extractor, dim, "float16", shard_size) as writer:
+    record = ExtractorRecord(extractor, dim)
+    with CacheWriter(folder, record, dtype="float16", shard_size=shard_size) as writer:
         for i, (recording_id, label, split, sha256) in enumerate(rows):
             features = rng.normal(0, 0.1, (clips, dim)).astype(np.float32)
             features[:, labels.index(label)] += 3.0

@@ -19,17 +19,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gesture_cache import backends
-from gesture_cache.c3d import C3D
-from gesture_cache.cache import open_cache, read_manifest
-from gesture_cache.cli import main
-from gesture_cache.errors import ConfigError
-from gesture_cache.video import make_preprocessing
+from gesture_cache.backbones import keras_backends
+from gesture_cache.backbones.c3d import C3D, make_preprocessing
+from gesture_cache.cache.manifest import read_manifest
+from gesture_cache.cache.reader import open_cache
+from gesture_cache.cli.main import main
+from gesture_cache.common.errors import ConfigError
 from tests.helpers import numpy_c3d, write_video
 
-OTHER_BACKENDS = [b for b in ("jax", "torch") if backends.installed(b)]
+OTHER_BACKENDS = [b for b in ("jax", "torch") if keras_backends.installed(b)]
 EVERY_BACKEND = ["tensorflow", *OTHER_BACKENDS]
-CLI = "import sys; from gesture_cache.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI = "import sys; from gesture_cache.cli.main import main; sys.exit(main(sys.argv[1:]))"
 # the command line in a process where TensorFlow cannot be imported, as if not installed
 # (not `sys.modules["tensorflow"] = None`: Keras reads a name there as TensorFlow loaded)
 WITHOUT_TENSORFLOW = """
@@ -74,21 +74,21 @@ def test_only_reduced_precision_features_are_tied_to_their_backend():
 def test_a_backend_that_cannot_run_is_one_line(monkeypatch, tmp_path, capsys):
     assert main(["extract", "meta.csv", "--out", str(tmp_path / "c"), "--backend", "mxnet"]) == 2
     assert "--backend" in capsys.readouterr().err
-    monkeypatch.setattr(backends, "installed", lambda name: name != "torch")
+    monkeypatch.setattr(keras_backends, "installed", lambda name: name != "torch")
     with pytest.raises(ConfigError, match=r"gesture_cache\[torch\]"):
-        backends.use_backend("torch")
+        keras_backends.use_backend("torch")
     monkeypatch.undo()
     import keras  # noqa: F401  (this process runs Keras on TensorFlow)
 
     for other in OTHER_BACKENDS:
         with pytest.raises(ConfigError, match="new process"):
-            backends.use_backend(other)
+            keras_backends.use_backend(other)
 
 
 def test_training_without_tensorflow_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(backends, "installed", lambda name: name != "tensorflow")
+    monkeypatch.setattr(keras_backends, "installed", lambda name: name != "tensorflow")
     with pytest.raises(ConfigError, match=r"train needs TensorFlow.*gesture_cache\[cpu\]"):
-        backends.use_training_backend("train")
+        keras_backends.use_training_backend("train")
 
 
 def preprocessed_clip(video: Path) -> np.ndarray:

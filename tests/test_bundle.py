@@ -15,11 +15,11 @@ import onnx
 import pandas as pd
 import pytest
 
-from gesture_cache import export_bundle
-from gesture_cache.bundle import BundleBackbone, open_bundle
-from gesture_cache.cli import main
-from gesture_cache.errors import ConfigError, RunError
-from gesture_cache.export_bundle import export_run, parse_formats
+from gesture_cache.cli.main import main
+from gesture_cache.common.errors import ConfigError, RunError
+from gesture_cache.deploy import export as export_module
+from gesture_cache.deploy.bundle import BundleBackbone, open_bundle
+from gesture_cache.deploy.export import export_run, parse_formats
 from tests.helpers import write_video
 
 pytestmark = pytest.mark.slow  # C3D in four runtimes
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow  # C3D in four runtimes
 # Runs the command line in a process where TensorFlow and Keras cannot be imported.
 WITHOUT_TENSORFLOW = (
     "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
-    "from gesture_cache.cli import main; sys.exit(main(sys.argv[1:]))"
+    "from gesture_cache.cli.main import main; sys.exit(main(sys.argv[1:]))"
 )
 
 
@@ -103,7 +103,7 @@ def test_predict_and_detect_from_the_bundle_without_tensorflow(detector, exporte
 
 
 def predict_label(run: Path, video: Path) -> str:
-    from gesture_cache.predict import predict_videos
+    from gesture_cache.deploy.predict import predict_videos
 
     return predict_videos(run, [video], random_weights=0)[0]["label"]
 
@@ -277,7 +277,7 @@ def test_an_existing_out_an_unfinished_run_and_a_damaged_model_are_refused(
 
 
 def test_a_missing_runtime_is_named(monkeypatch):
-    monkeypatch.setattr(export_bundle, "installed_formats", lambda: ["onnx", "saved_model"])
+    monkeypatch.setattr(export_module, "installed_formats", lambda: ["onnx", "saved_model"])
     with pytest.raises(ConfigError, match="pip install openvino"):
         parse_formats("openvino")
     with pytest.raises(ConfigError, match="choose from"):
@@ -290,7 +290,7 @@ def test_a_full_disk_during_export_leaves_nothing(detector, tmp_path):
     out = tmp_path / "a" / "b" / "c"
     script = (
         "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (50_000_000, "
-        "50_000_000)); from gesture_cache.cli import main; sys.exit(main(sys.argv[1:]))"
+        "50_000_000)); from gesture_cache.cli.main import main; sys.exit(main(sys.argv[1:]))"
     )
     command = [sys.executable, "-c", script, "export", str(detector.run), "--out", str(out)]
     process = subprocess.run(

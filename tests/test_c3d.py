@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from gesture_cache.c3d import WeightsError, build_c3d, load_keras2_weights
-from gesture_cache.config import ExtractConfig
-from gesture_cache.errors import ConfigError
-from gesture_cache.extractor import extractor_from_config
+from gesture_cache.backbones.c3d import WeightsError, build_c3d, load_keras2_weights
+from gesture_cache.common.errors import ConfigError
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extractor import extractor_from_config
 from tests.helpers import write_video
 
 REFERENCE_LAYERS = [

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from gesture_cache import CacheError, open_cache
-from gesture_cache.cache import read_manifest
-from gesture_cache.cli import main
-from gesture_cache.extractor import FEATURES_VERSION
-from gesture_cache.files import file_sha256
-from gesture_cache.integrity import verify_cache
+from gesture_cache.cache.manifest import read_manifest
+from gesture_cache.cache.verify import verify_cache
+from gesture_cache.cli.main import main
+from gesture_cache.common.files import file_sha256
+from gesture_cache.extract.extractor import FEATURES_VERSION
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import shutil
 import pandas as pd
 
 from gesture_cache import open_cache
-from gesture_cache.cli import main
+from gesture_cache.cli.main import main
 
 
 def test_synth_writes_videos_and_csv(tmp_path, capsys):

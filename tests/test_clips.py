@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gesture_cache.clips import (
+from gesture_cache.common.errors import ConfigError
+from gesture_cache.video.clips import (
     Layout,
     clip_valid,
     dense_starts,
@@ -13,7 +14,6 @@ from gesture_cache.clips import (
     frame_indices,
     stream_clips,
 )
-from gesture_cache.errors import ConfigError
 
 
 def numbered_frames(n: int):

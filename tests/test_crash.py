@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from gesture_cache import open_cache
-from gesture_cache.cache import read_manifest
-from gesture_cache.integrity import verify_cache
-from gesture_cache.writer import CacheWriter
+from gesture_cache.cache.manifest import ExtractorRecord, read_manifest
+from gesture_cache.cache.verify import verify_cache
+from gesture_cache.cache.writer import CacheWriter
 from tests.helpers import clips_of, unlist_last_shard
 
 SHARD_SIZE = 2
@@ -97,7 +97,9 @@ def test_leftovers_of_a_killed_writer_are_adopted_or_cleaned_on_resume(tmp_path,
     manifest = read_manifest(out)
     (out / ".part-00009.h5.tmp").write_bytes(b"half a shard")
 
-    with CacheWriter(out, manifest["extractor"], 4096, "float16", 3) as writer:
+    with CacheWriter(
+        out, ExtractorRecord(manifest["extractor"], 4096), dtype="float16", shard_size=3
+    ) as writer:
         assert len(writer.done) == 8  # the named shard is adopted: its videos are done
     assert (out / last["file"]).exists() and not (out / ".part-00009.h5.tmp").exists()
     assert open_cache(out).manifest["recordings"] == 8 and verify_cache(out).problems == []
@@ -121,14 +123,18 @@ def test_lock_is_released_when_the_holder_dies(tmp_path, small_cache):
         text=True,
     )
     assert holder.stdout.readline().strip() == "locked"
-    from gesture_cache.cache import CacheError
+    from gesture_cache.common.errors import CacheError
 
     manifest = read_manifest(out)
     with pytest.raises(CacheError, match="being written"):
-        CacheWriter(out, manifest["extractor"], 4096, "float16", 3)
+        CacheWriter(
+            out, ExtractorRecord(manifest["extractor"], 4096), dtype="float16", shard_size=3
+        )
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
-    with CacheWriter(out, manifest["extractor"], 4096, "float16", 3) as writer:
+    with CacheWriter(
+        out, ExtractorRecord(manifest["extractor"], 4096), dtype="float16", shard_size=3
+    ) as writer:
         assert len(writer.done) == 8
 
 
@@ -164,8 +170,8 @@ def test_a_run_killed_in_its_first_epoch_or_later_resumes_and_is_listed_dead(tmp
     """kill -9 while the first epoch runs (history.csv created, still empty) and after some
     epochs: `runs` lists the run as dead (no process holds it) while a live one is running
     and refuses a second trainer, and `train --resume` finishes it with every epoch once."""
-    from gesture_cache.cli import main
-    from gesture_cache.runs import runs_table
+    from gesture_cache.cli.main import main
+    from gesture_cache.train.runs import runs_table
     from tests.helpers import write_cache
 
     rows = [(f"r{i:02d}.avi", ("wave", "clap")[i % 2], "", "") for i in range(16)]

@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 
 from gesture_cache import open_cache
-from gesture_cache.data import cache_samples, split_videos, standardisation, window_dataset
-from gesture_cache.errors import ConfigError
-from gesture_cache.windows import Window, window_positions, windows
+from gesture_cache.common.errors import ConfigError
+from gesture_cache.data.pipeline import window_dataset
+from gesture_cache.data.samples import cache_samples
+from gesture_cache.data.splits import split_videos
+from gesture_cache.data.statistics import standardisation
+from gesture_cache.data.windows import Window, window_positions, windows
 
 
 def make_ids(n: int = 80, classes: int = 4):

@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gesture_cache.cli import main
-from gesture_cache.config import ExtractConfig, TrainConfig
-from gesture_cache.errors import ConfigError
-from gesture_cache.extract import run_extraction
-from gesture_cache.integrity import verify_cache
-from gesture_cache.train import train
+from gesture_cache.cache.verify import verify_cache
+from gesture_cache.cli.main import main
+from gesture_cache.common.errors import ConfigError
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import train
 from tests.helpers import write_cache, write_video
 
 FAST = ExtractConfig(random_weights=0, clip_stride=32)

@@ -12,19 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gesture_cache.cli import main
-from gesture_cache.config import DetectSettings, TrainConfig
-from gesture_cache.detect import (
-    EventTracker,
-    detect_live,
-    detect_offline,
-    load_detector,
-)
-from gesture_cache.errors import ConfigError, RunError
-from gesture_cache.extractor import extractor_from_spec
-from gesture_cache.run import read_run_config
-from gesture_cache.scoring import Interval, score_recording
-from gesture_cache.train import train
+from gesture_cache.cli.main import main
+from gesture_cache.common.errors import ConfigError, RunError
+from gesture_cache.deploy.settings import DetectSettings
+from gesture_cache.detect.detector import detect_offline, load_detector
+from gesture_cache.detect.events import EventTracker
+from gesture_cache.detect.live import detect_live
+from gesture_cache.detect.scoring import Interval, score_recording
+from gesture_cache.extract.extractor import extractor_from_spec
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import train
+from gesture_cache.train.run_folder import read_run_config
 from tests.helpers import write_video
 
 CLASSES = ["click", "no_gesture", "wave"]
@@ -105,7 +103,7 @@ def test_a_run_without_background_is_refused(small_cache, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def detect_demo(tmp_path_factory):
-    from gesture_cache.demo import run_detect_demo
+    from gesture_cache.cli.demo import run_detect_demo
 
     return run_detect_demo(tmp_path_factory.mktemp("detect"))
 

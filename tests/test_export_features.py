@@ -7,9 +7,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from gesture_cache.cache import open_cache
-from gesture_cache.cli import main
-from gesture_cache.export_features import export_parquet
+from gesture_cache.cache.parquet import export_parquet
+from gesture_cache.cache.reader import open_cache
+from gesture_cache.cli.main import main
 from tests.helpers import clips_of
 
 

@@ -8,14 +8,15 @@ import pandas as pd
 import pytest
 
 from gesture_cache import open_cache
-from gesture_cache.c3d import build_c3d, randomize_weights
-from gesture_cache.cache import CacheError, read_failures
-from gesture_cache.config import ExtractConfig
-from gesture_cache.errors import ConfigError
-from gesture_cache.extract import run_extraction
-from gesture_cache.integrity import merge_caches, verify_cache
-from gesture_cache.meta import MetaError, read_meta
-from gesture_cache.writer import CacheWriter
+from gesture_cache.backbones.c3d import build_c3d, randomize_weights
+from gesture_cache.cache.manifest import ExtractorRecord, read_failures
+from gesture_cache.cache.merge import merge_caches
+from gesture_cache.cache.verify import verify_cache
+from gesture_cache.cache.writer import CacheWriter
+from gesture_cache.common.errors import CacheError, ConfigError
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.sources.meta import MetaError, read_meta
 from tests.helpers import clips_of, save_keras2_weights, write_video
 
 FAST = {"random_weights": 0, "clip_stride": 64, "shard_size": 4}
@@ -130,9 +131,16 @@ def test_changed_extractor_settings_are_refused(tmp_path, synth_csv):
 
 def test_second_writer_is_refused(small_cache):
     manifest = open_cache(small_cache).manifest
-    with CacheWriter(small_cache, manifest["extractor"], 4096, "float16", 4):
+    with CacheWriter(
+        small_cache, ExtractorRecord(manifest["extractor"], 4096), dtype="float16", shard_size=4
+    ):
         with pytest.raises(CacheError, match="being written by another process"):
-            CacheWriter(small_cache, manifest["extractor"], 4096, "float16", 4)
+            CacheWriter(
+                small_cache,
+                ExtractorRecord(manifest["extractor"], 4096),
+                dtype="float16",
+                shard_size=4,
+            )
 
 
 def test_csv_problems_stop_before_any_work(tmp_path):

@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 
 from gesture_cache import open_cache
-from gesture_cache import writer as writer_module
-from gesture_cache.cache import read_failures, read_manifest
-from gesture_cache.cli import main
-from gesture_cache.config import ExtractConfig
-from gesture_cache.errors import CacheError, GestureCacheError
-from gesture_cache.extract import run_extraction
-from gesture_cache.integrity import load_verified_cache, repair_cache, verify_cache
-from gesture_cache.writer import CacheWriter
+from gesture_cache.cache import writer as writer_module
+from gesture_cache.cache.manifest import ExtractorRecord, read_failures, read_manifest
+from gesture_cache.cache.repair import repair_cache
+from gesture_cache.cache.verify import load_verified_cache, verify_cache
+from gesture_cache.cache.writer import CacheWriter
+from gesture_cache.cli.main import main
+from gesture_cache.common.errors import CacheError, GestureCacheError
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.local import run_extraction
 from tests.helpers import write_cache, write_video
 
 FAST = {"random_weights": 0, "clip_stride": 64}
@@ -38,7 +39,9 @@ def copy(small_cache, tmp_path) -> Path:
 
 def writer_for(folder: Path) -> CacheWriter:
     manifest = read_manifest(folder)
-    return CacheWriter(folder, manifest["extractor"], 4096, "float16", 3)
+    return CacheWriter(
+        folder, ExtractorRecord(manifest["extractor"], 4096), dtype="float16", shard_size=3
+    )
 
 
 def failure_of(cache: Path, recording_id: str) -> dict:
@@ -205,7 +208,7 @@ def test_many_missing_files_fail_fast_without_building_c3d(tmp_path, monkeypatch
     def no_model(*args, **kwargs):
         raise AssertionError("C3D was built although no video decodes")
 
-    monkeypatch.setattr("gesture_cache.c3d.build_c3d", no_model)
+    monkeypatch.setattr("gesture_cache.backbones.c3d.build_c3d", no_model)
     summary = run_extraction(tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(**FAST))
     assert summary.failed["missing"] == 500 and not summary.ok
     assert len(read_failures(tmp_path / "c")) == 500
@@ -241,7 +244,7 @@ def test_a_label_fixed_in_the_csv_is_reported(tmp_path, caplog):
 
 
 def test_a_file_replaced_while_decoded_is_a_failure(tmp_path, monkeypatch):
-    from gesture_cache.extractor import Extractor
+    from gesture_cache.extract.extractor import Extractor
 
     real_clips = Extractor.clips
 
@@ -373,7 +376,9 @@ def test_a_writer_adopts_what_a_kill_left_named(copy):
 
 
 def writer_for_extractor(folder: Path, manifest: dict) -> CacheWriter:
-    return CacheWriter(folder, manifest["extractor"], 4096, "float16", 3)
+    return CacheWriter(
+        folder, ExtractorRecord(manifest["extractor"], 4096), dtype="float16", shard_size=3
+    )
 
 
 def test_failures_cut_short_by_a_kill_are_skipped(copy):
@@ -389,5 +394,5 @@ def test_a_rerun_does_not_rehash_unchanged_files(tmp_path, monkeypatch):
     def no_hashing(path):
         raise AssertionError(f"{path} was hashed although its size and time are unchanged")
 
-    monkeypatch.setattr("gesture_cache.extract.source_sha256", no_hashing)
+    monkeypatch.setattr("gesture_cache.extract.local.source_sha256", no_hashing)
     assert run_extraction(csv, tmp_path / "c", ExtractConfig(**FAST)).skipped == 2

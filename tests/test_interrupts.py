@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from gesture_cache import interrupts
-from gesture_cache.interrupts import caused_by_interrupt, handled, watching
+from gesture_cache.common import interrupts
+from gesture_cache.common.interrupts import caused_by_interrupt, handled, watching
 
 ROOT = Path(__file__).resolve().parents[1]
 

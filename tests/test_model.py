@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gesture_cache.errors import ConfigError
-from gesture_cache.model import build_classifier, trainable_parameters
+from gesture_cache.common.errors import ConfigError
+from gesture_cache.train.model import build_classifier, trainable_parameters
 
 
 def test_reference_preset_is_the_reference_architecture():
@@ -51,7 +51,7 @@ def test_standardisation_is_inside_the_model():
 )
 def test_the_parameter_count_is_keras_own(units, cell, dense, classes):
     """What the memory budget counts before building a model is what Keras builds."""
-    from gesture_cache.model import parameter_count
+    from gesture_cache.train.model import parameter_count
 
     model = build_classifier("compact", classes, (8, 512), units=units, cell=cell, dense=dense)
     assert parameter_count(units, cell, dense, 512, classes) == trainable_parameters(model)

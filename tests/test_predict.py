@@ -6,15 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gesture_cache import synth
-from gesture_cache.cli import main
-from gesture_cache.config import TrainConfig
-from gesture_cache.demo import DEMO_EXTRACT
-from gesture_cache.errors import ConfigError
-from gesture_cache.extract import run_extraction
-from gesture_cache.predict import predict_videos
-from gesture_cache.run import load_best_model
-from gesture_cache.train import evaluate_run, predict_proba, training_data
+from gesture_cache.cli.demo import DEMO_EXTRACT
+from gesture_cache.cli.main import main
+from gesture_cache.common.errors import ConfigError
+from gesture_cache.deploy.predict import predict_videos
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.sources import synth
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.metrics import evaluate_run, predict_proba
+from gesture_cache.train.prepare import training_data
+from gesture_cache.train.run_folder import load_best_model
 
 pytestmark = pytest.mark.slow  # they need the demo's trained run
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from gesture_cache import open_cache
-from gesture_cache.cache import fingerprint_of, read_failures
-from gesture_cache.cli import main
-from gesture_cache.config import ExtractConfig
-from gesture_cache.errors import CacheError, ConfigError
-from gesture_cache.extract import run_extraction
-from gesture_cache.extractor import FEATURES_VERSION, extractor_files, extractor_from_config
-from gesture_cache.run import check_mean_file
+from gesture_cache.cache.manifest import fingerprint_of, read_failures
+from gesture_cache.cli.main import main
+from gesture_cache.common.errors import CacheError, ConfigError
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extractor import FEATURES_VERSION, extractor_files, extractor_from_config
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.train.run_folder import check_mean_file
 from tests.helpers import write_video
 
 FAST = {"random_weights": 0, "clip_stride": 64}
@@ -36,7 +36,7 @@ def test_a_new_features_version_refuses_to_resume_an_old_cache(tmp_path, monkeyp
     write_video(tmp_path / "v.avi", 10)
     (tmp_path / "meta.csv").write_text("file_path,action\nv.avi,wave\n")
     run_extraction(tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(**FAST))
-    monkeypatch.setattr("gesture_cache.extractor.FEATURES_VERSION", 99)
+    monkeypatch.setattr("gesture_cache.extract.extractor.FEATURES_VERSION", 99)
     with pytest.raises(CacheError, match="differs in: features_version"):
         run_extraction(tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(**FAST))
 
@@ -105,7 +105,7 @@ def test_frame_shortfall_is_cached_recorded_and_strict_fails_it(tmp_path, shared
 
 def test_light_commands_do_not_import_heavy_libraries(small_cache):
     probe = (
-        "import sys; from gesture_cache.cli import main;"
+        "import sys; from gesture_cache.cli.main import main;"
         f"assert main(['info', {str(small_cache)!r}]) == 0;"
         f"assert main(['verify', {str(small_cache)!r}]) == 0;"
         "heavy = [m for m in ('tensorflow', 'keras', 'matplotlib', 'sklearn', 'cv2', 'optuna')"

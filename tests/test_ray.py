@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gesture_cache.cache import open_cache, read_failures, read_manifest
-from gesture_cache.cli import main
-from gesture_cache.config import ExtractConfig
-from gesture_cache.extract import run_extraction
+from gesture_cache.cache.manifest import read_failures, read_manifest
+from gesture_cache.cache.reader import open_cache
+from gesture_cache.cli.main import main
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.local import run_extraction
 from tests.helpers import clip_span, clips_of, write_video
 
 pytest.importorskip("ray")
@@ -196,9 +197,9 @@ def test_an_unreachable_cluster_is_one_line_and_writes_nothing(synth_csv, tmp_pa
 
 
 def test_a_worker_with_other_weights_refuses_to_start(weights_file):
-    from gesture_cache.extractor import extractor_from_config
-    from gesture_cache.job import SetupError
-    from gesture_cache.ray_extract import BackboneActor
+    from gesture_cache.extract.extractor import extractor_from_config
+    from gesture_cache.extract.job import SetupError
+    from gesture_cache.extract.ray_engine import BackboneActor
 
     config = ExtractConfig(weights=str(weights_file))
     spec = extractor_from_config(config).spec

@@ -9,14 +9,17 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from gesture_cache import data
-from gesture_cache.cache import open_cache, read_manifest
-from gesture_cache.config import TrainConfig
-from gesture_cache.errors import ConfigError
-from gesture_cache.model import trainable_parameters
-from gesture_cache.onnx_graphs import head_graph
-from gesture_cache.run import load_best_model, read_split_table
-from gesture_cache.train import resolve, train, training_data
+from gesture_cache.cache.manifest import read_manifest
+from gesture_cache.cache.reader import open_cache
+from gesture_cache.common.errors import ConfigError
+from gesture_cache.data.samples import cache_samples
+from gesture_cache.data.statistics import pca_projection, training_standardisation
+from gesture_cache.deploy.onnx_head import head_graph
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import train
+from gesture_cache.train.model import trainable_parameters
+from gesture_cache.train.prepare import resolve, training_data
+from gesture_cache.train.run_folder import load_best_model, read_split_table
 from tests.helpers import write_continuous_cache
 
 SMALL = {"epochs": 3, "patience": 3, "units": (8,), "dense": 0, "window_clips": 3, "lr": 3e-3}
@@ -43,8 +46,8 @@ def test_the_projection_is_fitted_on_training_clips_and_stored_in_the_model(cach
     rows = np.flatnonzero([part[i] == "train" for i in prepared.samples.ids])
     assert 0 < len(rows) < len(prepared.samples)
     samples = prepared.samples.take(rows)
-    mean, variance = data.training_standardisation(prepared.cache, samples)
-    kernel, bias = data.pca_projection(prepared.cache, samples, mean, variance, 6, 0)
+    mean, variance = training_standardisation(prepared.cache, samples)
+    kernel, bias = pca_projection(prepared.cache, samples, mean, variance, 6, 0)
     stored_kernel, stored_bias = reduce.get_weights()
     np.testing.assert_allclose(stored_kernel, kernel, atol=1e-5)
     np.testing.assert_allclose(stored_bias, bias, atol=1e-4)
@@ -77,8 +80,8 @@ def test_a_projection_that_cannot_be_fitted_is_refused(cache, tmp_path):
 
 def test_streamed_and_in_memory_fit_the_same_projection(cache):
     memory, streamed = open_cache(cache), open_cache(cache, load_features=False)
-    samples = data.cache_samples(memory).take(np.arange(10))
-    mean, variance = data.training_standardisation(memory, samples)
-    a = data.pca_projection(memory, samples, mean, variance, 4, 1)
-    b = data.pca_projection(streamed, samples, mean, variance, 4, 1)
+    samples = cache_samples(memory).take(np.arange(10))
+    mean, variance = training_standardisation(memory, samples)
+    a = pca_projection(memory, samples, mean, variance, 4, 1)
+    b = pca_projection(streamed, samples, mean, variance, 4, 1)
     np.testing.assert_array_equal(a[0], b[0])

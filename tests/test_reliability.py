@@ -20,19 +20,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gesture_cache import extract
-from gesture_cache.cache import read_manifest
-from gesture_cache.cli import build_parser, finite_float, main
-from gesture_cache.config import DetectSettings, ExtractConfig, TrainConfig
-from gesture_cache.detect import detect_live, load_detector, output_stems
-from gesture_cache.errors import ConfigError, GestureCacheError, RunError
-from gesture_cache.extract import run_extraction
-from gesture_cache.extractor import extractor_from_spec
-from gesture_cache.files import staging_folder
-from gesture_cache.meta import check_rows, read_meta
-from gesture_cache.report import shown
-from gesture_cache.train import train
-from gesture_cache.video import Frames
+from gesture_cache.cache.manifest import ExtractorRecord, read_manifest
+from gesture_cache.cli.arguments import finite_float
+from gesture_cache.cli.main import main
+from gesture_cache.cli.parser import build_parser
+from gesture_cache.cli.tables import shown
+from gesture_cache.common.errors import ConfigError, GestureCacheError, RunError
+from gesture_cache.common.files import staging_folder
+from gesture_cache.deploy.settings import DetectSettings
+from gesture_cache.detect.detector import load_detector
+from gesture_cache.detect.live import detect_live
+from gesture_cache.detect.run import output_stems
+from gesture_cache.extract import local
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extractor import extractor_from_spec
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.sources.meta import check_rows, read_meta
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import train
+from gesture_cache.video.decode import Frames
 from tests.helpers import write_video
 
 
@@ -163,8 +169,8 @@ def test_a_decode_worker_that_dies_ends_the_extraction(monkeypatch):
         raise RuntimeError("decoder bug")
         yield  # a generator, as job_events is
 
-    monkeypatch.setattr(extract, "job_events", broken)
-    workers = extract.DecodeWorkers([object(), object()], None, workers=2, capacity=4)
+    monkeypatch.setattr(local, "job_events", broken)
+    workers = local.DecodeWorkers([object(), object()], None, workers=2, capacity=4)
     result = run_with_timeout(lambda: list(workers))
     workers.close()
     assert isinstance(result.get("error"), RuntimeError), result
@@ -415,12 +421,14 @@ def test_info_quotes_labels_that_would_read_ambiguously():
 
 
 def test_extra_columns_named_like_our_own_export_in_their_namespace(small_cache, tmp_path):
-    from gesture_cache.cache import CachedRecording, Segment
-    from gesture_cache.writer import CacheWriter
+    from gesture_cache.cache.manifest import CachedRecording, Segment
+    from gesture_cache.cache.writer import CacheWriter
 
     extractor = read_manifest(small_cache)["extractor"]
     extra = {"label": "theirs", "recording_id": "x", "row": "99", "group": "mine"}
-    with CacheWriter(tmp_path / "cache", extractor, 4096, "float16", 4) as writer:
+    with CacheWriter(
+        tmp_path / "cache", ExtractorRecord(extractor, 4096), dtype="float16", shard_size=4
+    ) as writer:
         writer.add(
             CachedRecording(
                 "v.avi", "0" * 64, np.zeros((2, 4096), np.float32), np.array([0, 8]),
@@ -478,11 +486,13 @@ def test_a_closed_pipe_ends_quietly(small_cache, command):
 
 
 def test_tune_on_a_one_class_cache_adds_no_trial(small_cache, tmp_path, capsys):
-    from gesture_cache.cache import CachedRecording, Segment
-    from gesture_cache.writer import CacheWriter
+    from gesture_cache.cache.manifest import CachedRecording, Segment
+    from gesture_cache.cache.writer import CacheWriter
 
     extractor = read_manifest(small_cache)["extractor"]
-    with CacheWriter(tmp_path / "cache", extractor, 8, "float16", 4) as writer:
+    with CacheWriter(
+        tmp_path / "cache", ExtractorRecord(extractor, 8), dtype="float16", shard_size=4
+    ) as writer:
         for i in range(4):
             writer.add(
                 CachedRecording(
@@ -524,7 +534,7 @@ def test_ctrl_c_in_tune_marks_the_trial_interrupted_without_a_traceback(detector
 
 
 def test_a_keras_backend_variable_is_named_as_the_variable(monkeypatch):
-    from gesture_cache.backends import use_backend
+    from gesture_cache.backbones.keras_backends import use_backend
 
     monkeypatch.setenv("KERAS_BACKEND", "mxnet")
     with pytest.raises(ConfigError, match="KERAS_BACKEND=mxnet is not a backend"):
@@ -540,15 +550,15 @@ def test_reduce_takes_ascii_digits_only(text):
 
 
 def test_a_camera_index_is_ascii_digits_and_natural_order_never_crashes():
-    from gesture_cache.detect import is_camera
-    from gesture_cache.video import natural_key
+    from gesture_cache.detect.live import is_camera
+    from gesture_cache.video.decode import natural_key
 
     assert is_camera("0") and not is_camera("٣") and not is_camera("²")
     assert sorted(["f10.jpg", "f2.jpg", "²", "f٣.jpg"], key=natural_key)[:2] == ["f2.jpg", "f٣.jpg"]
 
 
 def test_merge_names_the_field_the_extractors_differ_in(tmp_path):
-    from gesture_cache.integrity import merge_caches
+    from gesture_cache.cache.merge import merge_caches
     from tests.helpers import SYNTHETIC_EXTRACTOR, write_cache
 
     rows = [("a.avi", "wave", "", ""), ("b.avi", "clap", "", "")]

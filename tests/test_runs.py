@@ -12,12 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gesture_cache.cli import main
-from gesture_cache.config import ExtractConfig, TrainConfig, load_config_file, make_train_config
-from gesture_cache.data import split_groups, split_videos
-from gesture_cache.errors import ConfigError, RunError
-from gesture_cache.extract import run_extraction
-from gesture_cache.train import evaluate_run, resume, train, training_callbacks
+from gesture_cache.cli.main import main
+from gesture_cache.common.errors import ConfigError, RunError
+from gesture_cache.data.splits import split_groups, split_videos
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.train.callbacks import training_callbacks
+from gesture_cache.train.config import TrainConfig, load_config_file, make_train_config
+from gesture_cache.train.fit import resume, train
+from gesture_cache.train.metrics import evaluate_run
 from tests.helpers import unlist_last_shard, write_video
 
 TINY = {"epochs": 2, "patience": 2, "units": (4,), "dense": 0, "test_size": 0.5, "val_size": 0}

@@ -11,12 +11,25 @@ import h5py
 import numpy as np
 import pytest
 
-from gesture_cache import data, integrity
-from gesture_cache.cache import open_cache, read_features, read_manifest
-from gesture_cache.cli import main
-from gesture_cache.config import TrainConfig
-from gesture_cache.errors import CacheError
-from gesture_cache.train import resolve, training_data
+from gesture_cache.cache import verify
+from gesture_cache.cache.features import read_features
+from gesture_cache.cache.manifest import read_manifest
+from gesture_cache.cache.reader import open_cache
+from gesture_cache.cache.verify import (
+    PARALLEL_SHARDS,
+    VERIFIED,
+    last_verified,
+    load_verified_cache,
+    verify_cache,
+)
+from gesture_cache.cli.main import main
+from gesture_cache.common.errors import CacheError
+from gesture_cache.data.pipeline import shared_tensor, window_dataset
+from gesture_cache.data.samples import cache_samples, sample_clips
+from gesture_cache.data.statistics import STATS_FOLDER, standardisation, training_standardisation
+from gesture_cache.data.windows import Window
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.prepare import resolve, training_data
 from tests.helpers import write_continuous_cache
 
 
@@ -35,13 +48,13 @@ def flip_a_byte(path) -> None:
 
 
 def test_verify_on_every_core_finds_what_one_process_finds(many_shards, monkeypatch):
-    assert len(read_manifest(many_shards)["shards"]) >= integrity.PARALLEL_SHARDS
-    parallel = integrity.verify_cache(many_shards)
+    assert len(read_manifest(many_shards)["shards"]) >= PARALLEL_SHARDS
+    parallel = verify_cache(many_shards)
     assert parallel.problems == [] and parallel.recordings == 40
     flip_a_byte(sorted(many_shards.glob("part-*.h5"))[7])
-    found = integrity.verify_cache(many_shards).problems
-    monkeypatch.setattr(integrity, "PARALLEL_SHARDS", 10**6)
-    assert integrity.verify_cache(many_shards).problems == found
+    found = verify_cache(many_shards).problems
+    monkeypatch.setattr(verify, "PARALLEL_SHARDS", 10**6)
+    assert verify_cache(many_shards).problems == found
     assert len(found) == 1 and "part-00007.h5 is corrupt" in found[0]
 
 
@@ -53,64 +66,60 @@ def test_a_verified_unchanged_cache_is_not_hashed_again(many_shards, monkeypatch
     assert re.search(r"verified +\d{4}-\d\d-\d\dT.*unchanged since", capsys.readouterr().out)
 
     checked = []
-    real_verify = integrity.verify_cache
-    monkeypatch.setattr(integrity, "verify_cache", lambda p: checked.append(p) or real_verify(p))
+    real_verify = verify_cache
+    monkeypatch.setattr(verify, "verify_cache", lambda p: checked.append(p) or real_verify(p))
     with caplog.at_level(logging.INFO):
-        integrity.load_verified_cache(many_shards, 1e9)
+        load_verified_cache(many_shards, 1e9)
     assert checked == [] and "not hashed again" in caplog.text
 
     # a shard that changed since (here: a byte flipped, which moves its time) is checked
     flip_a_byte(sorted(many_shards.glob("part-*.h5"))[3])
     with pytest.raises(CacheError, match="part-00003.h5 is corrupt"):
-        integrity.load_verified_cache(many_shards, 1e9)
+        load_verified_cache(many_shards, 1e9)
     assert checked == [many_shards]
-    assert (
-        integrity.last_verified(many_shards, read_manifest(many_shards, check_hashes=False)) is None
-    )
+    assert last_verified(many_shards, read_manifest(many_shards, check_hashes=False)) is None
 
 
 def test_a_stamp_that_cannot_be_written_costs_nothing(many_shards):
     """A cache folder where the stamp cannot be written (read-only; here its name is taken
     by a folder, which stops root too) still verifies, and is simply checked every time."""
-    (many_shards / integrity.VERIFIED).mkdir()
-    assert integrity.verify_cache(many_shards).problems == []
-    assert (many_shards / integrity.VERIFIED).is_dir()
-    assert integrity.last_verified(many_shards, read_manifest(many_shards)) is None
+    (many_shards / VERIFIED).mkdir()
+    assert verify_cache(many_shards).problems == []
+    assert (many_shards / VERIFIED).is_dir()
+    assert last_verified(many_shards, read_manifest(many_shards)) is None
 
 
 def test_standardisation_is_kept_per_cache_and_split(many_shards, caplog):
     cache = open_cache(many_shards)
-    samples = data.cache_samples(cache)
+    samples = cache_samples(cache)
     train_part, other_part = samples.take(np.arange(30)), samples.take(np.arange(10, 40))
-    clips = data.sample_clips(train_part, cache.clip_valid)
-    expected = data.standardisation(cache.features, clips)
+    clips = sample_clips(train_part, cache.clip_valid)
+    expected = standardisation(cache.features, clips)
 
-    first = data.training_standardisation(cache, train_part)
-    saved = sorted((many_shards / data.STATS_FOLDER).glob("*.npz"))
+    first = training_standardisation(cache, train_part)
+    saved = sorted((many_shards / STATS_FOLDER).glob("*.npz"))
     assert len(saved) == 1
     with caplog.at_level(logging.INFO):
-        again = data.training_standardisation(cache, train_part)
+        again = training_standardisation(cache, train_part)
     assert "reused" in caplog.text
     for a, b, c in zip(first, again, expected):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, c)
 
-    data.training_standardisation(cache, other_part)  # another split: its own file
-    assert len(list((many_shards / data.STATS_FOLDER).glob("*.npz"))) == 2
+    training_standardisation(cache, other_part)  # another split: its own file
+    assert len(list((many_shards / STATS_FOLDER).glob("*.npz"))) == 2
 
     # a file that claims to be these statistics but holds others is recomputed
     np.savez(saved[0], key=np.array("another cache"), mean=first[0] + 1, variance=first[1])
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        recomputed = data.training_standardisation(cache, train_part)
+        recomputed = training_standardisation(cache, train_part)
     assert "does not match" in caplog.text
     np.testing.assert_array_equal(recomputed[0], expected[0])
 
     # streamed (features on disk) gives the same statistics, from the same file
     streamed = open_cache(many_shards, load_features=False)
-    np.testing.assert_array_equal(
-        data.training_standardisation(streamed, train_part)[0], expected[0]
-    )
+    np.testing.assert_array_equal(training_standardisation(streamed, train_part)[0], expected[0])
 
 
 def test_the_in_memory_path_holds_the_features_once(many_shards):
@@ -133,7 +142,7 @@ def test_the_tensor_training_gathers_from_shares_the_cache_array(many_shards):
     import tensorflow as tf
 
     features = open_cache(many_shards).features
-    tensor = data.shared_tensor(features)
+    tensor = shared_tensor(features)
     positions = tf.constant([[0, 5], [9, 3]], tf.int64)
     np.testing.assert_array_equal(tf.gather(tensor, positions).numpy(), features[[[0, 5], [9, 3]]])
     features[5, :3] = [1.5, -2.0, 7.0]
@@ -142,7 +151,7 @@ def test_the_tensor_training_gathers_from_shares_the_cache_array(many_shards):
     unaligned = np.frombuffer(b"  " + features.tobytes(), np.uint8)[2:].view(features.dtype)
     unaligned = unaligned.reshape(features.shape)
     assert unaligned.ctypes.data % 64
-    copied = data.shared_tensor(unaligned)
+    copied = shared_tensor(unaligned)
     np.testing.assert_array_equal(tf.gather(copied, positions).numpy(), features[[[0, 5], [9, 3]]])
 
 
@@ -153,15 +162,15 @@ def test_streamed_batches_are_the_in_memory_batches_across_shards(many_shards, s
     full but the last, though batches straddle shards (one recording a shard, batch 3)."""
     cache = open_cache(many_shards)
     lazy = open_cache(many_shards, load_features=False)
-    samples = data.cache_samples(cache)
+    samples = cache_samples(cache)
     y = np.arange(len(samples), dtype=np.int32)
-    window = data.Window(3)
+    window = Window(3)
 
     def batches(dataset):
         return [(f.numpy(), m.numpy(), c.numpy()) for (f, m), c in dataset]
 
-    memory = batches(data.window_dataset(cache, cache.features, samples, y, window, 3, False, 0))
-    streamed = batches(data.window_dataset(lazy, None, samples, y, window, 3, shuffle, 0))
+    memory = batches(window_dataset(cache, cache.features, samples, y, window, 3, False, 0))
+    streamed = batches(window_dataset(lazy, None, samples, y, window, 3, shuffle, 0))
     full, rest = divmod(len(samples), 3)
     assert len(samples) > 40 and rest  # more samples than shards, and a partial last batch
     assert [len(c) for *_, c in streamed] == [3] * full + [rest]
@@ -188,9 +197,9 @@ def test_a_streamed_dataset_used_and_dropped_frees_the_cache(many_shards):
     import weakref
 
     cache = open_cache(many_shards, load_features=False)
-    samples = data.cache_samples(cache)
+    samples = cache_samples(cache)
     y = np.zeros(len(samples), np.int32)
-    dataset = data.window_dataset(cache, None, samples, y, data.Window(3), 4, True, 0)
+    dataset = window_dataset(cache, None, samples, y, Window(3), 4, True, 0)
     for _ in dataset.take(2):
         pass
     held = [weakref.ref(cache.recordings["recording_id"]), weakref.ref(cache.clip_start)]

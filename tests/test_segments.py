@@ -12,13 +12,16 @@ import pandas as pd
 import pytest
 
 from gesture_cache import open_cache
-from gesture_cache.c3d import build_c3d, randomize_weights
-from gesture_cache.cache import read_failures
-from gesture_cache.cli import main
-from gesture_cache.config import ExtractConfig, TrainConfig
-from gesture_cache.extract import run_extraction
-from gesture_cache.integrity import merge_caches, verify_cache
-from gesture_cache.train import evaluate_run, train
+from gesture_cache.backbones.c3d import build_c3d, randomize_weights
+from gesture_cache.cache.manifest import read_failures
+from gesture_cache.cache.merge import merge_caches
+from gesture_cache.cache.verify import verify_cache
+from gesture_cache.cli.main import main
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import train
+from gesture_cache.train.metrics import evaluate_run
 from tests.helpers import clips_of, write_v1_cache, write_video
 
 TINY = {"epochs": 2, "patience": 2, "units": (4,), "dense": 0}
@@ -108,7 +111,7 @@ def test_windows_change_without_extraction(annotated, tmp_path, monkeypatch):
     def no_c3d(*args, **kwargs):
         raise AssertionError("train built C3D")
 
-    monkeypatch.setattr("gesture_cache.c3d.build_c3d", no_c3d)
+    monkeypatch.setattr("gesture_cache.backbones.c3d.build_c3d", no_c3d)
     for flags in (
         [],
         ["--window-clips", "4"],
@@ -125,7 +128,7 @@ def test_windows_change_without_extraction(annotated, tmp_path, monkeypatch):
 
 
 def test_background_samples_cover_what_no_segment_does(annotated, tmp_path):
-    from gesture_cache.data import cache_samples
+    from gesture_cache.data.samples import cache_samples
 
     _, out, _ = annotated
     samples = cache_samples(open_cache(out), background=True)

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gesture_cache.config import TrainConfig
-from gesture_cache.errors import ConfigError
-from gesture_cache.train import check_even_first_batches, resolve, training_data
+from gesture_cache.common.errors import ConfigError
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.prepare import check_even_first_batches, resolve, training_data
 
 TWO_CPUS = """
 import sys

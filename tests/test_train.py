@@ -14,14 +14,15 @@ import pandas as pd
 import pytest
 
 from gesture_cache import CacheError
-from gesture_cache.cache import read_manifest
-from gesture_cache.cli import main
-from gesture_cache.config import TrainConfig, load_config_file, make_train_config
-from gesture_cache.errors import ConfigError
-from gesture_cache.integrity import merge_caches
-from gesture_cache.model import trainable_parameters
-from gesture_cache.run import load_best_model, read_split
-from gesture_cache.train import resume, train, training_data
+from gesture_cache.cache.manifest import read_manifest
+from gesture_cache.cache.merge import merge_caches
+from gesture_cache.cli.main import main
+from gesture_cache.common.errors import ConfigError
+from gesture_cache.train.config import TrainConfig, load_config_file, make_train_config
+from gesture_cache.train.fit import resume, train
+from gesture_cache.train.model import trainable_parameters
+from gesture_cache.train.prepare import training_data
+from gesture_cache.train.run_folder import load_best_model, read_split
 from tests.helpers import write_continuous_cache
 
 QUICK = {"epochs": 4, "patience": 4}
@@ -118,13 +119,13 @@ def test_streaming_from_disk_trains_too(demo, tmp_path, caplog):
 def test_a_streamed_run_reads_the_validation_shards_once(demo, tmp_path, monkeypatch):
     """Streamed, validation's windows are kept after the first epoch when they fit in half of
     --memory-limit: later epochs read the shards for training only, and nothing else changes."""
-    from gesture_cache import data
-    from gesture_cache import train as training
+    from gesture_cache.data import shards
+    from gesture_cache.train import fit
 
     reads = []
-    read_features = data.read_features
+    read_features = shards.read_features
     monkeypatch.setattr(
-        data, "read_features", lambda path: reads.append(path) or read_features(path)
+        shards, "read_features", lambda path: reads.append(path) or read_features(path)
     )
 
     class Reads(keras.callbacks.Callback):  # those of fit: not standardisation's or the test's
@@ -138,7 +139,7 @@ def test_a_streamed_run_reads_the_validation_shards_once(demo, tmp_path, monkeyp
     counted = {}
     for held in (True, False):
         if not held:
-            monkeypatch.setattr(training, "holds_validation", lambda *args: False)
+            monkeypatch.setattr(fit, "holds_validation", lambda *args: False)
         callback = Reads()
         train(demo.cache, tmp_path / str(held), config, callbacks=[callback])
         counted[held] = callback.count
@@ -153,12 +154,12 @@ def test_train_returns_with_the_cache_features_freed(small_cache, tmp_path, monk
     process (`tune`'s trials, a notebook's loop) kept its cache until the collector ran."""
     import weakref
 
-    from gesture_cache import data
+    from gesture_cache.data import pipeline
 
     held = []
-    shared_tensor = data.shared_tensor
+    shared_tensor = pipeline.shared_tensor
     monkeypatch.setattr(
-        data,
+        pipeline,
         "shared_tensor",
         lambda features: held.append(weakref.ref(features)) or shared_tensor(features),
     )
@@ -263,8 +264,8 @@ def test_ctrl_c_leaves_a_usable_run_that_resume_finishes(demo, tmp_path):
 
 
 def test_group_column_keeps_a_subject_in_one_split(synth_csv, tmp_path):
-    from gesture_cache.config import ExtractConfig
-    from gesture_cache.extract import run_extraction
+    from gesture_cache.extract.config import ExtractConfig
+    from gesture_cache.extract.local import run_extraction
 
     table = pd.read_csv(synth_csv)
     table["file_path"] = [str(synth_csv.parent / p) for p in table["file_path"]]

@@ -10,11 +10,11 @@ import optuna
 import pandas as pd
 import pytest
 
-from gesture_cache.cli import main
-from gesture_cache.config import TrainConfig
-from gesture_cache.errors import ConfigError
-from gesture_cache.runs import runs_table
-from gesture_cache.tune import open_study, tune
+from gesture_cache.cli.main import main
+from gesture_cache.common.errors import ConfigError
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.runs import runs_table
+from gesture_cache.train.tune import open_study, tune
 from tests.postgres import free_port
 
 

@@ -3,13 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gesture_cache.video import (
-    CROP_SIZE,
+from gesture_cache.backbones.c3d import CROP_SIZE, make_preprocessing
+from gesture_cache.video.decode import (
     DEFAULT_FOLDER_FPS,
     Frames,
     VideoError,
     decode,
-    make_preprocessing,
     probe,
     source_sha256,
 )

@@ -1,0 +1,80 @@
+"""What the extractor needs of a backbone, and the registry that finds one by name.
+
+A backbone is one module of this package with two functions, `from_config(config, backend)`
+(for `extract`) and `from_spec(spec, preprocessing, ...)` (for a cache's recorded extractor:
+predict, detect, export, resume), returning an object with the members of `Backbone`. Adding
+one is that module and one `register` line below; nothing outside `backbones/` names it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from gesture_cache.common.errors import ConfigError
+
+if TYPE_CHECKING:
+    import onnx
+
+    from gesture_cache.video.decode import Preprocessing
+
+
+class Backbone(Protocol):
+    name: str  # what the cache's extractor spec records as its `model`
+    clip_len: int  # frames per clip
+    input_size: int  # clip height and width after preprocessing
+    feature_dim: int
+    preprocessing: Preprocessing  # how decoded frames become its input
+
+    def fingerprint_fields(self) -> dict:
+        """Everything that decides its features (weights by content, every number)."""
+        ...
+
+    def forward(self, clips: np.ndarray) -> np.ndarray:
+        """uint8 clips (n, clip_len, input_size, input_size, 3) -> float32 (n, feature_dim)."""
+        ...
+
+    def onnx_export(self, frames: np.ndarray) -> tuple[onnx.ModelProto, np.ndarray]:
+        """The backbone as one ONNX graph taking resized, uncropped uint8 frames (n, clip_len,
+        height, width, 3), and its own float32 features of `frames`: what a bundle's parity
+        check compares the graph's runtimes against."""
+        ...
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str  # the name `--backbone` takes
+    model: str  # the `model` its extractor spec records
+    module: str  # where its `from_config` and `from_spec` live
+
+
+BACKBONES: dict[str, Registered] = {}
+
+
+def register(name: str, model: str, module: str) -> None:
+    BACKBONES[name] = Registered(name, model, module)
+
+
+register("c3d", "C3D Sports-1M (Keras)", "gesture_cache.backbones.c3d")
+
+
+def backbone_module(name: str) -> ModuleType:
+    """The module of the backbone `--backbone name` (imported only now: Keras loads there)."""
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown --backbone {name!r}: use one of {', '.join(BACKBONES)}")
+    return importlib.import_module(BACKBONES[name].module)
+
+
+def spec_module(spec: dict) -> ModuleType:
+    """The module of the backbone a cache's extractor spec names."""
+    for registered in BACKBONES.values():
+        if registered.model == spec.get("model"):
+            return importlib.import_module(registered.module)
+    raise ConfigError(
+        f"the cache was extracted by {spec.get('model')!r}, a backbone this installation "
+        f"does not have (it has {', '.join(b.model for b in BACKBONES.values())})"
+    )

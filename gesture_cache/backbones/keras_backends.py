@@ -1,0 +1,261 @@
+"""Which Keras 3 backend runs a backbone (TensorFlow, JAX or PyTorch), and a Keras model as
+one compiled batch call on each.
+
+Keras reads `KERAS_BACKEND` once, when it is first imported, so the choice is made here,
+before anything imports Keras. Extraction (and predict/detect from video) runs on any of
+the three; training keeps tf.data and runs on TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gesture_cache.common.errors import ConfigError
+
+if TYPE_CHECKING:
+    import keras
+
+log = logging.getLogger(__name__)
+
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+INSTALL = {
+    "tensorflow": "pip install 'gesture_cache[cpu]' (or [gpu])",
+    "jax": "pip install 'gesture_cache[jax]'",
+    "torch": "pip install 'gesture_cache[torch]'",
+}
+
+
+# the distributions whose version is the backend's (TensorFlow ships under several names)
+DISTRIBUTIONS = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly"),
+    "jax": ("jax",),
+    "torch": ("torch",),
+}
+
+
+CPU_BATCH_CLIPS = 16
+
+
+MAX_BATCH_CLIPS = 256
+
+
+BYTES_PER_CLIP = 200 * 2**20  # C3D's live activations for one clip at float32, rounded up
+
+
+def installed(backend: str) -> bool:
+    if backend in sys.modules:  # imported, or blocked (None)
+        return sys.modules[backend] is not None
+    try:
+        return importlib.util.find_spec(backend) is not None
+    except (ImportError, ValueError):  # a finder that refuses it
+        return False
+
+
+def default_backend() -> str:
+    """`KERAS_BACKEND` when set, else TensorFlow when installed, else JAX, else PyTorch."""
+    named = os.environ.get("KERAS_BACKEND")
+    if named:
+        return named
+    for backend in BACKENDS:
+        if installed(backend):
+            return backend
+    raise ConfigError(
+        "no Keras backend is installed: " + "; or ".join(INSTALL[b] for b in BACKENDS)
+    )
+
+
+def use_backend(backend: str | None = None) -> str:
+    """Set the backend Keras will load (before its first import) and return its name.
+    Refuses an unknown or missing backend, or one other than the backend Keras has already
+    loaded in this process."""
+    given = backend
+    backend = backend or default_backend()
+    if backend not in BACKENDS:
+        where = f"--backend {backend!r}" if given else f"KERAS_BACKEND={backend}"
+        raise ConfigError(
+            f"{where} is not a backend this tool runs on: use one of {', '.join(BACKENDS)}"
+            + ("" if given else " (or unset KERAS_BACKEND)")
+        )
+    if not installed(backend):
+        raise ConfigError(f"--backend {backend} is not installed: {INSTALL[backend]}")
+    loaded = loaded_backend()
+    if loaded is not None and loaded != backend:
+        raise ConfigError(
+            f"Keras is already running on {loaded} in this process; --backend {backend} "
+            "needs a new process (or KERAS_BACKEND set before it starts)"
+        )
+    os.environ["KERAS_BACKEND"] = backend
+    return backend
+
+
+def loaded_backend() -> str | None:
+    """The backend of the Keras already imported in this process, or None."""
+    keras = sys.modules.get("keras")
+    return keras.backend.backend() if keras is not None else None
+
+
+def use_training_backend(command: str) -> None:
+    """`train`, `tune`, `evaluate` and `export` feed Keras through tf.data: TensorFlow."""
+    if not installed("tensorflow"):
+        raise ConfigError(
+            f"{command} needs TensorFlow (its input pipeline is tf.data): "
+            f"{INSTALL['tensorflow']}. Extraction, info, verify, check, predict and detect "
+            "run without it on JAX or PyTorch"
+        )
+    use_backend("tensorflow")
+
+
+def backend_version(backend: str) -> str:
+    for name in DISTRIBUTIONS[backend]:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def software_versions(backend: str) -> dict[str, str]:
+    """The libraries that decide what a shard holds. Keras and the backend are read from
+    the installed packages, not imported: recording a version must not load TensorFlow."""
+    import cv2
+    import h5py
+    import numpy as np
+
+    from gesture_cache import __version__
+
+    return {
+        "gesture_cache": __version__,
+        "backend": backend,
+        backend: backend_version(backend),
+        "keras": importlib.metadata.version("keras"),
+        "opencv": cv2.__version__,
+        "h5py": h5py.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def accelerator_memory(backend: str) -> int | None:
+    """Bytes of memory of the backend's first GPU, or None when it runs on the CPU. Asking
+    for a GPU build without a GPU is not an error: it warns and runs on the CPU."""
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return int(torch.cuda.mem_get_info()[1])
+        if torch.version.cuda:
+            log.warning("torch is a CUDA build but finds no GPU: C3D runs on the CPU")
+        return None
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform != "gpu":
+            return None
+        stats = device.memory_stats() or {}
+        return int(stats.get("bytes_limit", 16 * 2**30))
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        return None
+    return 16 * 2**30  # TensorFlow does not report a GPU's size before it allocates
+
+
+def auto_batch_clips(backend: str, precision: str) -> int:
+    """Clips per model call: 16 on a CPU; on a GPU the largest power of two whose
+    activations fill about half its memory, at most 256."""
+    memory = accelerator_memory(backend)
+    if memory is None:
+        return CPU_BATCH_CLIPS
+    per_clip = BYTES_PER_CLIP // (1 if precision == "float32" else 2)
+    fits = max(1, memory // 2 // per_clip)
+    return int(min(MAX_BATCH_CLIPS, 2 ** (fits.bit_length() - 1)))
+
+
+def tensorflow_call(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    """One tf.function traced once for any batch size."""
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8)]
+    call = tf.function(lambda clips: model(clips, training=False), input_signature=signature)
+    # a copy: a view would pin TensorFlow's output buffer, and with it the allocator's
+    # memory around it, for as long as the features are kept (measured: ~0.5 MB a clip)
+    return lambda clips: call(clips).numpy().copy()
+
+
+def jax_call(
+    model: keras.Model, batch_clips: int, compiled: Callable[[float], None]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A jitted stateless call. XLA compiles once per batch shape (each compilation's
+    seconds go to `compiled`), so a partial batch is padded: to `batch_clips` when at least
+    half of it, else to the next power of two (a recording of 3 clips in `predict` costs 4,
+    not 16, on a CPU); at most log2(batch)+1 shapes are ever compiled."""
+    import jax
+
+    trainable = [v.value for v in model.trainable_variables]
+    fixed = [v.value for v in model.non_trainable_variables]
+
+    def stateless(trainable, fixed, clips):  # weights as arguments: constants would be folded
+        features, _ = model.stateless_call(trainable, fixed, clips, training=False)
+        return features
+
+    jitted, by_shape = jax.jit(stateless), {}
+
+    def call(clips: np.ndarray):
+        if clips.shape not in by_shape:
+            started = time.perf_counter()
+            by_shape[clips.shape] = jitted.lower(trainable, fixed, clips).compile()
+            compiled(time.perf_counter() - started)
+        return by_shape[clips.shape](trainable, fixed, clips)
+
+    def forward(clips: np.ndarray) -> np.ndarray:
+        count = len(clips)
+        padded = max(
+            count, batch_clips if 2 * count >= batch_clips else 1 << (count - 1).bit_length()
+        )
+        if padded > count:
+            clips = np.concatenate(
+                [clips, np.zeros((padded - count, *clips.shape[1:]), clips.dtype)]
+            )
+        return np.array(call(clips)[:count])  # a copy, as on TensorFlow
+
+    return forward
+
+
+def torch_call(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    """Eager PyTorch under inference_mode; on CUDA cudnn.benchmark picks the fastest
+    convolution per batch shape. Keras hands PyTorch channels-first views of its
+    channels-last tensors; storing the kernels channels_last_3d as well changed nothing on
+    this CPU (1.77 vs 1.75 clips/s) and is not done until a GPU measures it."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    def forward(clips: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            features = model(torch.from_numpy(np.ascontiguousarray(clips)).to(device))
+            return features.cpu().numpy().copy()  # a copy, as on TensorFlow
+
+    return forward
+
+
+def compiled_call(
+    model: keras.Model, backend: str, batch_clips: int, compiled: Callable[[float], None]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """`model` as a batch call on `backend` (the one Keras runs on), uint8 in, float32 out."""
+    if backend == "jax":
+        return jax_call(model, batch_clips, compiled)
+    return {"tensorflow": tensorflow_call, "torch": torch_call}[backend](model)

@@ -1,0 +1,87 @@
+"""The backbone of a bundle (ONNX, OpenVINO), checked against Keras on the frames of a
+synthetic gesture video, decoded and resized as the cache's were."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from gesture_cache.common.errors import RunError
+from gesture_cache.deploy import bundle
+from gesture_cache.deploy.parity import BACKBONE_BOUND, artifact_entry
+
+log = logging.getLogger(__name__)
+
+
+def backbone_of(spec: dict, weights, random_weights, mean_file):
+    from gesture_cache.extract.extractor import extractor_from_spec
+
+    return extractor_from_spec(
+        spec, weights=weights, random_seed=random_weights, mean_file=mean_file
+    ).backbone
+
+
+def parity_clips(backbone) -> np.ndarray:
+    """Two clips of a synthetic gesture video, decoded and resized as the cache's frames were
+    (not cropped: the crop is inside the bundle's graph)."""
+    from dataclasses import replace
+
+    from gesture_cache.sources import synth
+    from gesture_cache.video.clips import stream_clips
+    from gesture_cache.video.decode import Frames
+
+    width, height = backbone.preprocessing.resize
+    resize_only = replace(backbone.preprocessing, crop=(0, height, 0, width))
+    with tempfile.TemporaryDirectory() as scratch:
+        video = Path(scratch) / "gesture.avi"
+        synth.write_video(video, "Shake_Hand", np.random.default_rng(0))
+        clips = [clip for _, clip in stream_clips(Frames(video, resize_only), 8)][:2]
+    return np.stack(clips)
+
+
+def export_backbones(backbone, folder: Path, formats, step: Callable) -> list:
+    import onnx
+
+    if not {"onnx", "openvino"} & set(formats):
+        return []
+    clips = parity_clips(backbone)
+    graph, reference = backbone.onnx_export(clips)
+    artifacts = []
+    with tempfile.TemporaryDirectory() as scratch:
+        onnx_path = Path(scratch) / "backbone.onnx"
+        onnx.save(graph, onnx_path)
+        del graph
+        if "onnx" in formats:
+            shutil.copyfile(onnx_path, folder / "backbone.onnx")
+            artifacts.append(checked_backbone(folder, "onnx", "backbone.onnx", clips, reference))
+            step()
+        if "openvino" in formats:
+            import openvino
+
+            converted = openvino.convert_model(str(onnx_path))
+            openvino.save_model(converted, str(folder / "backbone.xml"), compress_to_fp16=False)
+            artifacts.append(checked_backbone(folder, "openvino", "backbone.xml", clips, reference))
+            step()
+    return artifacts
+
+
+def checked_backbone(folder: Path, fmt: str, name: str, clips, reference) -> dict:
+    session = bundle.Session(folder / name, fmt, "backbone")
+    singles = np.concatenate([session.run({"frames": clips[i : i + 1]}) for i in range(len(clips))])
+    batched = session.run({"frames": clips})
+    scale = float(np.abs(reference).max()) or 1.0
+    difference = float(max(np.abs(singles - reference).max(), np.abs(batched - reference).max()))
+    relative = difference / scale
+    parity = {"clips": len(clips), "max_relative_difference": relative, "bound": BACKBONE_BOUND}
+    if relative > BACKBONE_BOUND:
+        raise RunError(
+            f"the {fmt} backbone misses its parity bound on {len(clips)} clips: max difference "
+            f"{relative:.3g} of the largest feature (bound {BACKBONE_BOUND})"
+        )
+    log.info("backbone %s: max relative difference %.2g", fmt, relative)
+    return artifact_entry(folder, "backbone", fmt, name, "float32", parity)

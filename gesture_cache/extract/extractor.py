@@ -1,0 +1,156 @@
+"""The extractor: a backbone plus the temporal layout, turning a recording into clip features.
+
+`extract` (the cache), `predict` and `detect` share it. Its `spec` is what the cache's
+fingerprint hashes: the backbone's fields, the layout, and FEATURES_VERSION.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from gesture_cache.backbones.base import Backbone, backbone_module, spec_module
+from gesture_cache.backbones.keras_backends import auto_batch_clips, use_backend
+from gesture_cache.common.errors import ConfigError
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.video.clips import Layout, fixed_clips, stream_clips
+from gesture_cache.video.decode import Frames, Preprocessing, Probe
+
+# Bump whenever decoding, the clips or a backbone change what features come out for the same
+# settings: it is part of the fingerprint, so an old cache is never resumed with new code.
+FEATURES_VERSION = 4  # 4: 16-bit frames scaled by a fixed rule
+
+
+@dataclass
+class ClipFeatures:
+    """One recording's clips: start frames (K,), features (K, D), validity (K,)."""
+
+    clip_start: np.ndarray
+    features: np.ndarray
+    clip_valid: np.ndarray
+    probe: Probe
+
+
+class Extractor:
+    def __init__(self, backbone: Backbone, layout: Layout):
+        self.backbone, self.layout = backbone, layout
+
+    @property
+    def spec(self) -> dict:
+        layout = {
+            "clip_len": self.backbone.clip_len,
+            "sampling": self.layout.sampling,
+            "clip_stride": self.layout.clip_stride,
+            "pad": self.layout.pad,
+        }
+        if self.layout.frames is not None:
+            layout["frames"] = self.layout.frames
+        return {
+            **self.backbone.fingerprint_fields(),
+            "features_version": FEATURES_VERSION,
+            **layout,
+        }
+
+    @property
+    def feature_dim(self) -> int:
+        return self.backbone.feature_dim
+
+    def frames(self, path: str | Path, fps: float | None = None) -> Frames:
+        return Frames(path, self.backbone.preprocessing, fps)
+
+    def clips(self, frames: Frames) -> Iterator[tuple[int, np.ndarray, bool]]:
+        """(start frame, uint8 clip, valid) in order; dense layouts stream."""
+        if self.layout.streams:
+            for start, clip in stream_clips(frames, self.layout.clip_stride, self.layout.pad):
+                yield start, clip, True
+            return
+        starts, clips, valid = fixed_clips(np.stack(list(frames)), self.layout)
+        yield from zip(starts.tolist(), clips, valid.tolist())
+
+    def features(
+        self, path: str | Path, fps: float | None = None, batch_clips: int = 16
+    ) -> ClipFeatures:
+        """Every clip of one recording through the backbone, `batch_clips` at a time."""
+        frames = self.frames(path, fps)
+        starts, valid, outputs, batch = [], [], [], []
+        for start, clip, is_valid in self.clips(frames):
+            starts.append(start)
+            valid.append(is_valid)
+            batch.append(clip)
+            if len(batch) == batch_clips:
+                outputs.append(self.backbone.forward(np.stack(batch)))
+                batch = []
+        if batch:
+            outputs.append(self.backbone.forward(np.stack(batch)))
+        return ClipFeatures(
+            np.array(starts, np.int64), np.concatenate(outputs), np.array(valid), frames.probe
+        )
+
+
+def extractor_from_config(config: ExtractConfig) -> Extractor:
+    """The extractor of `extract`; `config.backend` must be resolved (see `resolved`)."""
+    backbone = backbone_module(config.backbone).from_config(config, use_backend(config.backend))
+    layout = Layout(config.sampling, config.clip_stride, config.frames, config.pad)
+    return Extractor(backbone, layout)
+
+
+def extractor_from_spec(
+    spec: dict,
+    *,
+    weights: str | None = None,
+    random_seed: int | None = None,
+    mean_file: str | None = None,
+    backend: str | None = None,
+) -> Extractor:
+    """The extractor a cache (or a run's cache) recorded, with the user's weights and mean
+    files, on `backend`; version-1 specs (fixed frames per video) work too. A
+    reduced-precision cache names its backend: another one would compute other features."""
+    recorded = spec.get("backend")
+    if recorded and backend and backend != recorded:
+        raise ConfigError(
+            f"the cache holds {spec['precision']} features computed on {recorded}; "
+            f"reduced-precision features differ between backends: use --backend {recorded}"
+        )
+    backbone = spec_module(spec).from_spec(
+        spec,
+        preprocessing_from_spec(spec),
+        weights=weights,
+        random_seed=random_seed,
+        mean_file=mean_file,
+        backend=use_backend(recorded or backend),
+    )
+    return Extractor(backbone, layout_from_spec(spec))
+
+
+def preprocessing_from_spec(spec: dict) -> Preprocessing:
+    known = {f.name for f in fields(Preprocessing)}  # version 1 also named the mean file
+    return Preprocessing(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in spec["preprocessing"].items()
+            if k in known
+        }
+    )
+
+
+def layout_from_spec(spec: dict) -> Layout:
+    sampling = spec["sampling"]
+    frames = spec.get("frames") if sampling != "dense" else None
+    return Layout(sampling, spec["clip_stride"], frames, spec["pad"])
+
+
+def resolved(config: ExtractConfig) -> ExtractConfig:
+    """The config with its backend chosen (and set for Keras) and `--batch-clips` picked
+    for the device when not given."""
+    backend = use_backend(config.backend)
+    batch_clips = config.batch_clips or auto_batch_clips(backend, config.precision)
+    return replace(config, backend=backend, batch_clips=batch_clips)
+
+
+def extractor_files(config: ExtractConfig) -> dict:
+    """The names of the files the extractor read: metadata, never part of the fingerprint."""
+    names = {"weights": config.weights, "mean_file": config.mean_file}
+    return {k: Path(v).name for k, v in names.items() if v}

@@ -1,0 +1,165 @@
+"""The settings of `gesture-cache train` (and of every `tune` trial), as a dataclass, and
+the config files both commands read."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from gesture_cache.common.errors import ConfigError
+
+MAX_UNITS = 8192
+
+
+STRATEGIES = ("auto", "mirrored", "none")
+
+
+SPLIT_CHOICES = ("auto", "official", "random")
+
+
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of `gesture-cache train`. `None` means "the preset's value"."""
+
+    preset: str = "compact"
+    units: tuple[int, ...] | None = None
+    cell: str | None = None
+    dense: int | None = None
+    dropout: float | None = None
+    lr: float = 1e-3
+    batch_size: int = 16
+    epochs: int = 80
+    patience: int = 15
+    test_size: float = 0.25
+    val_size: float = 0.15
+    class_weight: bool = False
+    seed: int = 0
+    normalize: bool = True
+    memory_limit_mb: float | None = None  # None: half this machine's memory
+    window_clips: int = 8
+    window_step: int | None = None  # None: spread the window over the sample
+    window_sampling: str = "uniform"  # uniform | center | random (new placement each epoch)
+    background: bool = False  # add the background class (stretches no segment covers)
+    background_label: str = "no_gesture"
+    strategy: str = "auto"  # auto | mirrored | none: data-parallel over this machine's devices
+    split: str = "auto"  # auto: the cache's split column when it has one | official | random
+    reduce: str | None = None  # "pca:N": project standardised features onto N components
+    allow_duplicates: bool = False  # an official split may put identical files in two parts
+
+    def __post_init__(self) -> None:
+        """Settings from files arrive untyped: check them here, naming the setting."""
+        whole = ("batch_size", "epochs", "patience", "seed", "dense", "window_clips", "window_step")
+        fractions = ("lr", "test_size", "val_size", "memory_limit_mb", "dropout")
+        for name in (*whole, *fractions):
+            value = getattr(self, name)
+            if value is None and name in ("dense", "dropout", "window_step", "memory_limit_mb"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"setting {name} = {value!r}: expected a number")
+            if not math.isfinite(value):
+                raise ConfigError(f"setting {name} = {value!r}: must be a finite number")
+            if name in whole and value != int(value):
+                raise ConfigError(f"setting {name} = {value!r}: expected a whole number")
+        for name in ("lr", "batch_size", "epochs", "patience", "window_clips"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"setting {name} = {getattr(self, name)!r}: must be above 0")
+        for name in ("seed", "dense", "memory_limit_mb"):  # memory limit 0: always stream
+            if (getattr(self, name) or 0) < 0:
+                raise ConfigError(f"setting {name} = {getattr(self, name)!r}: must not be negative")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"setting dropout = {self.dropout!r}: must be in [0, 1)")
+        if self.units is not None:
+            self.units = check_units(self.units)
+        if self.window_step is not None and self.window_step < 1:
+            raise ConfigError(f"setting window_step = {self.window_step!r}: must be above 0")
+        for name in ("preset", "cell", "window_sampling", "background_label"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"setting {name} = {value!r}: expected a name")
+        if self.reduce is not None:
+            reduce_components(self.reduce)  # the setting's form, checked here
+        if self.split not in SPLIT_CHOICES:
+            raise ConfigError(
+                f"setting split = {self.split!r}: choose one of {', '.join(SPLIT_CHOICES)}"
+            )
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"setting strategy = {self.strategy!r}: choose one of {', '.join(STRATEGIES)}"
+            )
+        for name in ("class_weight", "normalize", "background", "allow_duplicates"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"setting {name} = {getattr(self, name)!r}: use true or false")
+        for name in whole:
+            if getattr(self, name) is not None:
+                setattr(self, name, int(getattr(self, name)))
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Hyperparameters from a TOML or YAML file (a flat table of TrainConfig's names)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        values = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} cannot be parsed: {error}") from None
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path}: expected a table of settings, not a list or value")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(map(str, values)) - known)
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting(s) {unknown}; known: {sorted(known)}"
+        )
+    return values
+
+
+def reduce_components(reduce: str | None) -> int | None:
+    """N of `--reduce pca:N` (None: no reduction)."""
+    if reduce is None:
+        return None
+    kind, _, count = str(reduce).partition(":")
+    if kind != "pca" or not (count.isascii() and count.isdigit()) or int(count) < 1:
+        raise ConfigError(f"setting reduce = {reduce!r}: use pca:N, N a whole number >= 1")
+    return int(count)
+
+
+def make_train_config(file_values: dict, overrides: dict) -> TrainConfig:
+    """File values, then command-line overrides (those not None)."""
+    values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    if isinstance(values.get("units"), str):
+        values["units"] = parse_units(values["units"])
+    return TrainConfig(**values)
+
+
+def parse_units(text: str) -> tuple[int, ...]:
+    try:
+        units = tuple(int(u) for u in text.split(",") if u.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--units {text!r}: give sizes separated by commas, e.g. 1024,256,64"
+        ) from None
+    return check_units(units)
+
+
+def check_units(units: object) -> tuple[int, ...]:
+    """Recurrent layer sizes: a non-empty list of whole numbers in 1..MAX_UNITS."""
+    if isinstance(units, int) and not isinstance(units, bool):
+        units = (units,)
+    if not isinstance(units, list | tuple) or not units:
+        raise ConfigError(f"setting units = {units!r}: give a list of sizes, e.g. [256, 64]")
+    for size in units:
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_UNITS:
+            raise ConfigError(
+                f"setting units = {list(units)!r}: each size must be a whole number "
+                f"in 1..{MAX_UNITS}"
+            )
+    return tuple(units)

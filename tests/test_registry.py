@@ -1,0 +1,56 @@
+"""A second backbone is one module and one registry line: a toy one, registered here, goes
+through extract, train and predict without any other change."""
+
+import numpy as np
+import pytest
+
+from gesture_cache.backbones import base
+from gesture_cache.cache.reader import open_cache
+from gesture_cache.common.errors import ConfigError
+from gesture_cache.deploy.predict import predict_videos
+from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.local import run_extraction
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import train
+from tests.toy_backbone import Toy
+
+
+@pytest.fixture
+def toy_registered(monkeypatch):
+    monkeypatch.setattr(base, "BACKBONES", dict(base.BACKBONES))
+    base.register("toy", Toy.name, "tests.toy_backbone")
+
+
+def test_a_registered_backbone_extracts_trains_and_predicts(toy_registered, synth_csv, tmp_path):
+    config = ExtractConfig(backbone="toy", random_weights=0, clip_stride=4)
+    summary = run_extraction(synth_csv, tmp_path / "cache", config)
+    assert summary.recordings_in_cache > 0
+    cache = open_cache(tmp_path / "cache")
+    assert cache.features.shape[1] == Toy.feature_dim
+    assert cache.manifest["extractor"]["model"] == Toy.name
+    assert cache.manifest["extractor"]["clip_len"] == Toy.clip_len
+    first = cache.recordings["recording_id"][0]
+    assert np.isfinite(cache.features).all() and cache.features.std() > 0, first
+
+    config = TrainConfig(epochs=2, units=(4,), dense=0, window_clips=2)
+    result = train(tmp_path / "cache", tmp_path / "run", config)
+    assert set(result.metrics) >= {"accuracy"}
+    video = sorted(synth_csv.parent.rglob("*.avi"))[0]
+    [predicted] = predict_videos(tmp_path / "run", [str(video)], random_weights=0)
+    assert predicted["label"] in open_cache(tmp_path / "cache").manifest["classes"]
+
+
+def test_an_unknown_backbone_is_named(synth_csv, tmp_path):
+    with pytest.raises(ConfigError, match="unknown --backbone 'i3d': use one of c3d"):
+        run_extraction(
+            synth_csv, tmp_path / "cache", ExtractConfig(backbone="i3d", random_weights=0)
+        )
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_cache_of_a_backbone_not_installed_is_named(toy_registered, synth_csv, tmp_path):
+    run_extraction(synth_csv, tmp_path / "cache", ExtractConfig(backbone="toy", random_weights=0))
+    spec = open_cache(tmp_path / "cache").manifest["extractor"]
+    base.BACKBONES.pop("toy")
+    with pytest.raises(ConfigError, match="toy colour statistics.*does not have"):
+        base.spec_module(spec)
