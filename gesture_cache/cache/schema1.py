@@ -9,7 +9,7 @@ import numpy as np
 from gesture_cache.cache.manifest import ShardContent
 
 
-def _read_v1(f: h5py.File, features: bool) -> ShardContent:
+def read_schema1(f: h5py.File, features: bool) -> ShardContent:
     """Schema 1: each video a recording of T clips (its mask as validity), one segment."""
     n, T = f["mask"].shape
     ids = f["video_id"].asstr()[()]

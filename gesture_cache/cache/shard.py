@@ -28,7 +28,7 @@ from gesture_cache.cache.manifest import (
     feature_dim,
     shard_path,
 )
-from gesture_cache.cache.schema1 import _read_v1
+from gesture_cache.cache.schema1 import read_schema1
 from gesture_cache.common.errors import CacheError
 
 COMPRESSIONS = ("gzip", "none")  # how shards store features (`cache.shard_image`)
@@ -63,7 +63,7 @@ def read_shard(path: Path, schema_version: int, features: bool = False) -> Shard
     """A shard's tables (and features); a missing or unreadable part, or tables that do not
     match their checksum, is a CacheError naming the shard."""
     with shard_errors(path), h5py.File(path, "r") as f:
-        return _read_v1(f, features) if schema_version == 1 else _read_v2(f, features, path)
+        return read_schema1(f, features) if schema_version == 1 else _read_v2(f, features, path)
 
 
 def _read_v2(f: h5py.File, features: bool, path: Path) -> ShardContent:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +27,30 @@ def standardisation(
     features: np.ndarray, clips: np.ndarray, chunk: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance per feature over the given clips, `chunk` at a time (the float64
-    copy stays small).
+    copy stays small)."""
+    return statistics_of(features[clips[i : i + chunk]] for i in range(0, len(clips), chunk))
+
+
+def statistics_of(batches: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance per feature over batches of clips, in float64.
 
     scikit-learn's StandardScaler treats constant features as spread 1; a tiny epsilon would
     turn fc7 dimensions that are zero in every training clip into huge test-time values.
     """
     scaler = StandardScaler()
-    for start in range(0, len(clips), chunk):
-        scaler.partial_fit(features[clips[start : start + chunk]].astype(np.float64))
+    for batch in batches:
+        scaler.partial_fit(batch.astype(np.float64))
     return scaler.mean_.astype(np.float32), (scaler.scale_**2).astype(np.float32)
+
+
+def check_components(components: int, clips: int, feature_dim: int) -> None:
+    """`--reduce pca:N` needs N training clips at least, and N at most the feature size."""
+    most = min(clips, feature_dim)
+    if components > most:
+        raise ConfigError(
+            f"--reduce pca:{components}: the training part has {clips} clips of "
+            f"{feature_dim} values; give at most {most}"
+        )
 
 
 # Standardisation statistics are kept beside the cache, keyed by the cache's content and the
@@ -91,11 +107,7 @@ def pca_projection(
     clips (at most PCA_CLIPS of them, drawn from `seed`), as a linear layer's kernel (D, N)
     and bias (N,) that map a standardised clip onto them."""
     clips = sample_clips(samples, cache.clip_valid)
-    if components > min(len(clips), cache.feature_dim):
-        raise ConfigError(
-            f"--reduce pca:{components}: the training part has {len(clips)} clips of "
-            f"{cache.feature_dim} values; give at most {min(len(clips), cache.feature_dim)}"
-        )
+    check_components(components, len(clips), cache.feature_dim)
     rng = np.random.default_rng(seed)
     if len(clips) > PCA_CLIPS:
         clips = np.sort(rng.choice(clips, PCA_CLIPS, replace=False))
@@ -122,9 +134,10 @@ def clip_features(cache: Cache, clips: np.ndarray) -> np.ndarray:
 
 def streaming_standardisation(cache: Cache, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
     """`standardisation` over the samples' clips, reading one shard at a time."""
-    scaler = StandardScaler()
-    for shard, start, features in ShardFiles.of(cache).read(np.unique(samples.shard)):
-        mine = samples.take(np.flatnonzero(samples.shard == shard))
-        clips = sample_clips(mine, cache.clip_valid)
-        scaler.partial_fit(features[clips - start].astype(np.float64))
-    return scaler.mean_.astype(np.float32), (scaler.scale_**2).astype(np.float32)
+
+    def shard_batches():
+        for shard, start, features in ShardFiles.of(cache).read(np.unique(samples.shard)):
+            mine = samples.take(np.flatnonzero(samples.shard == shard))
+            yield features[sample_clips(mine, cache.clip_valid) - start]
+
+    return statistics_of(shard_batches())

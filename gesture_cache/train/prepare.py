@@ -20,6 +20,7 @@ from gesture_cache.common.errors import ConfigError, RunError
 from gesture_cache.data.pipeline import window_dataset
 from gesture_cache.data.samples import Samples, cache_samples, sample_clips
 from gesture_cache.data.splits import official_split, official_splits, split_samples
+from gesture_cache.data.statistics import check_components
 from gesture_cache.data.windows import Window
 from gesture_cache.train.config import TrainConfig, reduce_components
 from gesture_cache.train.model import (
@@ -145,17 +146,12 @@ def choose_split(
 
 
 def check_reduce(prepared: TrainingData, split: np.ndarray, config: TrainConfig) -> None:
-    """`--reduce pca:N` needs N training clips at least, and N at most the feature size."""
+    """`--reduce pca:N`, checked before any file is written."""
     components = reduce_components(config.reduce)
     if components:
         train_samples = prepared.samples.take(np.flatnonzero(split == "train"))
         clips = len(sample_clips(train_samples, prepared.cache.clip_valid))
-        most = min(clips, prepared.cache.feature_dim)
-        if components > most:
-            raise ConfigError(
-                f"--reduce pca:{components}: the training part has {clips} clips of "
-                f"{prepared.cache.feature_dim} values; give at most {most}"
-            )
+        check_components(components, clips, prepared.cache.feature_dim)
 
 
 def check_trainable(prepared: TrainingData, cache_path: str | Path, config: TrainConfig) -> None:
