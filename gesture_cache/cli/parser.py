@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=PrintVersions, help="versions that decide features")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    add_cache_commands(commands)
+    add_training_commands(commands)
+    add_run_commands(commands)
+    return parser
+
+
+def add_cache_commands(commands: argparse._SubParsersAction) -> None:
+    """From recordings to a trusted cache: synth, import, check, extract, info, verify,
+    merge, repair."""
     p = commands.add_parser("synth", help="write synthetic gesture videos and meta.csv")
     p.add_argument("--out", required=True)
     p.add_argument("--per-class", type=int, default=12, help="videos per gesture")
@@ -159,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cache")
     p.set_defaults(handler=cmd_repair)
 
+
+def add_training_commands(commands: argparse._SubParsersAction) -> None:
+    """From a cache to runs and bundles: train, tune, runs, export-features, export,
+    evaluate."""
     p = commands.add_parser("train", help="train a classifier on a cache")
     p.add_argument("cache", nargs="?", help="the cache (with --resume: default, the run's own)")
     p.add_argument("--out", required=True, help="run folder")
@@ -298,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_evaluate)
 
+
+def add_run_commands(commands: argparse._SubParsersAction) -> None:
+    """Using a trained run: predict, detect, evaluate-detection, and the demo."""
     p = commands.add_parser("predict", help="label new videos with a trained run")
     p.add_argument("run")
     p.add_argument("videos", nargs="+")
@@ -352,4 +368,3 @@ def build_parser() -> argparse.ArgumentParser:
         "--detect", action="store_true", help="the detection demo: recordings -> detect -> score"
     )
     p.set_defaults(handler=cmd_demo)
-    return parser

@@ -14,10 +14,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from gesture_cache.cache.reader import Cache
 from gesture_cache.common.errors import ConfigError, RunError
 from gesture_cache.common.files import refuse_inputs
 from gesture_cache.deploy.settings import DetectSettings
-from gesture_cache.deploy.trained import load_trained
+from gesture_cache.deploy.trained import Trained, load_trained
 from gesture_cache.detect.detector import (
     Detection,
     Detector,
@@ -107,19 +108,7 @@ def run_detection(
     from gesture_cache.detect import scoring
     from gesture_cache.detect.timeline import plot_timeline
 
-    check_speed(speed)
-    if fps is not None and not (math.isfinite(fps) and fps > 0):
-        raise ConfigError(f"--fps {fps}: give a frame rate above 0")
-    duplicated = sorted({s for s in sources if sources.count(s) > 1})
-    if duplicated:
-        raise ConfigError(f"source {duplicated[0]!r} is given twice")
-    missing = [s for s in sources if not cache_path and not is_stream(s) and not Path(s).exists()]
-    if missing:
-        raise ConfigError(f"source {missing[0]}: file not found")
-    if render and cache_path:
-        raise ConfigError("--render draws on the video itself; --cache holds features only")
-    if render and any(is_stream(s) for s in sources):
-        raise ConfigError("--render needs files or folders of frames, not cameras or URLs")
+    check_sources(sources, cache_path, speed, fps, render)
     trained = load_trained(
         run_dir,
         weights=weights,
@@ -144,26 +133,8 @@ def run_detection(
         if truth
         else None
     )
-    cache = None
-    if cache_path:
-        from gesture_cache.cache.verify import load_verified_cache
-
-        cache = load_verified_cache(cache_path, 1e12)
-        if cache.fingerprint != trained.fingerprint:
-            raise ConfigError(
-                f"cache {cache_path} was built with another extractor than {run_dir} "
-                f"(fingerprint {cache.fingerprint[:12]} vs {trained.fingerprint[:12]})"
-            )
-        ids = cache.recordings["recording_id"].tolist()
-        missing = [s for s in sources if s not in set(ids)]
-        if missing:
-            hint = " (with --cache, each SOURCE is a recording id of the cache, not a file)"
-            raise ConfigError(
-                f"cache {cache_path} does not hold {missing[0]!r}"
-                + (hint if Path(missing[0]).exists() else "")
-                + f"; it holds {len(ids)} recordings, e.g. {', '.join(map(repr, sorted(ids)[:3]))}"
-            )
-    elif not extractor.layout.streams:
+    cache = open_detection_cache(cache_path, trained, sources, run_dir) if cache_path else None
+    if cache is None and not extractor.layout.streams:
         raise RunError(f"run {run_dir} was trained on fixed clips, not dense ones")
     out.mkdir(parents=True, exist_ok=True)
     record = {"settings": settings_record(settings, detector), "scores": None}
@@ -244,3 +215,47 @@ def render_video(detection: Detection, path: Path, fps: float | None = None) -> 
             writer.release()
     if temporary.exists():
         temporary.replace(path)
+
+
+def check_sources(
+    sources: list[str], cache_path: str | Path | None, speed: float, fps: float | None, render: bool
+) -> None:
+    """The sources and the flags that go with them, before anything is loaded."""
+    check_speed(speed)
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ConfigError(f"--fps {fps}: give a frame rate above 0")
+    duplicated = sorted({s for s in sources if sources.count(s) > 1})
+    if duplicated:
+        raise ConfigError(f"source {duplicated[0]!r} is given twice")
+    missing = [s for s in sources if not cache_path and not is_stream(s) and not Path(s).exists()]
+    if missing:
+        raise ConfigError(f"source {missing[0]}: file not found")
+    if render and cache_path:
+        raise ConfigError("--render draws on the video itself; --cache holds features only")
+    if render and any(is_stream(s) for s in sources):
+        raise ConfigError("--render needs files or folders of frames, not cameras or URLs")
+
+
+def open_detection_cache(
+    cache_path: str | Path, trained: Trained, sources: list[str], run_dir: str | Path
+) -> Cache:
+    """The cache whose clips `--cache` reads: built by the run's extractor, holding every
+    source (each a recording id)."""
+    from gesture_cache.cache.verify import load_verified_cache
+
+    cache = load_verified_cache(cache_path, 1e12)
+    if cache.fingerprint != trained.fingerprint:
+        raise ConfigError(
+            f"cache {cache_path} was built with another extractor than {run_dir} "
+            f"(fingerprint {cache.fingerprint[:12]} vs {trained.fingerprint[:12]})"
+        )
+    ids = cache.recordings["recording_id"].tolist()
+    missing = [s for s in sources if s not in set(ids)]
+    if missing:
+        hint = " (with --cache, each SOURCE is a recording id of the cache, not a file)"
+        raise ConfigError(
+            f"cache {cache_path} does not hold {missing[0]!r}"
+            + (hint if Path(missing[0]).exists() else "")
+            + f"; it holds {len(ids)} recordings, e.g. {', '.join(map(repr, sorted(ids)[:3]))}"
+        )
+    return cache
