@@ -41,7 +41,7 @@ class NoTensorFlow:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 sys.meta_path.insert(0, NoTensorFlow())
-from gesture_cache.cli import main
+from gesture_cache.cli.main import main
 code = main(sys.argv[1:])
 assert not any(m.split(".")[0] == "tensorflow" for m in sys.modules), "TensorFlow loaded"
 sys.exit(code)

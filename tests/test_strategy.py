@@ -20,8 +20,8 @@ import sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from gesture_cache.config import TrainConfig
-from gesture_cache.train import train
+from gesture_cache.train.config import TrainConfig
+from gesture_cache.train.fit import train
 cache, out, strategy, batch = sys.argv[1:]
 train(cache, out, TrainConfig(epochs=4, batch_size=int(batch), val_size=0.25, strategy=strategy))
 """

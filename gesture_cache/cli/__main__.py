@@ -1,4 +1,4 @@
-"""`python -m gesture_cache`: the `gesture-cache` command."""
+"""`python -m gesture_cache.cli`: the `gesture-cache` command (as before the layout)."""
 
 import sys
 

@@ -1,16 +1,9 @@
-"""Gestures in continuous video: sliding windows, smoothing, hysteresis, live sources.
+"""A trained run as a detector: its window slid over a recording's clips, one window per
+clip, centred on it (T clips `step` apart, the same windows training drew, shifted inside
+the recording at its ends), the probabilities turned into events (`events.py`).
 
-A run trained with a background class slides its window over a recording's clips: one
-window per clip, centred on it (T clips `step` apart, the same windows training drew, shifted
-inside the recording at its ends). Each window's class probabilities are smoothed with a
-causal moving average and turned into events by hysteresis: a gesture fires when its
-smoothed probability reaches `on` (and leads the other gestures), and ends when it falls
-below `off`; events of one label closer than `min_gap` frames are merged.
-
-Offline, a recording's clips come from the extractor (or from a cache that holds it). Live,
-frames are read as they arrive into the extractor's ring buffer, a clip every stride goes to
-C3D through a one-slot queue (a clip that finds it full replaces the waiting one, and is
-counted as skipped), and events are reported the moment they fire.
+Offline, a recording's clips come from the extractor (`detect_offline`) or from a cache that
+holds it (`detect_cached`); live sources are in `live.py`.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ goes on; gaps in a folder's frame numbering are reported.
 from __future__ import annotations
 
 import csv
-import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -31,9 +30,6 @@ import pandas as pd
 from gesture_cache.common.errors import ConfigError
 from gesture_cache.common.files import atomic_write_together, refuse_inputs
 from gesture_cache.video.decode import IMAGE_SUFFIXES, natural_key, visible
-
-log = logging.getLogger(__name__)
-
 
 FORMATS = ("jester", "ipn", "folders")
 
