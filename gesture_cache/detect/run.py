@@ -165,7 +165,7 @@ def run_detection(
         scores = None
         if detections and truth:
             recordings = pd.DataFrame([d.summary() for d in detections])
-            scores = scoring.score(pd.concat(truths), events, recordings)
+            scores = scoring.score(pd.concat(truths, ignore_index=True), events, recordings)
             write_json(out / "detection.json", {**record, "scores": scores})
     return DetectionRun(detections, scores, out)
 

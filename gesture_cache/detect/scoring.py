@@ -178,13 +178,12 @@ def truth_by_source(
 def truth_frames(rows: list, recording: str, fps: float) -> pd.DataFrame:
     """A recording's true segments as recording, label, start_frame, end_frame (times become
     frames at the recording's fps)."""
-    records = []
-    for row in rows:
-        start, end = row.frames(float(fps))
-        records.append(
-            {"recording": recording, "label": row.label, "start_frame": start, "end_frame": end}
-        )
-    return pd.DataFrame(records, columns=TRUTH_COLUMNS)
+    return pd.DataFrame([truth_record(row, recording, fps) for row in rows], columns=TRUTH_COLUMNS)
+
+
+def truth_record(row, recording: str, fps: float) -> dict:
+    start, end = row.frames(float(fps))
+    return {"recording": recording, "label": row.label, "start_frame": start, "end_frame": end}
 
 
 def read_truth(
@@ -199,7 +198,7 @@ def read_truth(
     for recording, where, kind in zip(recordings["recording"], recordings["path"], source):
         by_key[(kind == "cache", source_key(where, kind == "cache"))] = recording
     fps = dict(zip(recordings["recording"], recordings["fps"]))
-    parts = []
+    records = []
     for row in truth_rows(path, classes):
         recording = by_key.get((False, truth_key(row, False))) or by_key.get(
             (True, truth_key(row, True))
@@ -208,8 +207,8 @@ def read_truth(
             raise ConfigError(
                 f"truth {path} row {row.row}: recording {row.recording_id!r} was not detected"
             )
-        parts.append(truth_frames([row], recording, fps[recording]))
-    return pd.concat(parts) if parts else pd.DataFrame(columns=TRUTH_COLUMNS)
+        records.append(truth_record(row, recording, fps[recording]))
+    return pd.DataFrame(records, columns=TRUTH_COLUMNS)
 
 
 def read_table(

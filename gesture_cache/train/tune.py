@@ -29,6 +29,7 @@ from gesture_cache.common.errors import ConfigError, GestureCacheError
 from gesture_cache.common.interrupts import acted_on
 from gesture_cache.train.config import TrainConfig, parse_units
 from gesture_cache.train.fit import train
+from gesture_cache.train.model import parameter_count
 from gesture_cache.train.prepare import open_training_cache
 from gesture_cache.train.run_folder import read_run_config, save_json
 
@@ -36,7 +37,21 @@ log = logging.getLogger(__name__)
 
 
 UNITS_CHOICES = ["64", "128", "256", "128,64", "256,64"]
-LARGEST_UNITS = (256, 64)
+CELL_CHOICES = ["lstm", "gru"]
+DENSE_CHOICES = [0, 32, 64]
+
+
+def largest_trial(base: TrainConfig) -> TrainConfig:
+    """The search space's largest model (most parameters), whose training state the memory
+    budget of the cache every trial shares must leave room for."""
+    width = 4096  # the largest features a backbone gives; only the order of sizes matters here
+    candidates = [
+        replace(base, units=parse_units(units), cell=cell, dense=dense)
+        for units in UNITS_CHOICES
+        for cell in CELL_CHOICES
+        for dense in DENSE_CHOICES
+    ]
+    return max(candidates, key=lambda c: parameter_count(c.units, c.cell, c.dense, width, 2))
 
 
 def suggest(trial: optuna.Trial, base: TrainConfig) -> TrainConfig:
@@ -45,8 +60,8 @@ def suggest(trial: optuna.Trial, base: TrainConfig) -> TrainConfig:
     return replace(
         base,
         units=parse_units(trial.suggest_categorical("units", UNITS_CHOICES)),
-        cell=trial.suggest_categorical("cell", ["lstm", "gru"]),
-        dense=trial.suggest_categorical("dense", [0, 32, 64]),
+        cell=trial.suggest_categorical("cell", CELL_CHOICES),
+        dense=trial.suggest_categorical("dense", DENSE_CHOICES),
         dropout=trial.suggest_float("dropout", 0.0, 0.5),
         lr=trial.suggest_float("lr", 1e-4, 3e-3, log=True),
         batch_size=trial.suggest_categorical("batch_size", [8, 16, 32]),
@@ -95,7 +110,7 @@ def tune(
         )
 
     # opened once for every trial, within the budget of the largest model the search tries
-    cache = open_training_cache(cache_path, replace(base, units=LARGEST_UNITS, dense=64))
+    cache = open_training_cache(cache_path, largest_trial(base))
     stopped: list[BaseException] = []  # what ended the search inside a trial
 
     def objective(trial: optuna.Trial) -> float:
