@@ -17,7 +17,8 @@ PREPROCESSING = Preprocessing(
 class Toy:
     name = "toy colour statistics"
     clip_len = 4
-    input_size = 16
+    clip_dtype = "uint8"
+    clip_shape = (4, 16, 16, 3)
     feature_dim = 6
     preprocessing = PREPROCESSING
 
@@ -31,6 +32,9 @@ class Toy:
             "preprocessing": asdict(self.preprocessing),
             "precision": "float32",
         }
+
+    def stream(self, frames):
+        return iter(frames)
 
     def forward(self, clips: np.ndarray) -> np.ndarray:
         pixels = clips.reshape(len(clips), -1, 3).astype(np.float32) / 255

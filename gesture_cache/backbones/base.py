@@ -9,6 +9,7 @@ one is that module and one `register` line below; nothing outside `backbones/` n
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
@@ -26,16 +27,23 @@ if TYPE_CHECKING:
 class Backbone(Protocol):
     name: str  # what the cache's extractor spec records as its `model`
     clip_len: int  # frames per clip
-    input_size: int  # clip height and width after preprocessing
+    clip_shape: tuple[int, ...]  # of one clip as `forward` takes it
+    clip_dtype: str  # its values: uint8 frames (C3D), float32 landmark vectors (hands)
     feature_dim: int
     preprocessing: Preprocessing  # how decoded frames become its input
+
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """One recording's preprocessed frames, in order, as the frames its clips are cut
+        from. C3D passes them through; the hands backbone runs its models here, where the
+        recording is decoded, since it follows the hands from frame to frame."""
+        ...
 
     def fingerprint_fields(self) -> dict:
         """Everything that decides its features (weights by content, every number)."""
         ...
 
     def forward(self, clips: np.ndarray) -> np.ndarray:
-        """uint8 clips (n, clip_len, input_size, input_size, 3) -> float32 (n, feature_dim)."""
+        """clips (n, *clip_shape) -> float32 (n, feature_dim)."""
         ...
 
     def onnx_export(self, frames: np.ndarray) -> tuple[onnx.ModelProto, np.ndarray]:
@@ -50,16 +58,18 @@ class Registered:
     name: str  # the name `--backbone` takes
     model: str  # the `model` its extractor spec records
     module: str  # where its `from_config` and `from_spec` live
+    clip_stride: int  # the default --clip-stride
 
 
 BACKBONES: dict[str, Registered] = {}
 
 
-def register(name: str, model: str, module: str) -> None:
-    BACKBONES[name] = Registered(name, model, module)
+def register(name: str, model: str, module: str, clip_stride: int = 8) -> None:
+    BACKBONES[name] = Registered(name, model, module, clip_stride)
 
 
 register("c3d", "C3D Sports-1M (Keras)", "gesture_cache.backbones.c3d")
+register("hands", "MediaPipe Hands (LiteRT)", "gesture_cache.backbones.hands", clip_stride=1)
 
 
 def backbone_module(name: str) -> ModuleType:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -231,7 +231,8 @@ class C3D:
 
     name = "C3D Sports-1M (Keras)"
     clip_len = CLIP_LEN
-    input_size = CROP_SIZE
+    clip_dtype = "uint8"
+    clip_shape = (CLIP_LEN, CROP_SIZE, CROP_SIZE, 3)
     feature_dim = 4096
 
     def __init__(
@@ -283,6 +284,9 @@ class C3D:
             # do not (0.3 apart in bf16), so only those caches are tied to their backend
             **({} if self.precision == "float32" else {"backend": self.backend}),
         }
+
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        return iter(frames)
 
     def forward(self, clips: np.ndarray) -> np.ndarray:
         if self._forward is None:

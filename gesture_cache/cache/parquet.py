@@ -137,10 +137,10 @@ configs:
 tags:
 - video
 - gesture-recognition
-- c3d
+- {"hand-landmarks" if extractor["model"].startswith("MediaPipe") else "c3d"}
 ---
 
-# Gesture features ({extractor["model"]}, {extractor["layer"]})
+# Gesture features ({extractor["model"]}{", " + extractor["layer"] if "layer" in extractor else ""})
 
 Exported by gesture_cache {__version__} from a cache with
 fingerprint `{manifest["fingerprint"]}`: the sha256 of the extractor settings below.

@@ -37,20 +37,43 @@ def add_recorded_weights(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mean-file", help="the mean cube, if the cache was built with one")
 
 
+def add_hands_arguments(p: argparse.ArgumentParser) -> None:
+    d = ExtractConfig()
+    p.add_argument(
+        "--hands-model",
+        default=d.hands_model,
+        metavar="MODEL",
+        help="hands: full (default) or lite (installed by `gesture-cache models install "
+        "hands`), a hand_landmarker.task file, or a folder of the two .tflite models",
+    )
+    p.add_argument(
+        "--max-hands", type=int, default=d.max_hands, help="hands: hands a frame (default 2)"
+    )
+    p.add_argument(
+        "--mirrored",
+        action="store_true",
+        help="hands: the frames are mirrored (a selfie camera), so MediaPipe's handedness "
+        "is the person's; otherwise it is swapped",
+    )
+
+
 def add_extract_arguments(p: argparse.ArgumentParser) -> None:
     d = ExtractConfig()
     p.add_argument(
         "--backbone",
         choices=list(BACKBONES),
         default=d.backbone,
-        help="the frozen network whose features are cached (default c3d)",
+        help="the frozen network whose features are cached: c3d (default; 4096 values a "
+        "16-frame clip) or hands (MediaPipe hand landmarks; 128 values a hand a frame)",
     )
     add_weights(p, "Keras-2 HDF5 C3D Sports-1M weights file", "(for tests and demos only)")
+    add_hands_arguments(p)
     p.add_argument(
         "--clip-stride",
         type=int,
-        help="frames between clip starts (default 8): every clip of 16 consecutive frames "
-        "starting every S frames, plus one aligned to the last frame",
+        help="frames between clip starts (default 8 for c3d, 1 for hands): every clip of "
+        "16 consecutive frames (1 for hands) starting every S frames, plus one aligned to "
+        "the last frame",
     )
     p.add_argument(
         "--sampling",
@@ -105,6 +128,11 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
         help="C3D compute precision. float32 (default) keeps caches comparable; "
         "mixed_bfloat16 is about 2x faster on CPUs with AVX-512 bf16 (6e-3 relative error "
         "in fc7) and on recent GPUs; mixed_float16 for GPUs",
+    )
+    p.add_argument(
+        "--hands-static",
+        action="store_true",
+        help="hands: palm detection on every frame instead of tracking the hands",
     )
     add_backend_argument(p)
     p.add_argument(

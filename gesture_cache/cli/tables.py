@@ -46,6 +46,18 @@ def extract_summary(summary: ExtractSummary, out: str | Path) -> str:
     return "\n".join(lines)
 
 
+BACKBONE_FIELDS = ("layer", "max_hands", "mirrored", "static")  # shown by `info` when present
+
+
+def weights_text(weights: dict, files: dict) -> str:
+    if "random_seed" in weights:
+        return f"RANDOM (seed {weights['random_seed']}): not for real results"
+    if isinstance(weights["sha256"], dict):  # several model files
+        return ", ".join(f"{k} (sha256 {v[:16]}...)" for k, v in weights["sha256"].items())
+    name = files.get("weights") or weights.get("file", "")
+    return f"{name} (sha256 {weights['sha256'][:16]}...)".strip()
+
+
 def cache_info(
     manifest: dict,
     failures: dict[str, dict],
@@ -55,13 +67,7 @@ def cache_info(
     """A cache's description; `shortfalls` are (video id, claimed, decoded) frame counts;
     `verified`: when `verify` last passed it, if unchanged since."""
     extractor = manifest["extractor"]
-    weights = extractor["weights"]
     files = manifest.get("files", {})
-    if "random_seed" in weights:
-        weights_text = f"RANDOM (seed {weights['random_seed']}): not for real results"
-    else:
-        name = files.get("weights") or weights.get("file", "")
-        weights_text = f"{name} (sha256 {weights['sha256'][:16]}...)".strip()
     prep = extractor["preprocessing"]
     mean = prep.get("mean_bgr")
     if prep.get("mean_sha256"):
@@ -75,17 +81,26 @@ def cache_info(
     lines = [
         f"fingerprint  {manifest['fingerprint']}",
         f"schema       version {manifest['schema_version']}",
-        f"extractor    {extractor['model']}, layer {extractor['layer']}, "
-        f"precision {extractor['precision']}, features version "
+        f"extractor    {extractor['model']}, "
+        + "".join(
+            f"{k.replace('_', ' ')} {extractor[k]}, " for k in BACKBONE_FIELDS if k in extractor
+        )
+        + f"precision {extractor['precision']}, features version "
         f"{extractor.get('features_version', 1)}",
         f"backend      {' '.join(backends)}",
-        f"weights      {weights_text}",
-        f"preprocess   {prep['name']}: resize {prep['resize']} {prep['interpolation']}, "
-        f"crop {prep['crop']}, mean {mean}, scale {prep['scale']:g}",
+        f"weights      {weights_text(extractor['weights'], files)}",
+        f"preprocess   {prep['name']}: "
+        + (
+            f"resize {prep['resize']} {prep['interpolation']}, crop {prep['crop']}, "
+            if prep["resize"] is not None
+            else "frames whole, "
+        )
+        + f"mean {mean}, scale {prep['scale']:g}",
         f"layout       sampling {extractor['sampling']}"
         + (f" to {extractor['frames']} frames" if "frames" in extractor else "")
         + f", clips of {extractor['clip_len']} every {extractor['clip_stride']}, "
-        f"pad {extractor['pad']}, pool5 pad {extractor['pool5_pad']}",
+        f"pad {extractor['pad']}"
+        + (f", pool5 pad {extractor['pool5_pad']}" if "pool5_pad" in extractor else ""),
         *contents(manifest),
         "classes      "
         + ", ".join(f"{shown(c)} ({n})" for c, n in manifest["class_counts"].items()),

@@ -69,6 +69,7 @@ def cache_samples(
     recordings, segments = cache.recordings, cache.segments
     index = {rid: i for i, rid in enumerate(recordings["recording_id"].tolist())}
     fixed = cache.fixed_clips is not None or cache.manifest["extractor"]["sampling"] != "dense"
+    clip_len = int(cache.manifest["extractor"].get("clip_len", CLIP_LEN))
     rows = [
         (rid, label, group, start, end)
         for rid, label, group, start, end in zip(
@@ -80,7 +81,7 @@ def cache_samples(
         )
     ]
     if background:
-        rows += background_rows(rows, recordings, index, background_label)
+        rows += background_rows(rows, recordings, index, background_label, clip_len)
     # in recording order, not the cache's (the order recordings finished extracting, or were
     # merged in): a run then depends on what the cache holds, never on how it was written.
     # Rows are (recording, label, group, start, end); background (label None) sorts last.
@@ -91,7 +92,7 @@ def cache_samples(
         i = index[rid]
         whole = start == 0 and end == recordings["n_frames"][i] and per_recording[rid] == 1
         ids.append(rid if whole else f"{rid}@{start}:{end}" + ("#bg" if label is None else ""))
-        first, last = candidate_clips(cache, i, start, end, fixed)
+        first, last = candidate_clips(cache, i, start, end, fixed, clip_len)
         lo.append(first)
         hi.append(last)
     recording_rows = np.array([index[r[0]] for r in rows], np.int64)
@@ -111,14 +112,16 @@ def cache_samples(
     )
 
 
-def candidate_clips(cache: Cache, recording: int, start: int, end: int, fixed: bool) -> tuple:
+def candidate_clips(
+    cache: Cache, recording: int, start: int, end: int, fixed: bool, clip_len: int
+) -> tuple:
     """The clip range [lo, hi) of a segment: clips whose centre lies in it (at least the one
     nearest its middle). Fixed layouts: all of the recording's clips."""
     offset = int(cache.recordings["clip_offset"][recording])
     count = int(cache.recordings["clip_count"][recording])
     if fixed:
         return offset, offset + count
-    centres = cache.clip_start[offset : offset + count] + CLIP_LEN // 2
+    centres = cache.clip_start[offset : offset + count] + clip_len // 2
     first, last = np.searchsorted(centres, [start, end], side="left")
     if first == last:
         nearest = int(np.argmin(np.abs(centres - (start + end) / 2)))
@@ -126,14 +129,16 @@ def candidate_clips(cache: Cache, recording: int, start: int, end: int, fixed: b
     return offset + int(first), offset + int(last)
 
 
-def background_rows(rows: list[tuple], recordings: dict, index: dict, label: str) -> list[tuple]:
+def background_rows(
+    rows: list[tuple], recordings: dict, index: dict, label: str, clip_len: int
+) -> list[tuple]:
     """Stretches of annotated recordings that no segment covers (at least one clip long), cut
     into pieces about as long as the median segment, labelled None (background)."""
     by_recording: dict[str, list[tuple[int, int]]] = {}
     for rid, _, _, start, end in rows:
         by_recording.setdefault(rid, []).append((start, end))
     lengths = [end - start for _, lbl, _, start, end in rows if lbl != label]
-    piece = max(int(np.median(lengths)) if lengths else CLIP_LEN, CLIP_LEN)
+    piece = max(int(np.median(lengths)) if lengths else clip_len, clip_len)
     groups = {rid: g for rid, _, g, _, _ in rows}
     found = []
     for rid, spans in by_recording.items():
@@ -146,13 +151,13 @@ def background_rows(rows: list[tuple], recordings: dict, index: dict, label: str
             covered[start + 1 : end + 1] = True
         edges = np.flatnonzero(np.diff(covered.astype(np.int8)))  # gap starts, then ends
         for gap_start, gap_end in zip(edges[0::2], edges[1::2]):
-            found += _pieces(rid, groups[rid], int(gap_start), int(gap_end), piece)
+            found += _pieces(rid, groups[rid], int(gap_start), int(gap_end), piece, clip_len)
     return found
 
 
-def _pieces(rid: str, group: str, start: int, end: int, piece: int) -> list[tuple]:
+def _pieces(rid: str, group: str, start: int, end: int, piece: int, clip_len: int) -> list[tuple]:
     """A background stretch cut into pieces of about `piece` frames (none under one clip)."""
-    if end - start < CLIP_LEN:
+    if end - start < clip_len:
         return []
     count = max((end - start) // piece, 1)
     bounds = np.linspace(start, end, count + 1).round().astype(int)

@@ -20,7 +20,6 @@ from gesture_cache.data.windows import Window, windows
 from gesture_cache.deploy.settings import DetectSettings
 from gesture_cache.deploy.trained import Trained, load_trained
 from gesture_cache.detect.events import Event, EventTracker
-from gesture_cache.video.clips import CLIP_LEN
 
 
 @dataclass
@@ -138,13 +137,13 @@ def events_of(
     fps: float,
 ) -> list[Event]:
     """Events of a whole recording from its windows' probabilities (offline)."""
-    stride = int(np.median(np.diff(clip_start))) if len(clip_start) > 1 else CLIP_LEN
+    stride = int(np.median(np.diff(clip_start))) if len(clip_start) > 1 else detector.clip_len
     tracker = EventTracker(
         recording, detector.classes, detector.background, settings, max(stride // 2, 1), fps
     )
     for p, probs in enumerate(probabilities):
-        seen = int(clip_start[detector.last_clip(p, len(clip_start))]) + CLIP_LEN
-        tracker.update(int(clip_start[p]) + CLIP_LEN // 2, seen, probs)
+        seen = int(clip_start[detector.last_clip(p, len(clip_start))]) + detector.clip_len
+        tracker.update(int(clip_start[p]) + detector.clip_len // 2, seen, probs)
     return tracker.finish()
 
 

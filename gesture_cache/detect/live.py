@@ -25,7 +25,7 @@ from gesture_cache.common.interrupts import acted_on
 from gesture_cache.deploy.settings import DetectSettings
 from gesture_cache.detect.detector import Detection, Detector
 from gesture_cache.detect.events import Event, EventTracker
-from gesture_cache.video.clips import CLIP_LEN, stream_clips
+from gesture_cache.video.clips import stream_clips
 from gesture_cache.video.decode import DEFAULT_FOLDER_FPS, Frames, prepare_frame, read_capture
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,9 @@ def detect_live(
                 yield prepare_frame(frame, preprocessing)
 
         try:
-            for start, clip in stream_clips(frames(), extractor.layout.clip_stride):
+            stream = extractor.backbone.stream(frames())
+            layout = extractor.layout
+            for start, clip in stream_clips(stream, layout.clip_stride, clip_len=layout.clip_len):
                 offer(slot, (start, clip), skipped)
         except BaseException as error:  # noqa: BLE001 - handed to the main thread
             crashed.append(error)
@@ -132,8 +134,8 @@ def detect_live(
             probs = detector.probabilities_at(features, done)
             seconds["classifier"] += time.perf_counter() - t0
             probabilities.append(probs)
-            seen = starts[detector.last_clip(done, len(starts))] + CLIP_LEN
-            event = tracker.update(starts[done] + CLIP_LEN // 2, seen, probs)
+            seen = starts[detector.last_clip(done, len(starts))] + detector.clip_len
+            event = tracker.update(starts[done] + detector.clip_len // 2, seen, probs)
             if event and on_event:
                 latency = time.perf_counter() - arrival.get(seen - 1, time.perf_counter())
                 on_event(event, latency if not final else 0.0)

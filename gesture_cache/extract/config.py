@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from gesture_cache.backbones.base import BACKBONES
 from gesture_cache.cache.shard import COMPRESSIONS
 from gesture_cache.common.errors import ConfigError
 
@@ -36,6 +37,10 @@ class ExtractConfig:
     """Every setting of `gesture-cache extract`; the defaults are the original C3D's (README)."""
 
     backbone: str = "c3d"  # a name in backbones.base.BACKBONES
+    hands_model: str = "full"  # hands: full, lite, a .task file or a folder of .tflite files
+    max_hands: int = 2
+    mirrored: bool = False  # hands: frames come mirrored (a selfie camera)
+    hands_static: bool = False  # hands: palm detection on every frame, no tracking
     weights: str | None = None
     random_weights: int | None = None
     video_root: str | None = None
@@ -74,6 +79,9 @@ class ExtractConfig:
             raise ConfigError(
                 f"--compression {self.compression!r}: use one of {', '.join(COMPRESSIONS)}"
             )
+        registered = BACKBONES.get(self.backbone)  # an unknown one: refused when it is built
+        if self.clip_stride is None and self.recipe == "default" and registered:
+            self.clip_stride = registered.clip_stride
         for name, value in RECIPES[self.recipe].items():
             given = getattr(self, name)
             if given is None:

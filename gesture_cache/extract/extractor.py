@@ -62,12 +62,16 @@ class Extractor:
         return Frames(path, self.backbone.preprocessing, fps)
 
     def clips(self, frames: Frames) -> Iterator[tuple[int, np.ndarray, bool]]:
-        """(start frame, uint8 clip, valid) in order; dense layouts stream."""
-        if self.layout.streams:
-            for start, clip in stream_clips(frames, self.layout.clip_stride, self.layout.pad):
+        """(start frame, clip, valid) in order; dense layouts stream."""
+        stream = self.backbone.stream(frames)
+        layout = self.layout
+        if layout.streams:
+            for start, clip in stream_clips(
+                stream, layout.clip_stride, layout.pad, layout.clip_len
+            ):
                 yield start, clip, True
             return
-        starts, clips, valid = fixed_clips(np.stack(list(frames)), self.layout)
+        starts, clips, valid = fixed_clips(np.stack(list(stream)), layout)
         yield from zip(starts.tolist(), clips, valid.tolist())
 
     def features(
@@ -93,7 +97,9 @@ class Extractor:
 def extractor_from_config(config: ExtractConfig) -> Extractor:
     """The extractor of `extract`; `config.backend` must be resolved (see `resolved`)."""
     backbone = backbone_module(config.backbone).from_config(config, use_backend(config.backend))
-    layout = Layout(config.sampling, config.clip_stride, config.frames, config.pad)
+    layout = Layout(
+        config.sampling, config.clip_stride, config.frames, config.pad, backbone.clip_len
+    )
     return Extractor(backbone, layout)
 
 
@@ -139,7 +145,7 @@ def preprocessing_from_spec(spec: dict) -> Preprocessing:
 def layout_from_spec(spec: dict) -> Layout:
     sampling = spec["sampling"]
     frames = spec.get("frames") if sampling != "dense" else None
-    return Layout(sampling, spec["clip_stride"], frames, spec["pad"])
+    return Layout(sampling, spec["clip_stride"], frames, spec["pad"], spec.get("clip_len", 16))
 
 
 def resolved(config: ExtractConfig) -> ExtractConfig:

@@ -110,7 +110,7 @@ class BackboneActor:
 def decode_rows(jobs: list[Job], extractor: Extractor, clip_shape: tuple) -> Callable:
     """The decode task: one recording's events as rows of one schema (events other than
     clips carry a blank clip and their payload pickled in `info`)."""
-    blank = np.zeros(clip_shape, np.uint8)
+    blank = np.zeros(clip_shape, extractor.backbone.clip_dtype)
 
     def rows(item: dict) -> Iterator[dict]:
         index = int(item["index"])
@@ -144,9 +144,7 @@ def run_ray_pipeline(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the driver's tqdm counts recordings
     context.execution_options.preserve_order = False
-    preprocessing = extractor.backbone.preprocessing
-    y0, y1, x0, x1 = preprocessing.crop
-    clip_shape = (extractor.backbone.clip_len, y1 - y0, x1 - x0, 3)
+    clip_shape = extractor.backbone.clip_shape
     items = [{"index": i} for i in range(len(jobs))]
     # Ray Data's defaults retry a task whose worker died and restart a dead actor (its
     # batches rerun): what a killed worker needs, so nothing is set here.

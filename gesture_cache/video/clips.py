@@ -1,10 +1,10 @@
-"""Which 16-frame clips a recording is cut into.
+"""Which clips (of 16 frames for C3D, of one for hand landmarks) a recording is cut into.
 
-`dense` (the default): a clip of 16 consecutive frames starts every `clip_stride` frames over
-the whole recording, plus one clip aligned to the last frame when (n - 16) is not a multiple
-of the stride, so no frame is left out. Frames stream through a ring buffer of 16, so a
+`dense` (the default): a clip of L consecutive frames starts every `clip_stride` frames over
+the whole recording, plus one clip aligned to the last frame when (n - L) is not a multiple
+of the stride, so no frame is left out. Frames stream through a ring buffer of L, so a
 recording of any length holds one clip's worth of frames at a time. A recording shorter than
-16 frames gives one clip padded with its edge frames (black with `pad="zero"`).
+L frames gives one clip padded with its edge frames (black with `pad="zero"`).
 
 `pad` and `uniform` lay every recording out as F frames first (the pipeline this project
 replaces: short recordings centred and padded, long ones subsampled; or all resampled), then
@@ -36,6 +36,7 @@ class Layout:
     clip_stride: int = 8
     frames: int | None = None  # F: only for `pad` and `uniform`
     pad: str = "edge"  # "edge" or "zero" (black frames, only to reproduce the seed)
+    clip_len: int = CLIP_LEN  # the backbone's
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
@@ -50,12 +51,12 @@ class Layout:
             if self.frames is not None:
                 raise ConfigError("--frames only applies to --sampling pad or uniform")
             return
-        if self.frames is None or self.frames < CLIP_LEN:
-            raise ConfigError(f"--sampling {self.sampling} needs --frames F of at least {CLIP_LEN}")
-        if (self.frames - CLIP_LEN) % self.clip_stride:
+        L = self.clip_len
+        if self.frames is None or self.frames < L:
+            raise ConfigError(f"--sampling {self.sampling} needs --frames F of at least {L}")
+        if (self.frames - L) % self.clip_stride:
             raise ConfigError(
-                f"--clip-stride {self.clip_stride} must divide --frames - {CLIP_LEN} "
-                f"({self.frames - CLIP_LEN})"
+                f"--clip-stride {self.clip_stride} must divide --frames - {L} ({self.frames - L})"
             )
 
     @property
@@ -64,52 +65,52 @@ class Layout:
         return self.sampling == "dense"
 
 
-def dense_starts(n_frames: int, stride: int) -> np.ndarray:
+def dense_starts(n_frames: int, stride: int, clip_len: int = CLIP_LEN) -> np.ndarray:
     """Start frames of the dense clips of an n-frame recording."""
-    if n_frames <= CLIP_LEN:
+    if n_frames <= clip_len:
         return np.zeros(1, np.int64)
-    starts = np.arange(0, n_frames - CLIP_LEN + 1, stride)
-    if starts[-1] != n_frames - CLIP_LEN:
-        starts = np.append(starts, n_frames - CLIP_LEN)
+    starts = np.arange(0, n_frames - clip_len + 1, stride)
+    if starts[-1] != n_frames - clip_len:
+        starts = np.append(starts, n_frames - clip_len)
     return starts
 
 
 def stream_clips(
-    frames: Iterable[np.ndarray], stride: int, pad: str = "edge"
+    frames: Iterable[np.ndarray], stride: int, pad: str = "edge", clip_len: int = CLIP_LEN
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(start frame, clip (16, H, W, 3)) for each dense clip, in order, as frames arrive."""
-    ring: deque[np.ndarray] = deque(maxlen=CLIP_LEN)
+    """(start frame, clip (clip_len, ...)) for each dense clip, in order, as frames arrive."""
+    ring: deque[np.ndarray] = deque(maxlen=clip_len)
     n, last = 0, None
     for frame in frames:
         ring.append(frame)
         n += 1
-        start = n - CLIP_LEN
+        start = n - clip_len
         if start >= 0 and start % stride == 0:
             last = start
             yield start, np.stack(ring)
     if n == 0:
         return
-    if n < CLIP_LEN:
-        yield 0, pad_clip(np.stack(ring), pad)
-    elif last != n - CLIP_LEN:
-        yield n - CLIP_LEN, np.stack(ring)
+    if n < clip_len:
+        yield 0, pad_clip(np.stack(ring), pad, clip_len)
+    elif last != n - clip_len:
+        yield n - clip_len, np.stack(ring)
 
 
-def pad_clip(frames: np.ndarray, pad: str) -> np.ndarray:
-    """A clip of fewer than 16 frames, padded at the end (edge frames, or black)."""
-    missing = CLIP_LEN - len(frames)
+def pad_clip(frames: np.ndarray, pad: str, clip_len: int = CLIP_LEN) -> np.ndarray:
+    """A clip of fewer than clip_len frames, padded at the end (edge frames, or black)."""
+    missing = clip_len - len(frames)
     filler = np.zeros_like(frames[-1:]) if pad == "zero" else frames[-1:]
     return np.concatenate([frames, np.repeat(filler, missing, axis=0)])
 
 
 def fixed_clips(frames: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`pad`/`uniform`: frames (n, H, W, 3) -> start frames (T,), clips (T, 16, H, W, 3) and
+    """`pad`/`uniform`: frames (n, H, W, 3) -> start frames (T,), clips (T, L, H, W, 3) and
     validity (T,). A start frame is the recording frame the clip's first position shows."""
     indices = frame_indices(len(frames), layout)
     laid_out = frames[np.maximum(indices, 0)]
     laid_out[indices < 0] = 0
-    positions = np.arange(0, layout.frames - CLIP_LEN + 1, layout.clip_stride)
-    clips = np.stack([laid_out[p : p + CLIP_LEN] for p in positions])
+    positions = np.arange(0, layout.frames - layout.clip_len + 1, layout.clip_stride)
+    clips = np.stack([laid_out[p : p + layout.clip_len] for p in positions])
     return np.maximum(indices[positions], 0), clips, clip_valid(len(frames), layout)
 
 
@@ -131,13 +132,13 @@ def frame_indices(n_frames: int, layout: Layout) -> np.ndarray:
 
 def clip_valid(n_frames: int, layout: Layout) -> np.ndarray:
     """A clip is valid when at least half its frames are real; at least one clip always is."""
-    positions = np.arange(0, layout.frames - CLIP_LEN + 1, layout.clip_stride)
+    positions = np.arange(0, layout.frames - layout.clip_len + 1, layout.clip_stride)
     if layout.sampling == "uniform" or n_frames >= layout.frames:
         return np.ones(len(positions), bool)
     left = (layout.frames - n_frames) // 2
     real = np.zeros(layout.frames, bool)
     real[left : left + n_frames] = True
-    real_per_clip = np.array([real[p : p + CLIP_LEN].sum() for p in positions])
-    valid = real_per_clip * 2 >= CLIP_LEN
+    real_per_clip = np.array([real[p : p + layout.clip_len].sum() for p in positions])
+    valid = real_per_clip * 2 >= layout.clip_len
     valid[np.argmax(real_per_clip)] = True
     return valid

@@ -39,12 +39,13 @@ class VideoError(GestureCacheError):
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How decoded BGR uint8 frames become C3D input (every number is recorded in the cache)."""
+    """How decoded BGR uint8 frames become a backbone's input (every number is recorded in the
+    cache). `resize` and `crop` None keep the frame as decoded (hand landmarks)."""
 
-    name: str  # "c3d" or "reference"
-    resize: tuple[int, int]  # (width, height) for cv2.resize
+    name: str  # "c3d", "reference", "mediapipe"
+    resize: tuple[int, int] | None  # (width, height) for cv2.resize
     interpolation: str  # "bilinear" or "area"
-    crop: tuple[int, int, int, int]  # rows start:stop, columns start:stop
+    crop: tuple[int, int, int, int] | None  # rows start:stop, columns start:stop
     scale: float  # multiply after mean subtraction
     mean_bgr: tuple[float, float, float] | None  # per-channel mean, or None
     mean_sha256: str | None = None  # of the mean-cube file that replaces mean_bgr, if any
@@ -68,6 +69,8 @@ class Probe:
 def prepare_frame(frame: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     """Resize and crop one decoded BGR frame; values stay uint8 (mean and scale are applied
     inside the model)."""
+    if preprocessing.resize is None:
+        return frame
     interpolation = cv2.INTER_AREA if preprocessing.interpolation == "area" else cv2.INTER_LINEAR
     resized = cv2.resize(frame, preprocessing.resize, interpolation=interpolation)
     r0, r1, c0, c1 = preprocessing.crop

@@ -1,0 +1,137 @@
+"""MediaPipe hand landmarks as a backbone: one feature vector a frame (a "clip" is one frame).
+
+Each of `max_hands` slots holds 128 values (README "Hand landmark features"):
+
+    [0]        presence: 1 when a hand is in the slot, else the slot is all zeros
+    [1]        the probability that it is the person's right hand
+    [2:65]     the 21 landmarks (x, y, z) in pixels, minus the wrist's, divided by the
+               wrist -> middle-finger-base distance: where the hand is and how large it is
+               in the frame drop out, its shape and turn stay
+    [65:128]   the 21 world landmarks (metres, origin at the hand's centre)
+
+With two slots, a right hand goes to slot 0 and a left one to slot 1 (when both hands claim
+one side, the surer keeps it), so a gesture made with either hand lands in the same values
+every time. The models run where each recording is decoded (`stream`), since tracking
+follows a recording frame by frame; `forward` only gathers the frame vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+
+import numpy as np
+
+from gesture_cache.backbones.hand_models import load_hand_models
+from gesture_cache.backbones.hand_tracker import Hand, HandTracker, Models
+from gesture_cache.common.errors import ConfigError
+from gesture_cache.video.decode import Preprocessing
+
+SLOT = 128  # values per hand slot
+PREPROCESSING = Preprocessing(
+    name="mediapipe", resize=None, interpolation="bilinear", crop=None, scale=1 / 255,
+    mean_bgr=None,
+)  # fmt: skip  # frames stay whole: MediaPipe crops each hand from the full frame
+
+
+class Hands:
+    name = "MediaPipe Hands (LiteRT)"
+    clip_len = 1
+    clip_dtype = "float32"
+    preprocessing = PREPROCESSING
+
+    def __init__(
+        self, model: str = "full", max_hands: int = 2, mirrored: bool = False,
+        static: bool = False,
+    ):  # fmt: skip
+        if isinstance(max_hands, bool) or not isinstance(max_hands, int) or max_hands < 1:
+            raise ConfigError(f"--max-hands {max_hands!r}: give a whole number of at least 1")
+        self.model, self.max_hands = model, max_hands
+        self.mirrored, self.static = mirrored, static
+        self.files = load_hand_models(model)
+        self.models = Models(self.files)
+        self.feature_dim = SLOT * max_hands
+        self.clip_shape = (1, self.feature_dim)
+
+    def fingerprint_fields(self) -> dict:
+        return {
+            "model": self.name,
+            "weights": {"sha256": self.files.sha256},
+            "preprocessing": asdict(self.preprocessing),
+            "max_hands": self.max_hands,
+            "mirrored": self.mirrored,
+            "static": self.static,
+            "precision": "float32",
+        }
+
+    def tracker(self) -> HandTracker:
+        return HandTracker(self.models, self.max_hands, self.mirrored, self.static)
+
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """One recording's BGR frames -> its per-frame feature vectors (1, feature_dim)."""
+        track = self.tracker()
+        for frame in frames:
+            yield self.vector(track(frame), frame.shape[1], frame.shape[0])[None]
+
+    def forward(self, clips: np.ndarray) -> np.ndarray:
+        return np.asarray(clips, np.float32).reshape(len(clips), self.feature_dim)
+
+    def vector(self, hands: list[Hand], width: int, height: int) -> np.ndarray:
+        slots = np.zeros((self.max_hands, SLOT), np.float32)
+        for slot, hand in zip(slot_order(hands, self.max_hands), hands):
+            if slot is not None:
+                slots[slot] = hand_values(hand, width, height)
+        return slots.ravel()
+
+    def onnx_export(self, frames: np.ndarray):
+        raise ConfigError("the hands backbone has no ONNX graph: its bundle carries the models")
+
+
+def slot_order(hands: list[Hand], max_hands: int) -> list[int | None]:
+    """The slot of each hand: right hands to 0 and left ones to 1 when there are two slots."""
+    if max_hands == 1:
+        return [0] + [None] * (len(hands) - 1)
+    slots: list[int | None] = [None] * len(hands)
+    free = list(range(max_hands))
+    by_sureness = sorted(range(len(hands)), key=lambda i: -abs(hands[i].right - 0.5))
+    for i in by_sureness:
+        wanted = 0 if hands[i].right >= 0.5 else 1
+        slot = wanted if wanted in free else (free[0] if free else None)
+        if slot is not None:
+            free.remove(slot)
+        slots[i] = slot
+    return slots
+
+
+def hand_values(hand: Hand, width: int, height: int) -> np.ndarray:
+    pixels = hand.landmarks * np.array([width, height, width], np.float32)
+    relative = pixels - pixels[0]
+    palm = float(np.linalg.norm(relative[9, :2])) or 1.0
+    return np.concatenate(
+        [[1.0, hand.right], (relative / palm).ravel(), hand.world.ravel()]
+    ).astype(np.float32)
+
+
+def from_config(config, backend: str) -> Hands:
+    return Hands(config.hands_model, config.max_hands, config.mirrored, config.hands_static)
+
+
+def from_spec(spec: dict, preprocessing, *, weights, random_seed, mean_file, backend) -> Hands:
+    """The hands backbone a cache recorded: the models are the installed pair (or the
+    `--weights` file or folder) whose sha256 the cache names."""
+    recorded = spec["weights"]["sha256"]
+    for model in [weights] if weights else ["full", "lite"]:
+        try:
+            hands = Hands(model, spec["max_hands"], spec["mirrored"], spec["static"])
+        except ConfigError:
+            if weights:
+                raise
+            continue
+        if hands.files.sha256 == recorded:
+            return hands
+    raise ConfigError(
+        "the cache's hand models (sha256 "
+        f"{recorded['palm_detection'][:12]}..., {recorded['hand_landmarks'][:12]}...) are not "
+        "the installed ones: give the models it was extracted with (--weights FILE.task or "
+        "a folder)"
+    )
