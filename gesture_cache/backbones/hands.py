@@ -22,7 +22,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from gesture_cache.backbones.hand_models import load_hand_models
+from gesture_cache.backbones.hand_models import TASK_FILES, HandModels, load_hand_models
 from gesture_cache.backbones.hand_tracker import Hand, HandTracker, Models
 from gesture_cache.common.errors import ConfigError
 from gesture_cache.video.decode import Preprocessing
@@ -41,14 +41,14 @@ class Hands:
     preprocessing = PREPROCESSING
 
     def __init__(
-        self, model: str = "full", max_hands: int = 2, mirrored: bool = False,
+        self, model: str | HandModels = "full", max_hands: int = 2, mirrored: bool = False,
         static: bool = False,
     ):  # fmt: skip
         if isinstance(max_hands, bool) or not isinstance(max_hands, int) or max_hands < 1:
             raise ConfigError(f"--max-hands {max_hands!r}: give a whole number of at least 1")
         self.model, self.max_hands = model, max_hands
         self.mirrored, self.static = mirrored, static
-        self.files = load_hand_models(model)
+        self.files = model if isinstance(model, HandModels) else load_hand_models(model)
         self.models = Models(self.files)
         self.feature_dim = SLOT * max_hands
         self.clip_shape = (1, self.feature_dim)
@@ -83,6 +83,10 @@ class Hands:
                 slots[slot] = hand_values(hand, width, height)
         return slots.ravel()
 
+    def model_files(self) -> dict[str, bytes]:
+        """What a bundle carries to run it: the two models, named as in a .task."""
+        return dict(zip(TASK_FILES, (self.files.palm, self.files.landmarks)))
+
     def onnx_export(self, frames: np.ndarray):
         raise ConfigError("the hands backbone has no ONNX graph: its bundle carries the models")
 
@@ -114,6 +118,14 @@ def hand_values(hand: Hand, width: int, height: int) -> np.ndarray:
 
 def from_config(config, backend: str) -> Hands:
     return Hands(config.hands_model, config.max_hands, config.mirrored, config.hands_static)
+
+
+def from_bundle(spec: dict, files: dict[str, bytes], source: str) -> Hands:
+    """The backbone of a bundle from the model files it carries (`model_files`)."""
+    models = HandModels(*(files[name] for name in TASK_FILES), source)
+    if models.sha256 != spec["weights"]["sha256"]:
+        raise ConfigError(f"{source}: its hand models are not the ones its cache was built with")
+    return Hands(models, spec["max_hands"], spec["mirrored"], spec["static"])
 
 
 def from_spec(spec: dict, preprocessing, *, weights, random_seed, mean_file, backend) -> Hands:

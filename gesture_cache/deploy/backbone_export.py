@@ -47,6 +47,8 @@ def parity_clips(backbone) -> np.ndarray:
 def export_backbones(backbone, folder: Path, formats, step: Callable) -> list:
     import onnx
 
+    if hasattr(backbone, "model_files"):  # models that run as they are (hands: LiteRT)
+        return [bundled_models(backbone.model_files(), folder)]
     if not {"onnx", "openvino"} & set(formats):
         return []
     clips = parity_clips(backbone)
@@ -68,6 +70,18 @@ def export_backbones(backbone, folder: Path, formats, step: Callable) -> list:
             artifacts.append(checked_backbone(folder, "openvino", "backbone.xml", clips, reference))
             step()
     return artifacts
+
+
+def bundled_models(files: dict[str, bytes], folder: Path) -> dict:
+    """The backbone's model files copied into the bundle, every one hashed; they are the
+    files the cache was extracted with (the fingerprint names their sha256), so the features
+    are the same by construction."""
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    names = list(files)
+    entry = artifact_entry(folder, "backbone", "models", names[0], "float32", {"same_files": True})
+    entry["files"] = {n: bundle.entry_sha256(folder / n) for n in names}
+    return entry
 
 
 def checked_backbone(folder: Path, fmt: str, name: str, clips, reference) -> dict:

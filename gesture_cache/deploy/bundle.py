@@ -6,6 +6,9 @@
     BUNDLE/backbone.onnx      uint8 BGR frames (N, 16, H, W, 3), resized to the cache's size
                               (OpenCV, `frame_size` and `resize_interpolation`) -> features
     BUNDLE/backbone.xml/.bin  the same for OpenVINO
+    BUNDLE/hand_detector.tflite, hand_landmarks_detector.tflite
+                              instead of those for the hands backbone: MediaPipe's models,
+                              run on LiteRT from whole decoded frames
     BUNDLE/head.onnx, head.tflite, head.xml/.bin, head_saved_model/
                               features (N, T, D) float32 and mask (N, T) bool -> probabilities
 
@@ -137,7 +140,7 @@ ARTIFACT_FIELDS = {"role": str, "format": str, "precision": str, "main": str, "f
 ROLES = ("head", "backbone")
 
 
-ARTIFACT_FORMATS = ("onnx", "openvino", "litert", "saved_model")
+ARTIFACT_FORMATS = ("onnx", "openvino", "litert", "saved_model", "models")
 
 
 def open_bundle(folder: str | Path) -> Bundle:
@@ -323,6 +326,14 @@ def bundle_extractor(bundle: Bundle, runtime: str):
 
     if runtime not in RUNTIMES:
         raise ConfigError(f"--runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    models = [a for a in bundle.manifest["artifacts"] if a["format"] == "models"]
+    if models:  # the backbone's own model files (hands), run by its module on LiteRT
+        from gesture_cache.backbones.base import spec_module
+
+        spec = bundle.manifest["extractor"]
+        files = {name: (bundle.folder / name).read_bytes() for name in models[0]["files"]}
+        backbone = spec_module(spec).from_bundle(spec, files, f"bundle {bundle.folder}")
+        return Extractor(backbone, bundle.layout)
     if runtime == "litert":
         log.info("LiteRT has no 3-D max pooling: the backbone runs in ONNX Runtime")
     return Extractor(BundleBackbone(bundle, runtime), bundle.layout)

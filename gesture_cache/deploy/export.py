@@ -160,7 +160,9 @@ def bundle_manifest(saved: dict, run_dir: Path, artifacts: list, quantize: str |
         "clip_len": spec["clip_len"],
         "clip_stride": spec["clip_stride"],
         "frames": {
-            "layout": "uint8 BGR (N, clip_len, height, width, 3)",
+            "layout": "uint8 BGR (N, clip_len, height, width, 3)"
+            if pre["resize"]
+            else "uint8 BGR frames as decoded, one at a time (the backbone's models run on them)",
             "frame_size": pre["resize"],
             "resize_interpolation": pre["interpolation"],
             "crop_inside": pre["crop"],
@@ -206,6 +208,8 @@ def summary(manifest: dict) -> str:
             )
         elif "bound" in p:
             figure = f"max difference {p['max_abs_difference']:.2g} (bound {p['bound']:g})"
+        elif p.get("same_files"):
+            figure = "the cache's own model files (sha256 as in its fingerprint)"
         else:
             agreement, bound = p["top_class_agreement"], p["bound_agreement"]
             figure = f"top class agrees on {agreement:.1%} (bound {bound:.0%})"
