@@ -82,7 +82,8 @@ def test_landmarks_match_mediapipe_itself(models, reference, mode):
     # the emoji in the recording's corner scores 0.4999 here and just over 0.5 in
     # MediaPipe in one static frame: a second "hand" only one of them reports
     assert same_count >= frames_seen - 1, f"{same_count} of {frames_seen} frames agree"
-    assert np.mean(distances) < 0.01 and np.max(distances) < 0.02
+    # the bound is a mean of 0.01; measured: 0.0006 static, 0.0004 tracking
+    assert np.mean(distances) < 0.002 and np.max(distances) < 0.01
 
 
 @needs_hands

@@ -230,7 +230,7 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
         help="project the standardised features onto N principal components of the training "
         "clips, inside the model (fewer input weights: faster epochs on a CPU); off by default",
     )
-    p.add_argument("--preset", choices=["compact", "reference"])
+    p.add_argument("--preset", choices=["compact", "reference", "landmarks"])
     p.add_argument("--units", help="recurrent layer sizes, e.g. 1024,256,64")
     p.add_argument("--cell", choices=["lstm", "gru"])
     p.add_argument("--dense", type=int, help="size of the dense layer (0: none)")
