@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -300,3 +301,17 @@ def test_a_hands_run_detects_and_exports_a_bundle_that_runs_without_tensorflow(h
     from_bundle = pd.read_csv(hands_run / "bundle_det" / "events.csv")
     assert from_run["label"].tolist() == ["victory", "thumbs_up"] * 2  # as the person did
     pd.testing.assert_frame_equal(from_run, from_bundle)
+
+
+@needs_hands
+@pytest.mark.slow
+def test_ray_extracts_the_same_hand_features_as_the_local_engine(hands_run, tmp_path):
+    from tests.test_ray import assert_same_cache
+
+    out = tmp_path / "cache"
+    command = [sys.executable, "-m", "gesture_cache.cli", "extract", str(hands_run / "meta.csv"),
+               "--out", str(out), "--backbone", "hands", "--max-hands", "1", "--mirrored",
+               "--engine", "ray"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_cache(out, hands_run / "cache", failures=0)

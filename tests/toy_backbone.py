@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import numpy as np
 
 from gesture_cache.video.decode import Preprocessing
@@ -29,7 +27,7 @@ class Toy:
         return {
             "model": self.name,
             "weights": {"random_seed": self.random_seed},
-            "preprocessing": asdict(self.preprocessing),
+            "preprocessing": self.preprocessing.record(),
             "precision": "float32",
         }
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -277,7 +276,7 @@ class C3D:
             "model": self.name,
             "layer": self.layer,
             "weights": weights,
-            "preprocessing": asdict(self.preprocessing),
+            "preprocessing": self.preprocessing.record(),
             "pool5_pad": self.pool5_pad,
             "precision": self.precision,
             # float32 features agree across backends to 1e-5 (tested); reduced-precision ones

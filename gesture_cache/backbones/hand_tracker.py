@@ -57,6 +57,12 @@ class Models:
         self.local = threading.local()
         self.interpreters()  # fails now, with its message, on a model that is not one
 
+    def __getstate__(self) -> dict:  # sent to Ray workers: the bytes, no interpreters
+        return {"models": self.models}
+
+    def __setstate__(self, state: dict) -> None:
+        self.models, self.local = state["models"], threading.local()
+
     def interpreters(self) -> tuple:
         if not hasattr(self.local, "pair"):
             self.local.pair = (

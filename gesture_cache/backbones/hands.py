@@ -18,7 +18,6 @@ follows a recording frame by frame; `forward` only gathers the frame vectors.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict
 
 import numpy as np
 
@@ -57,7 +56,7 @@ class Hands:
         return {
             "model": self.name,
             "weights": {"sha256": self.files.sha256},
-            "preprocessing": asdict(self.preprocessing),
+            "preprocessing": self.preprocessing.record(),
             "max_hands": self.max_hands,
             "mirrored": self.mirrored,
             "static": self.static,

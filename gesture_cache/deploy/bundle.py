@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -281,15 +282,18 @@ class BundleBackbone:
         width, height = cached.resize
         self.preprocessing: Preprocessing = replace(cached, crop=(0, height, 0, width))
         self.name, self.clip_len = spec["model"], spec["clip_len"]
-        self.input_size = cached.crop[1] - cached.crop[0]
         self.feature_dim = bundle.manifest["feature_dim"]
         self.frame_shape = (self.clip_len, height, width, 3)
+        self.clip_shape, self.clip_dtype = self.frame_shape, "uint8"
         self.spec = spec
         self.session = bundle.session("backbone", BACKBONE_FORMAT[runtime])
 
     def fingerprint_fields(self) -> dict:
         keep = ("model", "layer", "weights", "preprocessing", "pool5_pad", "precision")
         return {k: self.spec[k] for k in keep if k in self.spec}
+
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        return iter(frames)
 
     def forward(self, clips: np.ndarray) -> np.ndarray:
         """uint8 clips (n, 16, height, width, 3) resized as the cache was -> (n, D)."""

@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -49,6 +49,17 @@ class Preprocessing:
     scale: float  # multiply after mean subtraction
     mean_bgr: tuple[float, float, float] | None  # per-channel mean, or None
     mean_sha256: str | None = None  # of the mean-cube file that replaces mean_bgr, if any
+    short_side: int | None = None  # resize keeping the aspect: the shorter side this long
+    center_crop: int | None = None  # then the centre square this large (I3D)
+
+    def record(self) -> dict:
+        """The fields as the extractor spec records them (the two later ones only when
+        set, so that C3D's fingerprints stay as they were)."""
+        fields = asdict(self)
+        for name in ("short_side", "center_crop"):
+            if fields[name] is None:
+                del fields[name]
+        return fields
 
 
 @dataclass
@@ -69,12 +80,30 @@ class Probe:
 def prepare_frame(frame: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     """Resize and crop one decoded BGR frame; values stay uint8 (mean and scale are applied
     inside the model)."""
+    if preprocessing.short_side is not None:
+        return short_side_crop(frame, preprocessing.short_side, preprocessing.center_crop)
     if preprocessing.resize is None:
         return frame
     interpolation = cv2.INTER_AREA if preprocessing.interpolation == "area" else cv2.INTER_LINEAR
     resized = cv2.resize(frame, preprocessing.resize, interpolation=interpolation)
     r0, r1, c0, c1 = preprocessing.crop
     return resized[r0:r1, c0:c1]
+
+
+def short_side_crop(frame: np.ndarray, short_side: int, crop: int) -> np.ndarray:
+    """DeepMind's kinetics-i3d evaluation: bilinear resize so that the shorter side is
+    `short_side` and the longer round(longer * short_side / shorter), then the centre
+    `crop` x `crop` square (offsets (W - crop) // 2, (H - crop) // 2)."""
+    height, width = frame.shape[:2]
+    shorter = min(width, height)
+    size = (
+        (short_side, round(height * short_side / shorter))
+        if width == shorter
+        else (round(width * short_side / shorter), short_side)
+    )
+    resized = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+    y0, x0 = (size[1] - crop) // 2, (size[0] - crop) // 2
+    return resized[y0 : y0 + crop, x0 : x0 + crop]
 
 
 class Frames:
