@@ -99,11 +99,11 @@ def test_a_hand_is_found_on_every_frame_of_the_recording(models):
 def test_features_do_not_depend_on_where_the_hand_is_or_how_large(models):
     photo = cv2.imread(str(HANDS / "nocurl.jpg"))
     hands = Hands("full", max_hands=1)
-    features = next(hands.stream([photo]))[0]
+    features = next(hands.stream([photo]))
     canvas = np.full((1200, 1600, 3), 235, np.uint8)
     small = cv2.resize(photo, None, fx=1.4, fy=1.4, interpolation=cv2.INTER_LINEAR)
     canvas[200 : 200 + small.shape[0], 700 : 700 + small.shape[1]] = small
-    moved = next(hands.stream([canvas]))[0]
+    moved = next(hands.stream([canvas]))
     assert features[0] == moved[0] == 1
     assert features.shape == (SLOT,)
     relative = features[2:65]
@@ -120,15 +120,15 @@ def test_no_hand_is_zeros_and_odd_frames_are_fine(models):
         np.random.default_rng(0).integers(0, 255, (2160, 3840, 3), dtype=np.uint8),  # 4K
     ]
     vectors = list(hands.stream(odd))
-    assert [v.shape for v in vectors] == [(1, 2 * SLOT)] * 3
+    assert [v.shape for v in vectors] == [(2 * SLOT,)] * 3
     assert all(not v.any() for v in vectors)
 
 
 @needs_hands
 def test_two_slots_put_the_right_hand_first_and_mirroring_swaps_it():
     photo = frames_of(HANDS / "fingers-lq.gif")[5]
-    mirrored = next(Hands("full", max_hands=2, mirrored=True).stream([photo]))[0]
-    plain = next(Hands("full", max_hands=2).stream([photo]))[0]
+    mirrored = next(Hands("full", max_hands=2, mirrored=True).stream([photo]))
+    plain = next(Hands("full", max_hands=2).stream([photo]))
     assert mirrored[0] == 1 and mirrored[1] > 0.5  # the person's right hand, in slot 0
     assert plain[SLOT] == 1 and plain[SLOT + 1] < 0.5  # read unmirrored: a left one, slot 1
     assert not plain[:SLOT].any() and not mirrored[SLOT:].any()

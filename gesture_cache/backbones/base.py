@@ -59,17 +59,33 @@ class Registered:
     model: str  # the `model` its extractor spec records
     module: str  # where its `from_config` and `from_spec` live
     clip_stride: int  # the default --clip-stride
+    own_weights: bool  # finds its installed weights and checks them against the cache itself
 
 
 BACKBONES: dict[str, Registered] = {}
 
 
-def register(name: str, model: str, module: str, clip_stride: int = 8) -> None:
-    BACKBONES[name] = Registered(name, model, module, clip_stride)
+def register(
+    name: str, model: str, module: str, clip_stride: int = 8, own_weights: bool = False
+) -> None:
+    BACKBONES[name] = Registered(name, model, module, clip_stride, own_weights)
 
 
 register("c3d", "C3D Sports-1M (Keras)", "gesture_cache.backbones.c3d")
-register("hands", "MediaPipe Hands (LiteRT)", "gesture_cache.backbones.hands", clip_stride=1)
+register(
+    "hands",
+    "MediaPipe Hands (LiteRT)",
+    "gesture_cache.backbones.hands",
+    clip_stride=1,
+    own_weights=True,
+)
+register("i3d", "I3D Kinetics-400 (Keras)", "gesture_cache.backbones.i3d", own_weights=True)
+
+
+def finds_own_weights(spec: dict) -> bool:
+    """Whether the backbone of a cache's extractor spec finds and checks its weights itself
+    (no --weights needed to run it again)."""
+    return any(b.own_weights for b in BACKBONES.values() if b.model == spec.get("model"))
 
 
 def backbone_module(name: str) -> ModuleType:

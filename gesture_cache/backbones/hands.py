@@ -67,10 +67,10 @@ class Hands:
         return HandTracker(self.models, self.max_hands, self.mirrored, self.static)
 
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """One recording's BGR frames -> its per-frame feature vectors (1, feature_dim)."""
+        """One recording's BGR frames -> its per-frame feature vectors (feature_dim,)."""
         track = self.tracker()
         for frame in frames:
-            yield self.vector(track(frame), frame.shape[1], frame.shape[0])[None]
+            yield self.vector(track(frame), frame.shape[1], frame.shape[0])
 
     def forward(self, clips: np.ndarray) -> np.ndarray:
         return np.asarray(clips, np.float32).reshape(len(clips), self.feature_dim)

@@ -29,18 +29,16 @@ def backbone_of(spec: dict, weights, random_weights, mean_file):
 def parity_clips(backbone) -> np.ndarray:
     """Two clips of a synthetic gesture video, decoded and resized as the cache's frames were
     (not cropped: the crop is inside the bundle's graph)."""
-    from dataclasses import replace
-
+    from gesture_cache.deploy.bundle import graph_input
     from gesture_cache.sources import synth
     from gesture_cache.video.clips import stream_clips
     from gesture_cache.video.decode import Frames
 
-    width, height = backbone.preprocessing.resize
-    resize_only = replace(backbone.preprocessing, crop=(0, height, 0, width))
     with tempfile.TemporaryDirectory() as scratch:
         video = Path(scratch) / "gesture.avi"
         synth.write_video(video, "Shake_Hand", np.random.default_rng(0))
-        clips = [clip for _, clip in stream_clips(Frames(video, resize_only), 8)][:2]
+        frames = Frames(video, graph_input(backbone.preprocessing))
+        clips = [clip for _, clip in stream_clips(frames, 8)][:2]
     return np.stack(clips)
 
 

@@ -270,17 +270,29 @@ class Session:
         return next(iter(self._runner(**inputs).values()))
 
 
+def graph_input(preprocessing: Preprocessing) -> Preprocessing:
+    """How frames are prepared for a bundle's backbone graph: resized as the cache's were but
+    not cropped (the crop is inside), or whole for a resize that follows the frame (I3D)."""
+    if preprocessing.resize is None:
+        return preprocessing
+    width, height = preprocessing.resize
+    return replace(preprocessing, crop=(0, height, 0, width))
+
+
 class BundleBackbone:
     """The bundle's backbone as the extractor's `Backbone`: frames are only resized (the
-    crop and the mean are inside the graph)."""
+    crop and the mean are inside the graph); a backbone whose resize follows each frame's
+    aspect (I3D) gets them resized and cropped by OpenCV."""
 
     def __init__(self, bundle: Bundle, runtime: str):
         spec = bundle.manifest["extractor"]
         from gesture_cache.extract.extractor import preprocessing_from_spec
 
         cached = preprocessing_from_spec(spec)
-        width, height = cached.resize
-        self.preprocessing: Preprocessing = replace(cached, crop=(0, height, 0, width))
+        self.preprocessing: Preprocessing = graph_input(cached)
+        height = width = cached.center_crop
+        if cached.resize is not None:
+            width, height = cached.resize
         self.name, self.clip_len = spec["model"], spec["clip_len"]
         self.feature_dim = bundle.manifest["feature_dim"]
         self.frame_shape = (self.clip_len, height, width, 3)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from gesture_cache.backbones.base import finds_own_weights
 from gesture_cache.common.errors import CacheError, ConfigError, GestureCacheError, RunError
 from gesture_cache.common.files import atomic_write, file_sha256, inside, read_json, write_json
 from gesture_cache.data.windows import SPLITS, Window
@@ -166,8 +167,8 @@ def check_weights(
 ) -> None:
     """The features must come from the weights the cache was built with (by sha256);
     `overridable`: the command has --allow-other-weights, and the message says so. A
-    backbone of several installed model files (hands) finds and checks them itself."""
-    if isinstance(extractor["weights"].get("sha256"), dict):
+    backbone with installed weights (hands, I3D) finds and checks them itself."""
+    if finds_own_weights(extractor):
         return
     if (weights is None) == (random_weights is None):
         raise ConfigError("give exactly one of --weights FILE.h5 or --random-weights SEED")

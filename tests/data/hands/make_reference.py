@@ -21,7 +21,6 @@ from pathlib import Path
 import cv2
 
 
-
 def frames_of(path: Path) -> list:
     if path.suffix == ".gif":
         capture = cv2.VideoCapture(str(path))
