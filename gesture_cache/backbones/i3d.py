@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
+from gesture_cache.backbones.base import refuse_c3d_settings
 from gesture_cache.backbones.i3d_layout import BLOCKS, layer_name
 from gesture_cache.backbones.keras_backends import CPU_BATCH_CLIPS, compiled_call, loaded_backend
 from gesture_cache.common.errors import ConfigError
@@ -285,6 +286,7 @@ class I3D:
 
 
 def from_config(config, backend: str) -> I3D:
+    refuse_c3d_settings(config, "i3d")
     return I3D(config.weights, config.random_weights, backend, config.batch_clips or 4)
 
 
