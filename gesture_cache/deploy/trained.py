@@ -109,7 +109,7 @@ def load_trained(
     classes = saved.get("classes", saved["cache"]["classes"])
     background = hparams["background_label"] if hparams.get("background") else None
     return Trained(
-        classify=lambda windows, masks: model.predict([windows, masks], verbose=0, batch_size=256),
+        classify=batched(model),
         classes=classes,
         window=Window(**saved["window"]) if "window" in saved else None,
         dtype=saved["cache"]["dtype"],
@@ -121,3 +121,20 @@ def load_trained(
         inputs=[run_file(path, n) for n in ("config.json", "model.keras")],
         source="run",
     )
+
+
+def batched(model, batch_size: int = 256) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The model on windows and masks, `batch_size` at a time. `predict_on_batch`, not
+    `predict`: live detection classifies one window a frame, and `predict` spends 45 ms on
+    each call around a model that takes 1 ms (measured on a hands run)."""
+
+    def classify(windows: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        parts = [
+            np.asarray(
+                model.predict_on_batch([windows[i : i + batch_size], masks[i : i + batch_size]])
+            )
+            for i in range(0, len(windows), batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, model.output_shape[-1]), np.float32)
+
+    return classify

@@ -116,6 +116,8 @@ def detect_live(
         finally:
             slot.put(None)
 
+    # the classifier's first call builds it: before the first frame, not during it
+    detector.probabilities(np.zeros((detector.span, extractor.feature_dim)), np.array([0]))
     reader = threading.Thread(target=read, daemon=True, name="live-reader")
     reader.start()
     starts, features = [], []
