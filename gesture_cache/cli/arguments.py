@@ -208,3 +208,17 @@ class PrintVersions(argparse.Action):
         for name, version in versions.items():
             print(f"{name} {version}")
         parser.exit()
+
+
+def add_storage_arguments(p: argparse.ArgumentParser) -> None:
+    """A cache may be a URL (s3://bucket/prefix, gs://..., file:///...): how to reach it."""
+    p.add_argument(
+        "--storage-options",
+        metavar="JSON",
+        help="options for the URL's filesystem (fsspec), e.g. '{\"anon\": true}'; "
+        "credentials come from the storage's own environment and files",
+    )
+    p.add_argument(
+        "--cache-dir",
+        help="where a cache at a URL is copied to be read (default ~/.cache/gesture_cache/remote)",
+    )

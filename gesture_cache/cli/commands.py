@@ -71,6 +71,38 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return EXIT_FAILED if config.strict and summary.failures_recorded else 0
 
 
+def readable(cache: str | None, args: argparse.Namespace) -> str | None:
+    """A cache argument as a local folder: a URL is read through its local copy."""
+    from gesture_cache.cache.remote import is_url, storage_options
+
+    if cache is None or not is_url(cache):
+        return cache
+    from gesture_cache.cache.transfer import local_copy
+
+    return str(local_copy(cache, args.cache_dir, storage_options(args.storage_options)))
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from gesture_cache.cache.remote import redacted, storage_options
+    from gesture_cache.cache.transfer import push
+
+    options = storage_options(args.storage_options)
+    done = push(args.cache, args.url, options, args.force, args.workers)
+    print(done.summary("pushed", redacted(args.url)))
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from gesture_cache.cache.remote import redacted, storage_options
+    from gesture_cache.cache.transfer import pull
+
+    done = pull(
+        args.url, args.cache, storage_options(args.storage_options), args.force, args.workers
+    )
+    print(done.summary("pulled", redacted(args.url)))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from gesture_cache.cache.manifest import read_failures, read_manifest
     from gesture_cache.cache.shard import frame_shortfalls
@@ -79,6 +111,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         cache_info,
     )
 
+    args.cache = readable(args.cache, args)
     manifest = read_manifest(args.cache, check_hashes=False)  # hashes: verify's job
     failures = read_failures(args.cache)
     shortfalls = frame_shortfalls(args.cache, manifest)
@@ -95,6 +128,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from gesture_cache.cache.verify import verify_cache
 
+    args.cache = readable(args.cache, args)
     result = verify_cache(args.cache)
     for warning in result.warnings:
         print(f"WARN {warning}")
@@ -134,6 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     names = {f.name for f in fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    args.cache = readable(args.cache, args)
     if args.resume:
         if args.config or args.split_from:
             raise GestureCacheError(
@@ -164,7 +199,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     file_values = load_config_file(args.config) if args.config else {}
     base = make_train_config(file_values, {"epochs": args.epochs, "seed": args.seed})
     study = tune.tune(
-        args.cache, args.out, args.trials, base, args.storage, args.study, args.heartbeat
+        readable(args.cache, args),
+        args.out,
+        args.trials,
+        base,
+        args.storage,
+        args.study,
+        args.heartbeat,
     )
     print(study_table(study))
     print()
@@ -182,6 +223,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_export_features(args: argparse.Namespace) -> int:
     from gesture_cache.cache import parquet
 
+    args.cache = readable(args.cache, args)
     out = parquet.export_parquet(args.cache, args.out)
     print(f"exported {args.cache} as Parquet: {out} (recordings, clips, segments, README.md)")
     return 0
@@ -194,7 +236,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     from gesture_cache.train.metrics import evaluate_run
 
-    metrics = evaluate_run(args.run, args.cache)
+    metrics = evaluate_run(args.run, readable(args.cache, args))
     print(json.dumps(metrics, indent=2) if args.json else metrics_table(metrics))
     return 0
 
@@ -245,7 +287,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         weights=args.weights,
         random_weights=args.random_weights,
         mean_file=args.mean_file,
-        cache_path=args.cache,
+        cache_path=readable(args.cache, args),
         realtime=args.realtime,
         speed=args.speed,
         fps=args.fps,

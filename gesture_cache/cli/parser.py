@@ -13,6 +13,7 @@ from gesture_cache.cli.arguments import (
     add_meta_arguments,
     add_recorded_weights,
     add_runtime_argument,
+    add_storage_arguments,
     finite_float,
 )
 from gesture_cache.cli.commands import (
@@ -31,6 +32,8 @@ from gesture_cache.cli.commands import (
     cmd_merge,
     cmd_models,
     cmd_predict,
+    cmd_pull,
+    cmd_push,
     cmd_repair,
     cmd_runs,
     cmd_synth,
@@ -176,14 +179,28 @@ def add_cache_commands(commands: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(handler=cmd_extract)
 
-    p = commands.add_parser("info", help="describe a cache")
+    p = commands.add_parser("info", help="describe a cache (a folder or a URL)")
     p.add_argument("cache")
     p.add_argument("--json", action="store_true")
+    add_storage_arguments(p)
     p.set_defaults(handler=cmd_info)
 
     p = commands.add_parser("verify", help="check a cache's hashes, shapes and values")
     p.add_argument("cache")
+    add_storage_arguments(p)
     p.set_defaults(handler=cmd_verify)
+
+    for name, source, target, what in (
+        ("push", "cache", "url", "copy a cache to a URL (s3://, gs://, file://, a folder)"),
+        ("pull", "url", "cache", "copy the cache at a URL into a local folder"),
+    ):
+        p = commands.add_parser(name, help=f"{what}: incremental, resumable, verified")
+        p.add_argument(source, metavar=source.upper())
+        p.add_argument(target, metavar=target.upper())
+        p.add_argument("--force", action="store_true", help="replace another cache there")
+        p.add_argument("--workers", type=int, default=8, help="shards moved at once (8)")
+        add_storage_arguments(p)
+        p.set_defaults(handler=cmd_push if name == "push" else cmd_pull)
 
     p = commands.add_parser("merge", help="combine caches with the same fingerprint")
     p.add_argument("caches", nargs="+", metavar="CACHE")
@@ -211,6 +228,7 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
         help="continue an interrupted run in --out with its saved settings and split",
     )
     p.add_argument("--split-from", metavar="RUN", help="reuse RUN's train/val/test split")
+    add_storage_arguments(p)
     p.add_argument(
         "--split",
         choices=["auto", "official", "random"],
@@ -286,6 +304,7 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("tune", help="search hyperparameters with Optuna")
     p.add_argument("cache")
+    add_storage_arguments(p)
     p.add_argument("--out", required=True, help="folder of the trials' run folders")
     p.add_argument("--trials", type=int, default=20, help="trials this process runs")
     p.add_argument("--storage", help="Optuna storage URL shared by workers (sqlite in --out)")
@@ -314,6 +333,7 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("cache")
     p.add_argument("--format", choices=["parquet"], default="parquet")
     p.add_argument("--out", required=True, help="a new folder")
+    add_storage_arguments(p)
     p.set_defaults(handler=cmd_export_features)
 
     p = commands.add_parser(
@@ -337,6 +357,7 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("evaluate", help="metrics of a run on its test split or a cache")
     p.add_argument("run")
     p.add_argument("--cache", help="evaluate on all of this cache (same extractor fingerprint)")
+    add_storage_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -364,6 +385,7 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for events.csv, timelines, scores")
     add_recorded_weights(p)
     p.add_argument("--cache", help="read the recordings' clips from this cache (no C3D)")
+    add_storage_arguments(p)
     p.add_argument(
         "--realtime",
         action="store_true",

@@ -1,0 +1,276 @@
+"""`push` and `pull`: a cache copied to and from a URL shard by shard, several at once, each
+shard checked against the manifest's sha256, the manifest last, so a reader never sees a
+manifest whose shards are not all there.
+
+At the URL a shard is stored under a name that starts with its sha256 (`1f3a...-part-00000.h5`,
+the manifest there naming it so), so a push never overwrites a shard another manifest names:
+two people pushing at once, or `--force` over another cache, leave the old cache whole until
+the new manifest replaces it, and the second push to finish is refused. Both are incremental
+and resume where they stopped: a pushed shard gets a small `NAME.sha256` beside it once it is
+whole, and a shard already there with it is not sent again; a pulled shard is written under a
+temporary name, checked, and only then renamed, and a local shard that already has the
+manifest's sha256 is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from gesture_cache.cache.manifest import MANIFEST, read_manifest, shard_path
+from gesture_cache.cache.remote import Remote, open_remote, redacted, storage_error
+from gesture_cache.common.errors import CacheError, GestureCacheError
+from gesture_cache.common.files import (
+    acquire_lock,
+    atomic_write,
+    file_sha256,
+    fsync_dir,
+    refuse_link,
+    write_json,
+)
+
+FAILURES = "failures.jsonl"  # travels with the cache (what could not be extracted, and why)
+SIDECAR = ".sha256"
+CHUNK = 8 << 20
+DERIVED = ("verified.json",)  # local stamps that a changed cache no longer earns
+
+
+@dataclass
+class Transfer:
+    moved: int = 0  # shards sent or fetched
+    kept: int = 0  # shards already there with the right sha256
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def summary(self, verb: str, url: str) -> str:
+        rate = self.bytes / self.seconds / 1e6 if self.seconds else 0.0
+        return (
+            f"{verb} {self.moved} shards ({self.bytes / 1e6:.1f} MB, {rate:.1f} MB/s), "
+            f"{self.kept} already there: {url}"
+        )
+
+
+def push(
+    cache: str | Path, url: str, options: dict | None = None, force: bool = False,
+    workers: int = 8,
+) -> Transfer:  # fmt: skip
+    """Copy a local cache to `url`. A different cache there (another fingerprint) is refused
+    unless `force`; its manifest is replaced only once every shard of this one is there."""
+    cache = Path(cache)
+    manifest = read_manifest(cache, check_hashes=False)
+    remote = open_remote(url, options)
+    before = remote_bytes(remote, MANIFEST)
+    there = remote.manifest()
+    if there and there["fingerprint"] != manifest["fingerprint"] and not force:
+        raise CacheError(
+            f"{remote.url} holds another cache (fingerprint {there['fingerprint'][:12]}..., "
+            f"this one {manifest['fingerprint'][:12]}...): push to another URL, or --force "
+            "to replace it"
+        )
+    if "file" in remote.fs.protocol:
+        remote.fs.makedirs(remote.root, exist_ok=True)
+    started, done = time.perf_counter(), Transfer()
+
+    def send(shard: dict) -> int:
+        local, name = shard_path(cache, shard["file"]), remote_name(shard)
+        if remote_bytes(remote, name + SIDECAR) == shard["sha256"].encode():
+            if remote_size(remote, name) == local.stat().st_size:
+                return -1
+        actual = file_sha256(local)
+        if actual != shard["sha256"]:
+            raise CacheError(
+                f"shard {local} is corrupt (sha256 {actual[:16]}..., the manifest says "
+                f"{shard['sha256'][:16]}...): nothing of it was sent; run gesture-cache repair"
+            )
+        try:
+            remote.fs.put_file(str(local), remote.path(name))
+            remote.fs.pipe_file(remote.path(name + SIDECAR), actual.encode())
+        except Exception as error:  # noqa: BLE001 - the storage library's own errors
+            raise storage_error(error, remote.url) from None
+        return local.stat().st_size
+
+    total = sum(shard_path(cache, s["file"]).stat().st_size for s in manifest["shards"])
+    run_all(send, manifest["shards"], workers, total, "push", done)
+    if (cache / FAILURES).is_file():
+        put_bytes(remote, FAILURES, (cache / FAILURES).read_bytes())
+    if remote_bytes(remote, MANIFEST) != before:
+        raise CacheError(
+            f"someone else pushed to {remote.url} while this push ran: its manifest changed, "
+            "so this one was not written (every shard sent is kept); run the same command "
+            "again to push this cache over theirs"
+        )
+    shards = [{**shard, "file": remote_name(shard)} for shard in manifest["shards"]]
+    put_bytes(remote, MANIFEST, json.dumps({**manifest, "shards": shards}, indent=2).encode())
+    named = {s["file"] for s in shards}
+    for shard in (there or {}).get("shards", []):  # the replaced cache's own shards
+        if shard["file"] not in named:
+            for name in (shard["file"], shard["file"] + SIDECAR):
+                if remote_size(remote, name) is not None:
+                    remote.fs.rm_file(remote.path(name))
+    done.seconds = time.perf_counter() - started
+    return done
+
+
+def remote_name(shard: dict) -> str:
+    """A shard's name at a URL: its sha256's first 16 digits, then its local name."""
+    prefix = shard["sha256"][:16] + "-"
+    return shard["file"] if shard["file"].startswith(prefix) else prefix + shard["file"]
+
+
+def pull(
+    url: str, cache: str | Path, options: dict | None = None, force: bool = False,
+    workers: int = 8,
+) -> Transfer:  # fmt: skip
+    """Copy the cache at `url` into the local folder `cache` (new, or a copy of the same
+    cache to bring up to date; another cache there is refused unless `force`)."""
+    cache = Path(cache)
+    refuse_link(cache, "CACHE")
+    remote = open_remote(url, options)
+    manifest = remote.manifest()
+    if manifest is None:
+        raise CacheError(f"{remote.url}: no cache there (no {MANIFEST})")
+    local = existing_manifest(cache)
+    if local and local["fingerprint"] != manifest["fingerprint"] and not force:
+        raise CacheError(
+            f"{cache} holds another cache (fingerprint {local['fingerprint'][:12]}...; "
+            f"{remote.url} has {manifest['fingerprint'][:12]}...): pull into a new folder, "
+            "or --force to replace it"
+        )
+    cache.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(cache, kind=CacheError)
+    try:
+        for stale in cache.glob(".*.part-*"):  # left by a pull that was killed
+            stale.unlink()
+        started, done = time.perf_counter(), Transfer()
+        total = sum(s.get("bytes", 0) for s in manifest["shards"])
+        run_all(lambda s: fetch(remote, s, cache), manifest["shards"], workers, total, "pull", done)
+        failures = remote_bytes(remote, FAILURES)
+        if failures is not None:
+            atomic_write(cache / FAILURES, failures)
+        if done.moved or local is None or local != manifest:
+            for name in DERIVED:
+                (cache / name).unlink(missing_ok=True)
+        write_json(cache / MANIFEST, manifest)
+        listed = {s["file"] for s in manifest["shards"]}
+        for shard in (local or {}).get("shards", []):
+            if shard["file"] not in listed:
+                shard_path(cache, shard["file"]).unlink(missing_ok=True)
+        done.seconds = time.perf_counter() - started
+        return done
+    finally:
+        os.close(lock)
+
+
+def fetch(remote: Remote, shard: dict, cache: Path) -> int:
+    """One shard into `cache`, checked on arrival; -1 when the local one is already it."""
+    path = shard_path(cache, shard["file"])
+    if path.is_file() and file_sha256(path) == shard["sha256"]:
+        return -1
+    partial = cache / f".{shard['file']}.part-{os.getpid()}"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with remote.fs.open(remote.path(shard["file"]), "rb") as source, open(partial, "xb") as out:
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        if isinstance(error, FileNotFoundError):
+            raise CacheError(f"{remote.url}: shard {shard['file']} is missing") from None
+        raise GestureCacheError(f"{path}: cannot be written ({error})") from None
+    except Exception as error:  # noqa: BLE001 - the storage library's own errors
+        partial.unlink(missing_ok=True)
+        raise storage_error(error, remote.url) from None
+    if digest.hexdigest() != shard["sha256"]:
+        partial.unlink()
+        raise CacheError(
+            f"{remote.url}/{shard['file']} does not match its manifest (sha256 "
+            f"{digest.hexdigest()[:16]}..., the manifest says {shard['sha256'][:16]}...): "
+            "altered or truncated; nothing of it was kept"
+        )
+    os.replace(partial, path)
+    fsync_dir(cache)
+    return size
+
+
+def run_all(step, shards: list[dict], workers: int, total: int, verb: str, done: Transfer):
+    """`step(shard)` on every shard, `workers` at a time, with a progress bar in bytes;
+    the first error stops the rest (what finished is kept) and is raised."""
+    with (
+        tqdm(total=total or None, unit="B", unit_scale=True, desc=verb) as bar,
+        ThreadPoolExecutor(max(1, workers)) as pool,
+    ):
+        futures = [pool.submit(step, shard) for shard in shards]
+        try:
+            for future in futures:
+                moved = future.result()
+                if moved < 0:
+                    done.kept += 1
+                else:
+                    done.moved += 1
+                    done.bytes += moved
+                    bar.update(moved)
+                bar.set_postfix(shards=f"{done.moved + done.kept}/{len(shards)}")
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def existing_manifest(cache: Path) -> dict | None:
+    if (cache / MANIFEST).is_file():
+        return read_manifest(cache, check_hashes=False)
+    if cache.exists() and any(cache.iterdir()):
+        raise CacheError(f"{cache} exists and is not a cache: pull into a new folder")
+    return None
+
+
+def remote_bytes(remote: Remote, name: str) -> bytes | None:
+    try:
+        return remote.fs.cat_file(remote.path(name))
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # noqa: BLE001 - the storage library's own errors
+        raise storage_error(error, remote.url) from None
+
+
+def remote_size(remote: Remote, name: str) -> int | None:
+    try:
+        return remote.fs.size(remote.path(name))
+    except FileNotFoundError:
+        return None
+
+
+def put_bytes(remote: Remote, name: str, data: bytes) -> None:
+    try:
+        remote.fs.pipe_file(remote.path(name), data)
+    except Exception as error:  # noqa: BLE001 - the storage library's own errors
+        raise storage_error(error, remote.url) from None
+
+
+def default_copies() -> Path:
+    """Where local copies of caches at URLs live: the user's cache folder."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "gesture_cache" / "remote"
+
+
+def local_copy(url: str, copies: str | Path | None = None, options: dict | None = None) -> Path:
+    """The cache at `url` as a local folder, for every command that reads a cache: pulled
+    into `copies` (one folder per URL; its shards are named by their sha256), so the next
+    epoch and the next run read locally, only shards that changed at the URL move again,
+    and a shard changed there is never served from an older copy."""
+    key = hashlib.sha256(redacted(url).encode()).hexdigest()[:24]
+    folder = Path(copies or default_copies()) / key
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    pull(url, folder, options, force=True)  # the copy is ours: it follows the URL
+    return folder

@@ -1,0 +1,202 @@
+"""Sharing a cache through object storage: push and pull against a real S3 API (moto's
+server, started here on 127.0.0.1) and file:// URLs; incremental, resumable after kill -9,
+verified on arrival; commands that read a cache reading a URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gesture_cache.cache.manifest import read_manifest
+from gesture_cache.cache.remote import redacted
+from gesture_cache.cache.transfer import SIDECAR, local_copy, pull, push
+from gesture_cache.cache.verify import verify_cache
+from gesture_cache.cli.main import main
+from gesture_cache.common.errors import CacheError, GestureCacheError
+from tests.helpers import write_continuous_cache
+
+moto_server = pytest.importorskip("moto.server")
+boto3 = pytest.importorskip("boto3")
+pytest.importorskip("s3fs")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """An S3 API on 127.0.0.1 with the bucket `team`; the environment points at it the way a
+    user points at MinIO or Ceph (AWS_ENDPOINT_URL), with throwaway credentials."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing-key-id",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-do-not-print",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+    client.create_bucket(Bucket="team")
+    yield client
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared(small_cache, tmp_path_factory) -> Path:
+    """A cache of 12 shards (real writer, synthetic features)."""
+    extractor = read_manifest(small_cache)["extractor"]
+    ids = [f"r{i:02d}" for i in range(12)]
+    folder = tmp_path_factory.mktemp("shared") / "cache"
+    return write_continuous_cache(folder, extractor, ids, clips=16, shard_size=1)
+
+
+def keys(client, prefix: str) -> list[str]:
+    listed = client.list_objects_v2(Bucket="team", Prefix=prefix).get("Contents", [])
+    return sorted(o["Key"][len(prefix) :] for o in listed)
+
+
+def test_push_twice_sends_nothing_the_second_time_and_pull_gives_the_cache(s3, shared, tmp_path):
+    url = "s3://team/gestures/v1"
+    first = push(shared, url)
+    assert (first.moved, first.kept) == (12, 0)
+    again = push(shared, url)
+    assert (again.moved, again.kept) == (0, 12)
+    names = keys(s3, "gestures/v1/")
+    assert "manifest.json" in names and sum(n.endswith(SIDECAR) for n in names) == 12
+    copy = tmp_path / "copy"
+    fetched = pull(url, copy)
+    assert (fetched.moved, fetched.kept) == (12, 0)
+    assert verify_cache(copy).recordings == 12
+    assert read_manifest(copy)["fingerprint"] == read_manifest(shared)["fingerprint"]
+    assert pull(url, copy).moved == 0  # up to date: nothing moves
+
+
+def test_a_pull_into_a_cache_that_has_most_shards_moves_only_the_rest(s3, shared, tmp_path):
+    url = "s3://team/gestures/most"
+    push(shared, url)
+    copy = tmp_path / "copy"
+    pull(url, copy)
+    manifest = read_manifest(copy)
+    (copy / manifest["shards"][3]["file"]).unlink()
+    (copy / manifest["shards"][5]["file"]).write_bytes(b"damaged")
+    done = pull(url, copy)
+    assert (done.moved, done.kept) == (2, 10)
+    assert verify_cache(copy).recordings == 12
+
+
+def test_an_altered_remote_shard_is_refused_and_nothing_of_it_kept(s3, shared, tmp_path):
+    url = "s3://team/gestures/altered"
+    push(shared, url)
+    name = json.loads(s3.get_object(Bucket="team", Key="gestures/altered/manifest.json")
+                      ["Body"].read())["shards"][2]["file"]  # fmt: skip
+    body = s3.get_object(Bucket="team", Key=f"gestures/altered/{name}")["Body"].read()
+    s3.put_object(Bucket="team", Key=f"gestures/altered/{name}", Body=body[: len(body) // 2])
+    copy = tmp_path / "copy"
+    with pytest.raises(CacheError, match=f"{name} does not match its manifest"):
+        pull(url, copy, workers=1)
+    assert not (copy / "manifest.json").exists()
+    assert not (copy / name).exists() and not list(copy.glob(".*.part-*"))
+
+
+def test_a_manifest_naming_a_shard_outside_its_prefix_is_refused(s3, shared, tmp_path):
+    url = "s3://team/gestures/escape"
+    push(shared, url)
+    manifest = json.loads(s3.get_object(Bucket="team", Key="gestures/escape/manifest.json")
+                          ["Body"].read())  # fmt: skip
+    for bad in ("../v1/manifest.json", "/etc/passwd", "s3://other/x.h5"):
+        manifest["shards"][0]["file"] = bad
+        s3.put_object(Bucket="team", Key="gestures/escape/manifest.json",
+                      Body=json.dumps(manifest).encode())  # fmt: skip
+        with pytest.raises(GestureCacheError, match="leaves the folder"):
+            pull(url, tmp_path / "copy")
+        assert not (tmp_path / "copy").exists()
+
+
+def test_a_missing_bucket_and_another_cache_are_one_line_each(
+    s3, shared, small_cache, capsys, tmp_path
+):
+    extractor = read_manifest(small_cache)["extractor"]
+    other = {**extractor, "clip_stride": 2 * extractor["clip_stride"]}  # another fingerprint
+    small_cache = write_continuous_cache(tmp_path / "other", other, ["o1", "o2"], clips=16)
+    assert main(["push", str(shared), "s3://no-such-bucket/x"]) != 0
+    err = capsys.readouterr().err
+    error = [line for line in err.splitlines() if "error" in line]  # (and the progress bar)
+    assert len(error) == 1 and "s3://no-such-bucket/x" in error[0] and "does not exist" in error[0]
+    assert "testing-secret-do-not-print" not in err
+    url = "s3://team/gestures/other"
+    push(shared, url)
+    assert main(["push", str(small_cache), url]) != 0
+    assert "holds another cache" in capsys.readouterr().err
+    before = keys(s3, "gestures/other/")
+    assert main(["push", str(small_cache), url, "--force"]) == 0
+    after = keys(s3, "gestures/other/")
+    assert not set(before) - {"manifest.json", "failures.jsonl"} & set(after)  # old shards gone
+    copy = local_copy(url, tmp_path / "copies")
+    assert read_manifest(copy)["fingerprint"] == read_manifest(small_cache)["fingerprint"]
+
+
+def test_credentials_never_reach_messages_or_urls():
+    assert redacted("s3://AKIA:secret@bucket/x") == "s3://bucket/x"
+    assert redacted("file:///data/cache") == "file:///data/cache"
+
+
+@pytest.mark.slow
+def test_a_push_killed_midway_resumes_where_it_stopped(s3, small_cache, tmp_path):
+    extractor = read_manifest(small_cache)["extractor"]
+    ids = [f"k{i:02d}" for i in range(30)]
+    cache = write_continuous_cache(tmp_path / "big", extractor, ids, clips=400, shard_size=1)
+    url = "s3://team/gestures/killed"
+    program = "import sys; from gesture_cache.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    process = subprocess.Popen(
+        [sys.executable, "-c", program, "push", str(cache), url, "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while sum(k.endswith(SIDECAR) for k in keys(s3, "gestures/killed/")) < 3:
+        assert process.poll() is None and time.monotonic() < deadline, "push ended too soon"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert "manifest.json" not in keys(s3, "gestures/killed/")  # nothing readable yet
+    resumed = push(cache, url)
+    assert resumed.kept >= 3 and resumed.moved + resumed.kept == 30
+    assert verify_cache(local_copy(url, tmp_path / "copies")).recordings == 30
+
+
+@pytest.mark.slow
+def test_train_and_info_read_a_cache_at_a_url_through_a_local_copy(s3, shared, tmp_path, capsys):
+    url = "s3://team/gestures/train"
+    push(shared, url)
+    copies = tmp_path / "copies"
+    assert main(["info", url, "--cache-dir", str(copies)]) == 0
+    assert read_manifest(shared)["fingerprint"] in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert main(["train", url, "--out", str(run), "--epochs", "2", "--cache-dir", str(copies),
+                 "--window-clips", "4"]) == 0  # fmt: skip
+    assert (run / "model.keras").is_file()
+    copy = next(copies.iterdir())
+    assert {p.name for p in copy.glob("*.h5")} == {
+        s["file"] for s in read_manifest(copy)["shards"]
+    }  # the copy's shards are named by their sha256, as at the URL
+    assert all(p.name[:16] == s["sha256"][:16] for p, s in zip(
+        sorted(copy.glob("*.h5")), sorted(read_manifest(copy)["shards"], key=lambda s: s["file"])
+    ))  # fmt: skip
+
+
+def test_file_urls_and_plain_folders_work_the_same(shared, tmp_path):
+    target = tmp_path / "team-drive" / "gestures"
+    assert push(shared, f"file://{target}").moved == 12
+    assert verify_cache(target).recordings == 12  # a pushed folder is itself a cache
+    assert pull(str(target), tmp_path / "copy").moved == 12
