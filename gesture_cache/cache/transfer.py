@@ -38,7 +38,6 @@ from gesture_cache.common.files import (
 
 FAILURES = "failures.jsonl"  # travels with the cache (what could not be extracted, and why)
 SIDECAR = ".sha256"
-CHUNK = 8 << 20
 DERIVED = ("verified.json",)  # local stamps that a changed cache no longer earns
 
 
@@ -126,10 +125,12 @@ def remote_name(shard: dict) -> str:
 
 def pull(
     url: str, cache: str | Path, options: dict | None = None, force: bool = False,
-    workers: int = 8,
+    workers: int = 8, trust_listed: bool = False,
 ) -> Transfer:  # fmt: skip
     """Copy the cache at `url` into the local folder `cache` (new, or a copy of the same
-    cache to bring up to date; another cache there is refused unless `force`)."""
+    cache to bring up to date; another cache there is refused unless `force`). Local shards
+    are hashed to know whether they are the manifest's; `trust_listed` (a local copy of our
+    own) keeps without hashing those the local manifest already lists with that sha256."""
     cache = Path(cache)
     refuse_link(cache, "CACHE")
     remote = open_remote(url, options)
@@ -150,7 +151,15 @@ def pull(
             stale.unlink()
         started, done = time.perf_counter(), Transfer()
         total = sum(s.get("bytes", 0) for s in manifest["shards"])
-        run_all(lambda s: fetch(remote, s, cache), manifest["shards"], workers, total, "pull", done)
+        known = {(s["file"], s["sha256"]) for s in (local or {}).get("shards", [])}
+
+        def step(shard: dict) -> int:
+            if trust_listed and (shard["file"], shard["sha256"]) in known:
+                if shard_path(cache, shard["file"]).is_file():
+                    return -1
+            return fetch(remote, shard, cache)
+
+        run_all(step, manifest["shards"], workers, total, "pull", done)
         failures = remote_bytes(remote, FAILURES)
         if failures is not None:
             atomic_write(cache / FAILURES, failures)
@@ -174,15 +183,10 @@ def fetch(remote: Remote, shard: dict, cache: Path) -> int:
     if path.is_file() and file_sha256(path) == shard["sha256"]:
         return -1
     partial = cache / f".{shard['file']}.part-{os.getpid()}"
-    digest, size = hashlib.sha256(), 0
     try:
-        with remote.fs.open(remote.path(shard["file"]), "rb") as source, open(partial, "xb") as out:
-            while chunk := source.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+        remote.fs.get_file(remote.path(shard["file"]), str(partial))  # the library's fast path
+        with open(partial, "rb+") as written:
+            os.fsync(written.fileno())
     except OSError as error:
         partial.unlink(missing_ok=True)
         if isinstance(error, FileNotFoundError):
@@ -191,13 +195,15 @@ def fetch(remote: Remote, shard: dict, cache: Path) -> int:
     except Exception as error:  # noqa: BLE001 - the storage library's own errors
         partial.unlink(missing_ok=True)
         raise storage_error(error, remote.url) from None
-    if digest.hexdigest() != shard["sha256"]:
+    actual = file_sha256(partial)
+    if actual != shard["sha256"]:
         partial.unlink()
         raise CacheError(
             f"{remote.url}/{shard['file']} does not match its manifest (sha256 "
-            f"{digest.hexdigest()[:16]}..., the manifest says {shard['sha256'][:16]}...): "
-            "altered or truncated; nothing of it was kept"
+            f"{actual[:16]}..., the manifest says {shard['sha256'][:16]}...): altered or "
+            "truncated; nothing of it was kept"
         )
+    size = partial.stat().st_size
     os.replace(partial, path)
     fsync_dir(cache)
     return size
@@ -272,5 +278,5 @@ def local_copy(url: str, copies: str | Path | None = None, options: dict | None 
     key = hashlib.sha256(redacted(url).encode()).hexdigest()[:24]
     folder = Path(copies or default_copies()) / key
     folder.parent.mkdir(parents=True, exist_ok=True)
-    pull(url, folder, options, force=True)  # the copy is ours: it follows the URL
+    pull(url, folder, options, force=True, trust_listed=True)  # ours: it follows the URL
     return folder
