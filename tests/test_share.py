@@ -142,7 +142,8 @@ def test_a_missing_bucket_and_another_cache_are_one_line_each(
     before = keys(s3, "gestures/other/")
     assert main(["push", str(small_cache), url, "--force"]) == 0
     after = keys(s3, "gestures/other/")
-    assert not set(before) - {"manifest.json", "failures.jsonl"} & set(after)  # old shards gone
+    old_shards = {name for name in before if name.endswith((".h5", SIDECAR))}
+    assert old_shards and not old_shards & set(after)  # the replaced cache's shards are gone
     copy = local_copy(url, tmp_path / "copies")
     assert read_manifest(copy)["fingerprint"] == read_manifest(small_cache)["fingerprint"]
 
@@ -200,3 +201,35 @@ def test_file_urls_and_plain_folders_work_the_same(shared, tmp_path):
     assert push(shared, f"file://{target}").moved == 12
     assert verify_cache(target).recordings == 12  # a pushed folder is itself a cache
     assert pull(str(target), tmp_path / "copy").moved == 12
+
+
+def test_two_pushes_at_once_leave_one_whole_cache(s3, shared, small_cache, tmp_path):
+    extractor = read_manifest(small_cache)["extractor"]
+    other = {**extractor, "clip_stride": 2 * extractor["clip_stride"]}
+    theirs = write_continuous_cache(tmp_path / "theirs", other, [f"t{i}" for i in range(12)],
+                                    clips=16, shard_size=1)  # fmt: skip
+    url, outcomes = "s3://team/gestures/race", {}
+
+    def attempt(cache: Path) -> None:
+        try:
+            push(cache, url, workers=2)
+            outcomes[cache] = "pushed"
+        except CacheError as error:
+            outcomes[cache] = str(error)
+
+    import threading
+
+    threads = [threading.Thread(target=attempt, args=(c,)) for c in (shared, theirs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [c for c, outcome in outcomes.items() if outcome == "pushed"]
+    assert len(winners) == 1, outcomes
+    loser = next(outcome for outcome in outcomes.values() if outcome != "pushed")
+    assert "someone else pushed" in loser or "holds another cache" in loser
+    copy = pull(url, tmp_path / "copy")
+    assert copy.moved == 12 and verify_cache(tmp_path / "copy").recordings == 12
+    assert (
+        read_manifest(tmp_path / "copy")["fingerprint"] == read_manifest(winners[0])["fingerprint"]
+    )

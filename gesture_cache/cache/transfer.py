@@ -14,9 +14,11 @@ manifest's sha256 is kept.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +40,8 @@ from gesture_cache.common.files import (
 
 FAILURES = "failures.jsonl"  # travels with the cache (what could not be extracted, and why)
 SIDECAR = ".sha256"
+GENERATIONS = "generations"  # one object for each manifest a push wrote
+CLAIM_PAUSE = 2.0  # seconds a claimed manifest number may take to arrive
 DERIVED = ("verified.json",)  # local stamps that a changed cache no longer earns
 
 
@@ -65,8 +69,8 @@ def push(
     cache = Path(cache)
     manifest = read_manifest(cache, check_hashes=False)
     remote = open_remote(url, options)
-    before = remote_bytes(remote, MANIFEST)
     there = remote.manifest()
+    generation = (there or {}).get("generation", 0)
     if there and there["fingerprint"] != manifest["fingerprint"] and not force:
         raise CacheError(
             f"{remote.url} holds another cache (fingerprint {there['fingerprint'][:12]}..., "
@@ -99,14 +103,10 @@ def push(
     run_all(send, manifest["shards"], workers, total, "push", done)
     if (cache / FAILURES).is_file():
         put_bytes(remote, FAILURES, (cache / FAILURES).read_bytes())
-    if remote_bytes(remote, MANIFEST) != before:
-        raise CacheError(
-            f"someone else pushed to {remote.url} while this push ran: its manifest changed, "
-            "so this one was not written (every shard sent is kept); run the same command "
-            "again to push this cache over theirs"
-        )
+    claimed = claim_generation(remote, generation)
     shards = [{**shard, "file": remote_name(shard)} for shard in manifest["shards"]]
-    put_bytes(remote, MANIFEST, json.dumps({**manifest, "shards": shards}, indent=2).encode())
+    pushed = {**manifest, "shards": shards, "generation": claimed}
+    put_bytes(remote, MANIFEST, json.dumps(pushed, indent=2).encode())
     named = {s["file"] for s in shards}
     for shard in (there or {}).get("shards", []):  # the replaced cache's own shards
         if shard["file"] not in named:
@@ -115,6 +115,32 @@ def push(
                     remote.fs.rm_file(remote.path(name))
     done.seconds = time.perf_counter() - started
     return done
+
+
+def claim_generation(remote: Remote, current: int) -> int:
+    """The number of the manifest this push may write, claimed by creating
+    `generations/NUMBER` exclusively (an S3 conditional write; O_EXCL in a folder): of two
+    pushes that finish together, one gets it and the other is refused. A number claimed by
+    a push that died before writing its manifest is passed over after a pause."""
+    if "file" in remote.fs.protocol:
+        remote.fs.makedirs(remote.path(GENERATIONS), exist_ok=True)
+    number = current + 1
+    while True:
+        try:
+            with remote.fs.open(remote.path(f"{GENERATIONS}/{number:08d}"), "xb") as claim:
+                claim.write(f"{socket.gethostname()} {os.getpid()} {time.time():.0f}\n".encode())
+            return number
+        except OSError as error:
+            if not isinstance(error, FileExistsError) and error.errno != errno.EINVAL:
+                raise storage_error(error, remote.url) from None  # (EINVAL: S3's 412)
+        time.sleep(CLAIM_PAUSE)  # its manifest may be on its way
+        if ((remote.manifest() or {}).get("generation", 0)) >= number:
+            raise CacheError(
+                f"someone else pushed to {remote.url} while this push ran, so this one's "
+                "manifest was not written (every shard sent is kept there); run the same "
+                "command again to push this cache over theirs"
+            )
+        number += 1  # claimed by a push that died before its manifest
 
 
 def remote_name(shard: dict) -> str:
