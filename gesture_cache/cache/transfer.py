@@ -176,7 +176,7 @@ def pull(
         for stale in cache.glob(".*.part-*"):  # left by a pull that was killed
             stale.unlink()
         started, done = time.perf_counter(), Transfer()
-        total = sum(s.get("bytes", 0) for s in manifest["shards"])
+        total = listed_bytes(remote, {s["file"] for s in manifest["shards"]})
         known = {(s["file"], s["sha256"]) for s in (local or {}).get("shards", [])}
 
         def step(shard: dict) -> int:
@@ -274,6 +274,16 @@ def remote_bytes(remote: Remote, name: str) -> bytes | None:
         return None
     except Exception as error:  # noqa: BLE001 - the storage library's own errors
         raise storage_error(error, remote.url) from None
+
+
+def listed_bytes(remote: Remote, names: set[str]) -> int:
+    """The total size of these files at the URL, from one listing (0 when it fails: the
+    progress bar then counts without a total)."""
+    try:
+        listing = remote.fs.ls(remote.root, detail=True)
+    except Exception:  # noqa: BLE001 - only the progress bar's total depends on it
+        return 0
+    return sum(e.get("size", 0) for e in listing if e["name"].rsplit("/", 1)[-1] in names)
 
 
 def remote_size(remote: Remote, name: str) -> int | None:
