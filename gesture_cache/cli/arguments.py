@@ -222,3 +222,17 @@ def add_storage_arguments(p: argparse.ArgumentParser) -> None:
         "--cache-dir",
         help="where a cache at a URL is copied to be read (default ~/.cache/gesture_cache/remote)",
     )
+
+
+def add_tracking_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="log to MLflow (also on when MLFLOW_TRACKING_URI is set; default store: MLflow's "
+        "own, which `mlflow ui` opens)",
+    )
+    p.add_argument(
+        "--no-tensorboard",
+        action="store_true",
+        help="write no TensorBoard events (default: RUN/tensorboard; tensorboard --logdir DIR)",
+    )

@@ -11,7 +11,12 @@ from gesture_cache.backbones.keras_backends import use_training_backend
 from gesture_cache.common.errors import GestureCacheError
 from gesture_cache.deploy.settings import DetectSettings
 from gesture_cache.extract.config import ExtractConfig
-from gesture_cache.train.config import TrainConfig, load_config_file, make_train_config
+from gesture_cache.train.config import (
+    TrainConfig,
+    config_run,
+    load_config_file,
+    make_train_config,
+)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -165,6 +170,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         metrics_table,
     )
     from gesture_cache.train.fit import resume, train
+    from gesture_cache.train.tracking import Tracking
 
     names = {f.name for f in fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -182,7 +188,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise GestureCacheError("give the CACHE to train on")
         file_values = load_config_file(args.config) if args.config else {}
         config = make_train_config(file_values, overrides)
-        result = train(args.cache, args.out, config, split_from=args.split_from)
+        tracking = Tracking(tensorboard=not args.no_tensorboard, mlflow=args.mlflow)
+        split_from = args.split_from or config_run(args.config)  # a run's config: its split
+        result = train(args.cache, args.out, config, split_from=split_from, tracking=tracking)
     print(metrics_table(result.metrics))
     state = "interrupted (--resume continues it)" if result.interrupted else "finished"
     print(f"\nrun {state} after {result.epochs} epochs: {args.out}")
@@ -195,6 +203,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         study_table,
     )
     from gesture_cache.train import runs, tune
+    from gesture_cache.train.tracking import Tracking
 
     file_values = load_config_file(args.config) if args.config else {}
     base = make_train_config(file_values, {"epochs": args.epochs, "seed": args.seed})
@@ -206,6 +215,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         args.storage,
         args.study,
         args.heartbeat,
+        Tracking(tensorboard=not args.no_tensorboard, mlflow=args.mlflow),
     )
     print(study_table(study))
     print()

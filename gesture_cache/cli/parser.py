@@ -14,6 +14,7 @@ from gesture_cache.cli.arguments import (
     add_recorded_weights,
     add_runtime_argument,
     add_storage_arguments,
+    add_tracking_arguments,
     finite_float,
 )
 from gesture_cache.cli.commands import (
@@ -221,7 +222,11 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="train a classifier on a cache")
     p.add_argument("cache", nargs="?", help="the cache (with --resume: default, the run's own)")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--config", help="TOML or YAML file of hyperparameters (flags override it)")
+    p.add_argument(
+        "--config",
+        help="TOML or YAML file of hyperparameters, or a run's config.json to repeat that "
+        "run (same settings and split); flags override it",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -229,6 +234,7 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split-from", metavar="RUN", help="reuse RUN's train/val/test split")
     add_storage_arguments(p)
+    add_tracking_arguments(p)
     p.add_argument(
         "--split",
         choices=["auto", "official", "random"],
@@ -305,6 +311,7 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("tune", help="search hyperparameters with Optuna")
     p.add_argument("cache")
     add_storage_arguments(p)
+    add_tracking_arguments(p)
     p.add_argument("--out", required=True, help="folder of the trials' run folders")
     p.add_argument("--trials", type=int, default=20, help="trials this process runs")
     p.add_argument("--storage", help="Optuna storage URL shared by workers (sqlite in --out)")

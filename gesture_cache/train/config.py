@@ -3,6 +3,7 @@ the config files both commands read."""
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from dataclasses import dataclass, fields
@@ -99,16 +100,28 @@ class TrainConfig:
 
 
 def load_config_file(path: str | Path) -> dict:
-    """Hyperparameters from a TOML or YAML file (a flat table of TrainConfig's names)."""
+    """Hyperparameters from a TOML or YAML file (a flat table of TrainConfig's names), or
+    from a run's config.json (its `hparams`: the settings that run used, every one)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    if path.suffix not in (".toml", ".yaml", ".yml"):
-        raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ConfigError(
+            f"config file {path}: use a .toml, .yaml or .yml file, or a run's config.json"
+        )
     try:
         text = path.read_text(encoding="utf-8")
-        values = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
+        if path.suffix == ".json":
+            values = json.loads(text)
+            values = values.get("hparams") if isinstance(values, dict) else values
+        else:
+            values = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (
+        tomllib.TOMLDecodeError,
+        yaml.YAMLError,
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+    ) as error:
         raise ConfigError(f"config file {path} cannot be parsed: {error}") from None
     values = {} if values is None else values
     if not isinstance(values, dict):
@@ -120,6 +133,13 @@ def load_config_file(path: str | Path) -> dict:
             f"config file {path}: unknown setting(s) {unknown}; known: {sorted(known)}"
         )
     return values
+
+
+def config_run(path: str | Path | None) -> Path | None:
+    """The run folder whose config.json `path` is (its split is repeated with it), or None."""
+    if path is None or Path(path).suffix != ".json":
+        return None
+    return Path(path).parent if (Path(path).parent / "split.csv").is_file() else None
 
 
 def reduce_components(reduce: str | None) -> int | None:

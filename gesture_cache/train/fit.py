@@ -64,6 +64,7 @@ from gesture_cache.train.run_folder import (
     save_bytes,
     save_json,
 )
+from gesture_cache.train.tracking import Tracking, finish_tracking, run_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,13 @@ def train(
     config: TrainConfig,
     split_from: str | Path | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
+    tracking: Tracking | None = None,
 ) -> TrainResult:
     """Train a classifier on a cache (a path, or a cache opened already) into a new run
     folder. `split_from` reuses an earlier
     run's split (samples it does not know go to training, with a warning); `callbacks` are
-    added to Keras' (a search's pruning)."""
+    added to Keras' (a search's pruning); `tracking`: TensorBoard (on by default) and
+    MLflow."""
     run_dir = Path(run_dir)
     refuse_existing_run(run_dir)
     config = resolve(config)
@@ -101,10 +104,14 @@ def train(
     with holding(run_dir, create=True):
         refuse_existing_run(run_dir)  # another process may have started one meanwhile
         run_config = start_run_folder(run_dir, prepared, cache_path, config, split, split_source)
+        tracked = run_callbacks(tracking, run_dir, run_config)
         with marked_if_interrupted(run_dir, run_config):
-            return fit_and_evaluate(
-                run_dir, prepared, config, split, run_config, strategy, False, callbacks
-            )
+            result = fit_and_evaluate(
+                run_dir, prepared, config, split, run_config, strategy, False,
+                [*(callbacks or []), *tracked],
+            )  # fmt: skip
+        finish_tracking(tracked, result.metrics, result.interrupted)
+        return result
 
 
 def refuse_existing_run(run_dir: Path) -> None:

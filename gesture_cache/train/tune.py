@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 import warnings
@@ -32,6 +33,7 @@ from gesture_cache.train.fit import train
 from gesture_cache.train.model import parameter_count
 from gesture_cache.train.prepare import open_training_cache
 from gesture_cache.train.run_folder import read_run_config, save_json
+from gesture_cache.train.tracking import Tracking, first_line
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ def tune(
     storage: str | None = None,
     study_name: str = "gesture-cache",
     heartbeat: float = 30.0,
+    tracking: Tracking | None = None,
 ) -> optuna.Study:
     """Run `trials` more trials of the study (created on first use, resumed after).
 
@@ -111,6 +114,8 @@ def tune(
 
     # opened once for every trial, within the budget of the largest model the search tries
     cache = open_training_cache(cache_path, largest_trial(base))
+    tracking = tracking or Tracking()
+    parent = search_run(tracking, study_name, fingerprint)
     stopped: list[BaseException] = []  # what ended the search inside a trial
 
     def objective(trial: optuna.Trial) -> float:
@@ -118,7 +123,10 @@ def tune(
         trial.set_user_attr("run", str(run_dir))
         pruning = PruneBehind(trial)
         try:
-            result = train(cache, run_dir, suggest(trial, base), callbacks=[pruning])
+            trial_tracking = replace(tracking, parent_run=parent)
+            result = train(
+                cache, run_dir, suggest(trial, base), callbacks=[pruning], tracking=trial_tracking
+            )
             if result.interrupted:
                 raise KeyboardInterrupt
         except BaseException as error:
@@ -142,10 +150,42 @@ def tune(
         trial.set_user_attr("val_accuracy", float(history.loc[best, "val_accuracy"]))
         return float(history.loc[best, "val_loss"])
 
-    study.optimize(objective, n_trials=trials)
+    try:
+        study.optimize(objective, n_trials=trials)
+    finally:
+        end_search_run(parent)
     if stopped:
         raise stopped[0]
     return study
+
+
+def search_run(tracking: Tracking, study_name: str, fingerprint: str) -> str | None:
+    """With MLflow: the search's parent run (each trial's run is a child of it), or None
+    (with a warning) when MLflow cannot be reached."""
+    if not tracking.uses_mlflow:
+        return None
+    import mlflow
+
+    try:
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "gesture-cache"))
+        run = mlflow.start_run(run_name=f"study {study_name}")
+        mlflow.set_tags({"optuna_study": study_name, "cache_fingerprint": fingerprint})
+        mlflow.end_run()  # the trials' runs open it again as their parent
+        return run.info.run_id
+    except Exception as error:  # noqa: BLE001 - tracking never stops a search
+        log.warning("nothing is tracked in MLflow: %s; the search goes on", first_line(error))
+        return None
+
+
+def end_search_run(parent: str | None) -> None:
+    if parent is None:
+        return
+    import mlflow
+
+    try:
+        mlflow.MlflowClient().set_terminated(parent)
+    except Exception as error:  # noqa: BLE001
+        log.warning("MLflow could not close the search's run: %s", first_line(error))
 
 
 def open_study(url: str, name: str, heartbeat: float = 30.0, attempts: int = 8) -> optuna.Study:

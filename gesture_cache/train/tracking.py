@@ -1,0 +1,196 @@
+"""Runs where users already look: TensorBoard event files in every run folder (Keras'
+TensorBoard callback and TensorBoard's hparams plugin) and, when asked, MLflow (every setting
+as a param, metrics per epoch and at the end, the cache as a dataset input, the run's files
+as artifacts; a search is a parent run with a child run per trial).
+
+Tracking never stops a run: a folder that cannot be written, a tracking server that is down,
+refuses or goes away mid-run is one warning, and the run folder is complete either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from gesture_cache import __version__
+
+log = logging.getLogger(__name__)
+
+TENSORBOARD = "tensorboard"  # RUN/tensorboard/
+ARTIFACTS = (
+    "config.json", "metrics.json", "history.csv", "learning_curves.png",
+    "confusion_matrix.png", "model.keras",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Tracking:
+    tensorboard: bool = True
+    mlflow: bool = False  # --mlflow; MLFLOW_TRACKING_URI set turns it on too
+    parent_run: str | None = None  # the MLflow run of the search a trial belongs to
+
+    @property
+    def uses_mlflow(self) -> bool:
+        return self.mlflow or bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def without_secrets(uri: str) -> str:
+    return re.sub(r"://[^/@]*@", "://", uri)
+
+
+def settings_of(run_config: dict) -> dict[str, str | int | float | bool]:
+    """Every training setting and the window, as flat scalars (what MLflow params and the
+    hparams plugin take)."""
+    flat: dict = {}
+    for name, value in {**run_config["hparams"], **run_config.get("window", {})}.items():
+        key = name if name in run_config["hparams"] else f"window_{name}"
+        if isinstance(value, list | tuple):
+            value = ",".join(map(str, value))
+        flat[key] = "none" if value is None else value
+    return flat
+
+
+def tensorboard_callbacks(run_dir: Path, run_config: dict) -> list[keras.callbacks.Callback]:
+    """Loss, accuracy and learning rate per epoch (train and validation) and the settings
+    (hparams plugin) under RUN/tensorboard; nothing, with a warning, when it cannot be
+    written."""
+    folder = run_dir / TENSORBOARD
+    try:
+        folder.mkdir(exist_ok=True)
+        (folder / ".writable").touch()
+        (folder / ".writable").unlink()
+    except OSError as error:
+        log.warning("not writing TensorBoard events: %s (%s); the run goes on", folder, error)
+        return []
+    events = [
+        LearningRate(),
+        keras.callbacks.TensorBoard(str(folder), write_graph=False, write_steps_per_second=False),
+    ]
+    try:
+        from tensorboard.plugins.hparams import api as hp
+    except ImportError:
+        log.warning("TensorBoard is not installed: its HParams tab gets no settings")
+        return events
+    return [*events, hp.KerasCallback(str(folder), settings_of(run_config), trial_id=run_dir.name)]
+
+
+class LearningRate(keras.callbacks.Callback):
+    """The optimizer's learning rate in each epoch's logs, for the callbacks after it."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
+
+
+class MlflowRun(keras.callbacks.Callback):
+    """One run folder as one MLflow run; every MLflow call guarded, the first failure
+    warned about once and the rest of the run untracked."""
+
+    def __init__(self, tracking: Tracking, run_dir: Path, run_config: dict):
+        super().__init__()
+        self.run_dir, self.active = run_dir, False
+        # fail in seconds, not in minutes of retries, when the server is away
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        try:
+            import mlflow
+        except ImportError:
+            log.warning("--mlflow: MLflow is not installed (pip install 'gesture_cache[mlflow]')")
+            return
+        self.mlflow = mlflow
+        uri = without_secrets(mlflow.get_tracking_uri())
+        try:
+            mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "gesture-cache"))
+            mlflow.start_run(run_name=run_dir.name, parent_run_id=tracking.parent_run)
+            self.active = True
+            mlflow.log_params(settings_of(run_config))
+            mlflow.set_tags(tags_of(run_config, run_dir))
+            mlflow.log_input(cache_dataset(mlflow, run_config), context="training")
+        except Exception as error:  # noqa: BLE001 - any tracking failure, one line
+            self.fail(f"nothing is tracked in MLflow ({uri}): {first_line(error)}")
+            return
+        log.info("MLflow: run %s in %s", mlflow.active_run().info.run_id, uri)
+
+    def fail(self, message: str) -> None:
+        log.warning("%s; the run goes on", message)
+        if self.active:
+            try:
+                self.mlflow.end_run(status="FAILED")
+            except Exception:  # noqa: BLE001 - the server is gone
+                pass
+        self.active = False
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.active and logs:
+            try:
+                self.mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch)
+            except Exception as error:  # noqa: BLE001
+                self.fail(f"MLflow stopped tracking at epoch {epoch + 1}: {first_line(error)}")
+
+    def finish(self, metrics: dict, interrupted: bool) -> None:
+        """The final scores and the run's files, then the run's end."""
+        if not self.active:
+            return
+        try:
+            part = metrics.get("split", "test")
+            self.mlflow.log_metrics(
+                {f"{part}_accuracy": metrics["accuracy"], f"{part}_macro_f1": metrics["macro_f1"]}
+            )
+            for name in ARTIFACTS:
+                if (self.run_dir / name).is_file():
+                    self.mlflow.log_artifact(str(self.run_dir / name))
+            self.mlflow.end_run(status="KILLED" if interrupted else "FINISHED")
+        except Exception as error:  # noqa: BLE001
+            self.fail(f"MLflow could not take the run's results: {first_line(error)}")
+        self.active = False
+
+
+def tags_of(run_config: dict, run_dir: Path) -> dict[str, str]:
+    cache = run_config["cache"]
+    return {
+        "cache_fingerprint": cache["fingerprint"],
+        "backbone": run_config["extractor"]["model"],
+        "split": str(run_config.get("split", "")),
+        "gesture_cache_version": __version__,
+        "run_folder": str(run_dir.resolve()),
+    }
+
+
+def cache_dataset(mlflow, run_config: dict):
+    """The cache as an MLflow dataset: its path (or URL) as the source, its fingerprint as
+    the digest, so MLflow shows which features a model was trained on."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    cache = run_config["cache"]
+    source = resolve_dataset_source(str(cache.get("url") or Path(cache["path"]).resolve()))
+    return MetaDataset(
+        source=source, name=Path(cache["path"]).name, digest=cache["fingerprint"][:36]
+    )
+
+
+def first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return without_secrets(text[0][:300]) if text else type(error).__name__
+
+
+def run_callbacks(tracking: Tracking | None, run_dir: Path, run_config: dict) -> list:
+    """The tracking callbacks of one run (an MlflowRun among them when MLflow is on)."""
+    tracking = tracking or Tracking()
+    found: list = tensorboard_callbacks(run_dir, run_config) if tracking.tensorboard else []
+    if tracking.uses_mlflow:
+        found.append(MlflowRun(tracking, run_dir, run_config))
+    return found
+
+
+def finish_tracking(callbacks: list, metrics: dict, interrupted: bool) -> None:
+    for callback in callbacks:
+        if isinstance(callback, MlflowRun):
+            callback.finish(metrics, interrupted)
