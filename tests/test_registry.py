@@ -41,9 +41,9 @@ def test_a_registered_backbone_extracts_trains_and_predicts(toy_registered, synt
 
 
 def test_an_unknown_backbone_is_named(synth_csv, tmp_path):
-    with pytest.raises(ConfigError, match="unknown --backbone 'i3d': use one of c3d"):
+    with pytest.raises(ConfigError, match="unknown --backbone 'x3d': use one of c3d"):
         run_extraction(
-            synth_csv, tmp_path / "cache", ExtractConfig(backbone="i3d", random_weights=0)
+            synth_csv, tmp_path / "cache", ExtractConfig(backbone="x3d", random_weights=0)
         )
     assert not (tmp_path / "cache").exists()
 
