@@ -80,12 +80,13 @@ def push(
     if "file" in remote.fs.protocol:
         remote.fs.makedirs(remote.root, exist_ok=True)
     started, done = time.perf_counter(), Transfer()
+    present = listed_sizes(remote)  # one listing instead of two requests a shard
 
     def send(shard: dict) -> int:
         local, name = shard_path(cache, shard["file"]), remote_name(shard)
-        if remote_bytes(remote, name + SIDECAR) == shard["sha256"].encode():
-            if remote_size(remote, name) == local.stat().st_size:
-                return -1
+        # whole there: its name carries its sha256, and its sidecar is written after it
+        if name + SIDECAR in present and present.get(name) == local.stat().st_size:
+            return -1
         actual = file_sha256(local)
         if actual != shard["sha256"]:
             raise CacheError(
@@ -192,6 +193,7 @@ def pull(
         if done.moved or local is None or local != manifest:
             for name in DERIVED:
                 (cache / name).unlink(missing_ok=True)
+        fsync_dir(cache)
         write_json(cache / MANIFEST, manifest)
         listed = {s["file"] for s in manifest["shards"]}
         for shard in (local or {}).get("shards", []):
@@ -230,8 +232,7 @@ def fetch(remote: Remote, shard: dict, cache: Path) -> int:
             "truncated; nothing of it was kept"
         )
     size = partial.stat().st_size
-    os.replace(partial, path)
-    fsync_dir(cache)
+    os.replace(partial, path)  # the folder is synced once, before the manifest is written
     return size
 
 
@@ -276,14 +277,21 @@ def remote_bytes(remote: Remote, name: str) -> bytes | None:
         raise storage_error(error, remote.url) from None
 
 
-def listed_bytes(remote: Remote, names: set[str]) -> int:
-    """The total size of these files at the URL, from one listing (0 when it fails: the
-    progress bar then counts without a total)."""
+def listed_sizes(remote: Remote) -> dict[str, int]:
+    """Name -> size of the files at the URL, from one listing (none when there is no such
+    folder yet)."""
     try:
-        listing = remote.fs.ls(remote.root, detail=True)
-    except Exception:  # noqa: BLE001 - only the progress bar's total depends on it
-        return 0
-    return sum(e.get("size", 0) for e in listing if e["name"].rsplit("/", 1)[-1] in names)
+        listing = remote.fs.ls(remote.root, detail=True, refresh=True)
+    except FileNotFoundError:
+        return {}
+    except Exception as error:  # noqa: BLE001 - the storage library's own errors
+        raise storage_error(error, remote.url) from None
+    return {e["name"].rsplit("/", 1)[-1]: e.get("size", 0) for e in listing}
+
+
+def listed_bytes(remote: Remote, names: set[str]) -> int:
+    """The total size of these files at the URL (for the progress bar)."""
+    return sum(size for name, size in listed_sizes(remote).items() if name in names)
 
 
 def remote_size(remote: Remote, name: str) -> int | None:
