@@ -102,9 +102,9 @@ def push(
 
     total = sum(shard_path(cache, s["file"]).stat().st_size for s in manifest["shards"])
     run_all(send, manifest["shards"], workers, total, "push", done)
-    if (cache / FAILURES).is_file():
-        put_bytes(remote, FAILURES, (cache / FAILURES).read_bytes())
     claimed = claim_generation(remote, generation)
+    if (cache / FAILURES).is_file():  # only by the push that may write the manifest
+        put_bytes(remote, FAILURES, (cache / FAILURES).read_bytes())
     shards = [{**shard, "file": remote_name(shard)} for shard in manifest["shards"]]
     pushed = {**manifest, "shards": shards, "generation": claimed}
     put_bytes(remote, MANIFEST, json.dumps(pushed, indent=2).encode())
