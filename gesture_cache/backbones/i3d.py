@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
-from gesture_cache.backbones.base import refuse_c3d_settings
+from gesture_cache.backbones.base import refuse_c3d_settings, weights_record
 from gesture_cache.backbones.i3d_layout import BLOCKS, layer_name
 from gesture_cache.backbones.keras_backends import CPU_BATCH_CLIPS, compiled_call, loaded_backend
 from gesture_cache.common.errors import ConfigError
@@ -239,14 +239,10 @@ class I3D:
         self.build_seconds = 0.0
 
     def fingerprint_fields(self) -> dict:
-        if self._weights_sha256:
-            weights = {"sha256": self._weights_sha256}
-        else:
-            weights = {"random_seed": int(self.random_seed)}
         return {
             "model": self.name,
             "layer": "Mixed_5c (mean over time, height and width)",
-            "weights": weights,
+            "weights": weights_record(self._weights_sha256, self.random_seed),
             "preprocessing": self.preprocessing.record(),
             "precision": "float32",
         }

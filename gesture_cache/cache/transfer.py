@@ -35,6 +35,7 @@ from gesture_cache.common.files import (
     file_sha256,
     fsync_dir,
     refuse_link,
+    user_cache_folder,
     write_json,
 )
 
@@ -310,8 +311,7 @@ def put_bytes(remote: Remote, name: str, data: bytes) -> None:
 
 def default_copies() -> Path:
     """Where local copies of caches at URLs live: the user's cache folder."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "gesture_cache" / "remote"
+    return user_cache_folder() / "remote"
 
 
 def local_copy(url: str, copies: str | Path | None = None, options: dict | None = None) -> Path:

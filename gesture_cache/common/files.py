@@ -23,6 +23,12 @@ from gesture_cache.common.errors import ConfigError, GestureCacheError
 LOCK = ".lock"  # held by the one process that writes a cache or trains a run folder
 
 
+def user_cache_folder() -> Path:
+    """This project's folder in the user's cache ($XDG_CACHE_HOME, else ~/.cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "gesture_cache"
+
+
 def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
 from gesture_cache import __version__
+from gesture_cache.cache.remote import redacted
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,15 @@ class Tracking:
         return self.mlflow or bool(os.environ.get("MLFLOW_TRACKING_URI"))
 
 
-def without_secrets(uri: str) -> str:
-    return re.sub(r"://[^/@]*@", "://", uri)
+def use_mlflow():
+    """MLflow in its experiment, set to fail in seconds, not minutes of retries, when the
+    server is away (its own variables, left alone when the user set them)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    import mlflow
+
+    mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "gesture-cache"))
+    return mlflow
 
 
 def settings_of(run_config: dict) -> dict[str, str | int | float | bool]:
@@ -96,18 +103,15 @@ class MlflowRun(keras.callbacks.Callback):
     def __init__(self, tracking: Tracking, run_dir: Path, run_config: dict):
         super().__init__()
         self.run_dir, self.active = run_dir, False
-        # fail in seconds, not in minutes of retries, when the server is away
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         try:
             import mlflow
         except ImportError:
             log.warning("--mlflow: MLflow is not installed (pip install 'gesture_cache[mlflow]')")
             return
         self.mlflow = mlflow
-        uri = without_secrets(mlflow.get_tracking_uri())
+        uri = redacted(mlflow.get_tracking_uri())
         try:
-            mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "gesture-cache"))
+            use_mlflow()
             mlflow.start_run(run_name=run_dir.name, parent_run_id=tracking.parent_run)
             self.active = True
             mlflow.log_params(settings_of(run_config))
@@ -178,7 +182,7 @@ def cache_dataset(mlflow, run_config: dict):
 
 def first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
-    return without_secrets(text[0][:300]) if text else type(error).__name__
+    return redacted(text[0][:300]) if text else type(error).__name__
 
 
 def run_callbacks(tracking: Tracking | None, run_dir: Path, run_config: dict) -> list:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
 import warnings
@@ -33,7 +32,7 @@ from gesture_cache.train.fit import train
 from gesture_cache.train.model import parameter_count
 from gesture_cache.train.prepare import open_training_cache
 from gesture_cache.train.run_folder import read_run_config, save_json
-from gesture_cache.train.tracking import Tracking, first_line
+from gesture_cache.train.tracking import Tracking, first_line, use_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +163,8 @@ def search_run(tracking: Tracking, study_name: str, fingerprint: str) -> str | N
     (with a warning) when MLflow cannot be reached."""
     if not tracking.uses_mlflow:
         return None
-    import mlflow
-
     try:
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "gesture-cache"))
+        mlflow = use_mlflow()
         run = mlflow.start_run(run_name=f"study {study_name}")
         mlflow.set_tags({"optuna_study": study_name, "cache_fingerprint": fingerprint})
         mlflow.end_run()  # the trials' runs open it again as their parent
