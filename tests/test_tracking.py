@@ -197,3 +197,25 @@ def test_a_server_that_goes_away_mid_run_is_one_warning(small_cache, tmp_path, m
     assert not result.interrupted and (tmp_path / "run" / "metrics.json").is_file()
     warned = [r.getMessage() for r in caplog.records if "MLflow stopped tracking" in r.getMessage()]
     assert len(warned) == 1 and "epoch 1" in warned[0]
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_before_the_first_epoch_ends_marks_both_runs(tracked, small_cache, tmp_path):
+    import keras
+
+    from gesture_cache.train.config import TrainConfig
+    from gesture_cache.train.fit import train
+    from gesture_cache.train.tracking import Tracking
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(small_cache, run, TrainConfig(epochs=3, window_clips=4), callbacks=[CtrlC()],
+              tracking=Tracking(tensorboard=False, mlflow=True))  # fmt: skip
+    assert json.loads((run / "config.json").read_text())["status"] == "interrupted"
+    (logged,) = runs_of(tracked)
+    assert logged.info.status == "KILLED"
+    assert mlflow.active_run() is None

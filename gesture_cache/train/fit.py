@@ -64,7 +64,7 @@ from gesture_cache.train.run_folder import (
     save_bytes,
     save_json,
 )
-from gesture_cache.train.tracking import Tracking, finish_tracking, run_callbacks
+from gesture_cache.train.tracking import Tracking, finish_tracking, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,16 @@ def train(
     with holding(run_dir, create=True):
         refuse_existing_run(run_dir)  # another process may have started one meanwhile
         run_config = start_run_folder(run_dir, prepared, cache_path, config, split, split_source)
-        tracked = run_callbacks(tracking, run_dir, run_config)
-        with marked_if_interrupted(run_dir, run_config):
+        # from the moment config.json says "running": a Ctrl-C while tracking starts counts
+        with (
+            marked_if_interrupted(run_dir, run_config),
+            tracked_run(tracking, run_dir, run_config) as tracked,
+        ):
             result = fit_and_evaluate(
                 run_dir, prepared, config, split, run_config, strategy, False,
                 [*(callbacks or []), *tracked],
             )  # fmt: skip
-        finish_tracking(tracked, result.metrics, result.interrupted)
+            finish_tracking(tracked, result.metrics, result.interrupted)
         return result
 
 

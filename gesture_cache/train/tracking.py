@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import keras
 
 from gesture_cache import __version__
 from gesture_cache.cache.remote import redacted
+from gesture_cache.common.interrupts import acted_on
 
 log = logging.getLogger(__name__)
 
@@ -185,13 +189,32 @@ def first_line(error: Exception) -> str:
     return redacted(text[0][:300]) if text else type(error).__name__
 
 
-def run_callbacks(tracking: Tracking | None, run_dir: Path, run_config: dict) -> list:
-    """The tracking callbacks of one run (an MlflowRun among them when MLflow is on)."""
+@contextmanager
+def tracked_run(tracking: Tracking | None, run_dir: Path, run_config: dict) -> Iterator[list]:
+    """The tracking callbacks of one run (an MlflowRun among them when MLflow is on). A run
+    that stops before it finishes (Ctrl-C, an error) ends its MLflow run as KILLED or
+    FAILED instead of leaving it "running" in the UI."""
     tracking = tracking or Tracking()
     found: list = tensorboard_callbacks(run_dir, run_config) if tracking.tensorboard else []
-    if tracking.uses_mlflow:
-        found.append(MlflowRun(tracking, run_dir, run_config))
-    return found
+    try:
+        if tracking.uses_mlflow:
+            found.append(MlflowRun(tracking, run_dir, run_config))
+        yield found
+    except BaseException as error:
+        stopped = acted_on(error)  # and then no repeat of the Ctrl-C cuts the ending short
+        if tracking.uses_mlflow:
+            end_active_mlflow_run("KILLED" if stopped else "FAILED")
+        raise
+
+
+def end_active_mlflow_run(status: str) -> None:
+    """End this process's active MLflow run, if any (also one a Ctrl-C caught starting)."""
+    mlflow = sys.modules.get("mlflow")
+    try:
+        if mlflow is not None and mlflow.active_run() is not None:
+            mlflow.end_run(status=status)
+    except Exception:  # noqa: BLE001 - the server is gone; the run folder is what counts
+        pass
 
 
 def finish_tracking(callbacks: list, metrics: dict, interrupted: bool) -> None:
