@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -217,8 +220,6 @@ def test_two_pushes_at_once_leave_one_whole_cache(s3, shared, small_cache, tmp_p
         except CacheError as error:
             outcomes[cache] = str(error)
 
-    import threading
-
     threads = [threading.Thread(target=attempt, args=(c,)) for c in (shared, theirs)]
     for thread in threads:
         thread.start()
@@ -233,3 +234,118 @@ def test_two_pushes_at_once_leave_one_whole_cache(s3, shared, small_cache, tmp_p
     assert (
         read_manifest(tmp_path / "copy")["fingerprint"] == read_manifest(winners[0])["fingerprint"]
     )
+
+
+class DroppingProxy:
+    """A TCP proxy to the S3 server that drops every connection, and refuses new ones, once
+    `cut_after` bytes have come back through it: a connection lost in the middle of a shard."""
+
+    def __init__(self, upstream: str, cut_after: int):
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream, self.cut_after, self.sent = (host, int(port)), cut_after, 0
+        self.cut, self.lock, self.sockets = threading.Event(), threading.Lock(), []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.cut.is_set():
+                client.close()
+                continue
+            server = socket.create_connection(self.upstream)
+            with self.lock:
+                self.sockets += [client, server]
+            threading.Thread(target=self.pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self.pump, args=(server, client, True), daemon=True).start()
+
+    def pump(self, source: socket.socket, target: socket.socket, counted: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if counted:
+                    with self.lock:
+                        self.sent += len(data)
+                    if self.sent >= self.cut_after:
+                        target.sendall(data[: len(data) // 2])  # half a reply, then nothing
+                        self.drop()
+                        return
+                target.sendall(data)
+        except OSError:
+            pass
+
+    def drop(self) -> None:
+        self.cut.set()
+        with self.lock:
+            for sock in self.sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+        self.drop()
+
+
+def assert_no_half_shard(copy: Path, url_manifest: dict) -> None:
+    """Whatever an interrupted pull left: no manifest yet, no temporary file, and every
+    shard there whole (its sha256 the remote manifest's)."""
+    from gesture_cache.common.files import file_sha256
+
+    assert not (copy / "manifest.json").exists()
+    assert not list(copy.glob(".*.part-*"))
+    expected = {s["file"]: s["sha256"] for s in url_manifest["shards"]}
+    for shard in copy.glob("*.h5"):
+        assert file_sha256(shard) == expected[shard.name], shard
+
+
+def remote_manifest(client, prefix: str) -> dict:
+    return json.loads(
+        client.get_object(Bucket="team", Key=f"{prefix}/manifest.json")["Body"].read()
+    )
+
+
+def test_a_connection_dropped_mid_shard_is_one_error_and_the_pull_resumes(s3, shared, tmp_path):
+    url = "s3://team/gestures/dropped"
+    push(shared, url)
+    shard_bytes = (shared / read_manifest(shared)["shards"][0]["file"]).stat().st_size
+    proxy = DroppingProxy(
+        os.environ["AWS_ENDPOINT_URL"], cut_after=4 * shard_bytes + shard_bytes // 2
+    )
+    quick = {"config_kwargs": {"retries": {"max_attempts": 1}}}  # fail in seconds, not minutes
+    copy = tmp_path / "copy"
+    try:
+        with pytest.raises(GestureCacheError, match="run the same command again"):
+            pull(url, copy, {**quick, "endpoint_url": proxy.url}, workers=1)
+    finally:
+        proxy.close()
+    assert_no_half_shard(copy, remote_manifest(s3, "gestures/dropped"))
+    whole = len(list(copy.glob("*.h5")))
+    assert 1 <= whole < 12
+    done = pull(url, copy)  # the connection is back
+    assert (done.kept, done.moved) == (whole, 12 - whole)
+    assert verify_cache(copy).recordings == 12 and not (copy / ".pull.json").exists()
+
+
+def test_a_full_disk_during_pull_leaves_no_half_shard_and_the_pull_resumes(s3, shared, tmp_path):
+    url = "s3://team/gestures/full"
+    push(shared, url)
+    copy = tmp_path / "copy"
+    shard_bytes = (shared / read_manifest(shared)["shards"][0]["file"]).stat().st_size
+    command = [sys.executable, "-m", "gesture_cache.cli", "pull", url, str(copy), "--workers", "1"]
+
+    def disk_full_midway() -> None:  # every write past the limit fails (EFBIG), as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (shard_bytes // 2, resource.RLIM_INFINITY))
+
+    failed = subprocess.run(command, preexec_fn=disk_full_midway, capture_output=True, text=True)
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    assert "cannot be written" in failed.stderr and "Traceback" not in failed.stderr
+    assert "testing-secret-do-not-print" not in failed.stderr
+    assert_no_half_shard(copy, remote_manifest(s3, "gestures/full"))
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert verify_cache(copy).recordings == 12

@@ -9,7 +9,9 @@ the new manifest replaces it, and the second push to finish is refused. Both are
 and resume where they stopped: a pushed shard gets a small `NAME.sha256` beside it once it is
 whole, and a shard already there with it is not sent again; a pulled shard is written under a
 temporary name, checked, and only then renamed, and a local shard that already has the
-manifest's sha256 is kept.
+manifest's sha256 is kept. A pull that has not finished keeps the manifest it is fetching
+as `.pull.json`, so that running it again (after Ctrl-C, kill -9, a dropped connection, a
+full disk) knows the folder is its own.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from gesture_cache.cache.manifest import MANIFEST, read_manifest, shard_path
 from gesture_cache.cache.remote import Remote, open_remote, redacted, storage_error
 from gesture_cache.common.errors import CacheError, GestureCacheError
 from gesture_cache.common.files import (
+    LOCK,
     acquire_lock,
     atomic_write,
     file_sha256,
@@ -44,6 +47,7 @@ SIDECAR = ".sha256"
 GENERATIONS = "generations"  # one object for each manifest a push wrote
 CLAIM_PAUSE = 2.0  # seconds a claimed manifest number may take to arrive
 DERIVED = ("verified.json",)  # local stamps that a changed cache no longer earns
+PULLING = ".pull.json"  # the manifest an unfinished pull is fetching
 
 
 @dataclass
@@ -59,6 +63,15 @@ class Transfer:
             f"{verb} {self.moved} shards ({self.bytes / 1e6:.1f} MB, {rate:.1f} MB/s), "
             f"{self.kept} already there: {url}"
         )
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one shard's transfer did: `size` bytes sent or fetched, or found there already
+    (`kept`) and only checked."""
+
+    size: int
+    kept: bool = False
 
 
 def push(
@@ -83,11 +96,11 @@ def push(
     started, done = time.perf_counter(), Transfer()
     present = listed_sizes(remote)  # one listing instead of two requests a shard
 
-    def send(shard: dict) -> int:
+    def send(shard: dict) -> Step:
         local, name = shard_path(cache, shard["file"]), remote_name(shard)
         # whole there: its name carries its sha256, and its sidecar is written after it
         if name + SIDECAR in present and present.get(name) == local.stat().st_size:
-            return -1
+            return Step(local.stat().st_size, kept=True)
         actual = file_sha256(local)
         if actual != shard["sha256"]:
             raise CacheError(
@@ -99,7 +112,7 @@ def push(
             remote.fs.pipe_file(remote.path(name + SIDECAR), actual.encode())
         except Exception as error:  # noqa: BLE001 - the storage library's own errors
             raise storage_error(error, remote.url) from None
-        return local.stat().st_size
+        return Step(local.stat().st_size)
 
     total = sum(shard_path(cache, s["file"]).stat().st_size for s in manifest["shards"])
     run_all(send, manifest["shards"], workers, total, "push", done)
@@ -165,26 +178,30 @@ def pull(
     manifest = remote.manifest()
     if manifest is None:
         raise CacheError(f"{remote.url}: no cache there (no {MANIFEST})")
-    local = existing_manifest(cache)
-    if local and local["fingerprint"] != manifest["fingerprint"] and not force:
-        raise CacheError(
-            f"{cache} holds another cache (fingerprint {local['fingerprint'][:12]}...; "
-            f"{remote.url} has {manifest['fingerprint'][:12]}...): pull into a new folder, "
-            "or --force to replace it"
-        )
+    existing_manifest(cache)  # another folder is refused before anything is written in it
     cache.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(cache, kind=CacheError)
     try:
+        local, unfinished = existing_manifest(cache), unfinished_pull(cache)
+        ours = local or unfinished
+        if ours and ours["fingerprint"] != manifest["fingerprint"] and not force:
+            held = "another cache" if local else "an unfinished pull of another cache"
+            raise CacheError(
+                f"{cache} holds {held} (fingerprint {ours['fingerprint'][:12]}...; "
+                f"{remote.url} has {manifest['fingerprint'][:12]}...): pull into a new "
+                "folder, or --force to replace it"
+            )
         for stale in cache.glob(".*.part-*"):  # left by a pull that was killed
             stale.unlink()
+        write_json(cache / PULLING, manifest)  # before any shard: a rerun knows the folder
         started, done = time.perf_counter(), Transfer()
         total = listed_bytes(remote, {s["file"] for s in manifest["shards"]})
         known = {(s["file"], s["sha256"]) for s in (local or {}).get("shards", [])}
 
-        def step(shard: dict) -> int:
-            if trust_listed and (shard["file"], shard["sha256"]) in known:
-                if shard_path(cache, shard["file"]).is_file():
-                    return -1
+        def step(shard: dict) -> Step:
+            path = shard_path(cache, shard["file"])
+            if trust_listed and (shard["file"], shard["sha256"]) in known and path.is_file():
+                return Step(path.stat().st_size, kept=True)
             return fetch(remote, shard, cache)
 
         run_all(step, manifest["shards"], workers, total, "pull", done)
@@ -196,8 +213,9 @@ def pull(
                 (cache / name).unlink(missing_ok=True)
         fsync_dir(cache)
         write_json(cache / MANIFEST, manifest)
+        (cache / PULLING).unlink()
         listed = {s["file"] for s in manifest["shards"]}
-        for shard in (local or {}).get("shards", []):
+        for shard in [*(local or {}).get("shards", []), *(unfinished or {}).get("shards", [])]:
             if shard["file"] not in listed:
                 shard_path(cache, shard["file"]).unlink(missing_ok=True)
         done.seconds = time.perf_counter() - started
@@ -206,11 +224,11 @@ def pull(
         os.close(lock)
 
 
-def fetch(remote: Remote, shard: dict, cache: Path) -> int:
-    """One shard into `cache`, checked on arrival; -1 when the local one is already it."""
+def fetch(remote: Remote, shard: dict, cache: Path) -> Step:
+    """One shard into `cache`, checked on arrival, unless the local one is already it."""
     path = shard_path(cache, shard["file"])
     if path.is_file() and file_sha256(path) == shard["sha256"]:
-        return -1
+        return Step(path.stat().st_size, kept=True)
     partial = cache / f".{shard['file']}.part-{os.getpid()}"
     try:
         remote.fs.get_file(remote.path(shard["file"]), str(partial))  # the library's fast path
@@ -234,7 +252,7 @@ def fetch(remote: Remote, shard: dict, cache: Path) -> int:
         )
     size = partial.stat().st_size
     os.replace(partial, path)  # the folder is synced once, before the manifest is written
-    return size
+    return Step(size)
 
 
 def run_all(step, shards: list[dict], workers: int, total: int, verb: str, done: Transfer):
@@ -247,13 +265,13 @@ def run_all(step, shards: list[dict], workers: int, total: int, verb: str, done:
         futures = [pool.submit(step, shard) for shard in shards]
         try:
             for future in futures:
-                moved = future.result()
-                if moved < 0:
+                step_done = future.result()
+                if step_done.kept:
                     done.kept += 1
                 else:
                     done.moved += 1
-                    done.bytes += moved
-                    bar.update(moved)
+                    done.bytes += step_done.size
+                bar.update(step_done.size)
                 bar.set_postfix(shards=f"{done.moved + done.kept}/{len(shards)}")
         except BaseException:
             for future in futures:
@@ -262,11 +280,24 @@ def run_all(step, shards: list[dict], workers: int, total: int, verb: str, done:
 
 
 def existing_manifest(cache: Path) -> dict | None:
+    """The manifest of the cache in `cache`; None for a new folder or an unfinished pull;
+    any other folder with files in it is refused."""
     if (cache / MANIFEST).is_file():
         return read_manifest(cache, check_hashes=False)
-    if cache.exists() and any(cache.iterdir()):
-        raise CacheError(f"{cache} exists and is not a cache: pull into a new folder")
+    own = {LOCK, PULLING, f".{PULLING}.tmp"}
+    if cache.is_dir() and not (cache / PULLING).is_file():
+        if any(p.name not in own for p in cache.iterdir()):
+            raise CacheError(f"{cache} exists and is not a cache: pull into a new folder")
     return None
+
+
+def unfinished_pull(cache: Path) -> dict | None:
+    """The manifest a pull into `cache` was fetching when it stopped, if one did (one that
+    cannot be read is ignored: every shard is checked against the new manifest anyway)."""
+    try:
+        return json.loads((cache / PULLING).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def remote_bytes(remote: Remote, name: str) -> bytes | None:
