@@ -219,3 +219,37 @@ def test_a_ctrl_c_before_the_first_epoch_ends_marks_both_runs(tracked, small_cac
     (logged,) = runs_of(tracked)
     assert logged.info.status == "KILLED"
     assert mlflow.active_run() is None
+
+
+@pytest.mark.slow
+def test_a_resumed_run_goes_on_in_its_own_mlflow_run_and_event_files(
+    tracked, small_cache, tmp_path
+):
+    import keras
+
+    from gesture_cache.train.config import TrainConfig
+    from gesture_cache.train.fit import train
+    from gesture_cache.train.tracking import Tracking
+
+    class CtrlCAfterTheFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    config, stop = TrainConfig(epochs=3, window_clips=4), CtrlCAfterTheFirstEpoch()
+    first = train(small_cache, run, config, callbacks=[stop], tracking=Tracking(mlflow=True))
+    assert first.interrupted
+    (logged,) = runs_of(tracked)
+    assert logged.info.status == "KILLED"
+    assert main(["train", "--resume", "--out", str(run)]) == 0
+    (logged,) = runs_of(tracked)  # the same run, not a second one
+    assert logged.info.status == "FINISHED"
+    history = tracked.get_metric_history(logged.info.run_id, "val_loss")
+    assert sorted(m.step for m in history) == [0, 1, 2]
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+        pd.read_csv(run / "history.csv")["val_loss"].tolist()
+    )
+    reader = event_accumulator.EventAccumulator(str(run / "tensorboard" / "validation"))
+    reader.Reload()
+    assert [e.step for e in reader.Tensors("epoch_loss")] == [0, 1, 2]

@@ -175,6 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     names = {f.name for f in fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
     args.cache = readable(args.cache, args)
+    tracking = Tracking(tensorboard=not args.no_tensorboard, mlflow=args.mlflow)
     if args.resume:
         if args.config or args.split_from:
             raise GestureCacheError(
@@ -182,13 +183,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         if "units" in overrides:
             overrides["units"] = make_train_config({}, {"units": overrides["units"]}).units
-        result = resume(args.out, args.cache, overrides)
+        result = resume(args.out, args.cache, overrides, tracking)
     else:
         if args.cache is None:
             raise GestureCacheError("give the CACHE to train on")
         file_values = load_config_file(args.config) if args.config else {}
         config = make_train_config(file_values, overrides)
-        tracking = Tracking(tensorboard=not args.no_tensorboard, mlflow=args.mlflow)
         split_from = args.split_from or config_run(args.config)  # a run's config: its split
         result = train(args.cache, args.out, config, split_from=split_from, tracking=tracking)
     print(metrics_table(result.metrics))

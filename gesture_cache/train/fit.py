@@ -141,10 +141,15 @@ def holding(run_dir: Path, create: bool = False) -> Iterator[None]:
 
 @cache_freed
 def resume(
-    run_dir: str | Path, cache_path: str | Path | None = None, overrides: dict | None = None
+    run_dir: str | Path,
+    cache_path: str | Path | None = None,
+    overrides: dict | None = None,
+    tracking: Tracking | None = None,
 ) -> TrainResult:
     """Continue an interrupted run with its saved settings and split. The cache must hold
-    exactly the data it held when the run began (its content digest)."""
+    exactly the data it held when the run began (its content digest). `tracking` as for
+    `train`: TensorBoard's events go on in RUN/tensorboard, and MLflow in the run's own
+    MLflow run when it had one."""
     run_dir = Path(run_dir)
     saved = read_run_config(run_dir)
     if saved.get("status") == "finished":
@@ -172,10 +177,15 @@ def resume(
         check_even_first_batches(prepared, split, config.batch_size, strategy)
         saved["status"] = "evaluating" if fitted else "running"
         save_json(run_dir, "config.json", saved)
-        with marked_if_interrupted(run_dir, saved):
-            return fit_and_evaluate(
-                run_dir, prepared, config, split, saved, strategy, resume=True, fitted=fitted
+        with (
+            marked_if_interrupted(run_dir, saved),
+            tracked_run(tracking, run_dir, saved) as tracked,
+        ):
+            result = fit_and_evaluate(
+                run_dir, prepared, config, split, saved, strategy, True, tracked, fitted
             )
+            finish_tracking(tracked, result.metrics, result.interrupted)
+        return result
 
 
 @contextmanager

@@ -22,6 +22,7 @@ import keras
 from gesture_cache import __version__
 from gesture_cache.cache.remote import redacted
 from gesture_cache.common.interrupts import acted_on
+from gesture_cache.train.run_folder import save_json
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +115,20 @@ class MlflowRun(keras.callbacks.Callback):
             return
         self.mlflow = mlflow
         uri = redacted(mlflow.get_tracking_uri())
+        resumed = run_config.get("mlflow_run_id")  # `train --resume` goes on in the same run
         try:
             use_mlflow()
-            mlflow.start_run(run_name=run_dir.name, parent_run_id=tracking.parent_run)
-            self.active = True
-            mlflow.log_params(settings_of(run_config))
-            mlflow.set_tags(tags_of(run_config, run_dir))
-            mlflow.log_input(cache_dataset(mlflow, run_config), context="training")
+            if resumed:
+                mlflow.start_run(run_id=resumed)
+                self.active = True
+            else:
+                started = mlflow.start_run(run_name=run_dir.name, parent_run_id=tracking.parent_run)
+                self.active = True
+                mlflow.log_params(settings_of(run_config))
+                mlflow.set_tags(tags_of(run_config, run_dir))
+                mlflow.log_input(cache_dataset(mlflow, run_config), context="training")
+                run_config["mlflow_run_id"] = started.info.run_id
+                save_json(run_dir, "config.json", run_config)
         except Exception as error:  # noqa: BLE001 - any tracking failure, one line
             self.fail(f"nothing is tracked in MLflow ({uri}): {first_line(error)}")
             return
