@@ -157,6 +157,19 @@ def test_a_server_that_is_down_is_one_warning_and_the_run_finishes(
 
 
 @pytest.mark.slow
+def test_a_search_against_a_server_that_is_down_warns_once(
+    small_cache, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    out = tmp_path / "search"
+    command = ["tune", str(small_cache), "--out", str(out), "--trials", "2", "--epochs", "1"]
+    assert main([*command, "--no-tensorboard"]) == 0
+    warned = [r.getMessage() for r in caplog.records if "nothing is tracked" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert (out / "trial-0001" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
 def test_a_runs_config_repeats_it(small_cache, tmp_path):
     first, again = tmp_path / "first", tmp_path / "again"
     assert main(["train", str(small_cache), "--out", str(first), *TRAIN, "--lr", "0.003"]) == 0

@@ -175,7 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     names = {f.name for f in fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
     args.cache = readable(args.cache, args)
-    tracking = Tracking(tensorboard=not args.no_tensorboard, mlflow=args.mlflow)
+    tracking = Tracking(tensorboard=not args.no_tensorboard, mlflow=args.mlflow or None)
     if args.resume:
         if args.config or args.split_from:
             raise GestureCacheError(
@@ -215,7 +215,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         args.storage,
         args.study,
         args.heartbeat,
-        Tracking(tensorboard=not args.no_tensorboard, mlflow=args.mlflow),
+        Tracking(tensorboard=not args.no_tensorboard, mlflow=args.mlflow or None),
     )
     print(study_table(study))
     print()

@@ -36,12 +36,14 @@ ARTIFACTS = (
 @dataclass(frozen=True)
 class Tracking:
     tensorboard: bool = True
-    mlflow: bool = False  # --mlflow; MLFLOW_TRACKING_URI set turns it on too
+    mlflow: bool | None = None  # --mlflow; None: on when MLFLOW_TRACKING_URI is set
     parent_run: str | None = None  # the MLflow run of the search a trial belongs to
 
     @property
     def uses_mlflow(self) -> bool:
-        return self.mlflow or bool(os.environ.get("MLFLOW_TRACKING_URI"))
+        if self.mlflow is not None:
+            return self.mlflow
+        return bool(os.environ.get("MLFLOW_TRACKING_URI"))
 
 
 def use_mlflow():

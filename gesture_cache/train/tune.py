@@ -115,6 +115,8 @@ def tune(
     cache = open_training_cache(cache_path, largest_trial(base))
     tracking = tracking or Tracking()
     parent = search_run(tracking, study_name, fingerprint)
+    if parent is None and tracking.uses_mlflow:  # warned once: the trials do not try again
+        tracking = replace(tracking, mlflow=False)
     stopped: list[BaseException] = []  # what ended the search inside a trial
 
     def objective(trial: optuna.Trial) -> float:
