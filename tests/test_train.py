@@ -167,6 +167,25 @@ def test_train_returns_with_the_cache_features_freed(small_cache, tmp_path, monk
     assert held and all(ref() is None for ref in held)
 
 
+def test_a_ctrl_c_just_after_config_json_is_written_marks_the_run(
+    small_cache, tmp_path, monkeypatch
+):
+    """The CI run of a360e1a: the SIGINT landed after config.json said "running" and before
+    the guard that marks an interrupted run, which stayed "running" for good."""
+    from gesture_cache.train import fit
+
+    start_run_folder = fit.start_run_folder
+
+    def interrupted_as_it_returns(*args):
+        start_run_folder(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit, "start_run_folder", interrupted_as_it_returns)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_cache, tmp_path / "run", TrainConfig(epochs=1, units=(4,), dense=0))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["status"] == "interrupted"
+
+
 def test_config_file_then_flags(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('preset = "reference"\nunits = [128, 32]\nlr = 0.01\nepochs = 7\n')

@@ -103,17 +103,16 @@ def train(
     check_reduce(prepared, split, config)
     with holding(run_dir, create=True):
         refuse_existing_run(run_dir)  # another process may have started one meanwhile
-        run_config = start_run_folder(run_dir, prepared, cache_path, config, split, split_source)
-        # from the moment config.json says "running": a Ctrl-C while tracking starts counts
-        with (
-            marked_if_interrupted(run_dir, run_config),
-            tracked_run(tracking, run_dir, run_config) as tracked,
-        ):
-            result = fit_and_evaluate(
-                run_dir, prepared, config, split, run_config, strategy, False,
-                [*(callbacks or []), *tracked],
-            )  # fmt: skip
-            finish_tracking(tracked, result.metrics, result.interrupted)
+        with marked_if_interrupted(run_dir):  # even one that lands as config.json is written
+            run_config = start_run_folder(
+                run_dir, prepared, cache_path, config, split, split_source
+            )
+            with tracked_run(tracking, run_dir, run_config) as tracked:
+                result = fit_and_evaluate(
+                    run_dir, prepared, config, split, run_config, strategy, False,
+                    [*(callbacks or []), *tracked],
+                )  # fmt: skip
+                finish_tracking(tracked, result.metrics, result.interrupted)
         return result
 
 
@@ -175,29 +174,30 @@ def resume(
         split = read_split(run_dir, prepared.samples)
         strategy = distribution_strategy(config.strategy)
         check_even_first_batches(prepared, split, config.batch_size, strategy)
-        saved["status"] = "evaluating" if fitted else "running"
-        save_json(run_dir, "config.json", saved)
-        with (
-            marked_if_interrupted(run_dir, saved),
-            tracked_run(tracking, run_dir, saved) as tracked,
-        ):
-            result = fit_and_evaluate(
-                run_dir, prepared, config, split, saved, strategy, True, tracked, fitted
-            )
-            finish_tracking(tracked, result.metrics, result.interrupted)
+        with marked_if_interrupted(run_dir):
+            saved["status"] = "evaluating" if fitted else "running"
+            save_json(run_dir, "config.json", saved)
+            with tracked_run(tracking, run_dir, saved) as tracked:
+                result = fit_and_evaluate(
+                    run_dir, prepared, config, split, saved, strategy, True, tracked, fitted
+                )
+                finish_tracking(tracked, result.metrics, result.interrupted)
         return result
 
 
 @contextmanager
-def marked_if_interrupted(run_dir: Path, run_config: dict) -> Iterator[None]:
-    """A Ctrl-C that ends a run before it could be evaluated still marks it "interrupted"."""
+def marked_if_interrupted(run_dir: Path) -> Iterator[None]:
+    """A Ctrl-C that ends a run before it could be evaluated still marks it "interrupted":
+    the config.json on disk, whatever moment it was written at, so none is left "running"."""
     try:
         yield
     except BaseException as error:
         if not acted_on(error):
             raise
-        run_config["status"] = "interrupted"
-        save_json(run_dir, "config.json", run_config)
+        if run_file(run_dir, "config.json").exists():
+            run_config = read_run_config(run_dir)
+            run_config["status"] = "interrupted"
+            save_json(run_dir, "config.json", run_config)
         raise KeyboardInterrupt from None
 
 
