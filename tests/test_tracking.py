@@ -141,6 +141,17 @@ def test_a_search_is_a_parent_run_with_a_child_per_trial(tracked, small_cache, t
     assert len(parents) == 1 and len(children) == 2
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert {c.info.run_name for c in children} == {"trial-0000", "trial-0001"}
+    # the parent says which trial was best, by the value the study ranks trials on
+    lowest = {
+        child.info.run_name: min(
+            m.value for m in tracked.get_metric_history(child.info.run_id, "val_loss")
+        )
+        for child in children
+    }
+    best = min(lowest, key=lowest.get)
+    summary = parents[0].data
+    assert summary.tags["best_trial"] == best and parents[0].info.status == "FINISHED"
+    assert summary.metrics["best_val_loss"] == pytest.approx(lowest[best])
 
 
 @pytest.mark.slow

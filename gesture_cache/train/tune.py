@@ -26,7 +26,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from gesture_cache.cache.manifest import read_manifest
 from gesture_cache.common.errors import ConfigError, GestureCacheError
-from gesture_cache.common.interrupts import acted_on
+from gesture_cache.common.interrupts import acted_on, caused_by_interrupt
 from gesture_cache.train.config import TrainConfig, parse_units
 from gesture_cache.train.fit import train
 from gesture_cache.train.model import parameter_count
@@ -153,8 +153,10 @@ def tune(
 
     try:
         study.optimize(objective, n_trials=trials)
-    finally:
-        end_search_run(parent)
+    except BaseException as error:
+        end_search_run(parent, study, error)
+        raise
+    end_search_run(parent, study, stopped[0] if stopped else None)
     if stopped:
         raise stopped[0]
     return study
@@ -176,15 +178,26 @@ def search_run(tracking: Tracking, study_name: str, fingerprint: str) -> str | N
         return None
 
 
-def end_search_run(parent: str | None) -> None:
+def end_search_run(parent: str | None, study: optuna.Study, error: BaseException | None) -> None:
+    """The search's run ends with the study's best trial so far (`best_val_loss`,
+    `best_val_accuracy`, and its run folder as the tag `best_trial`), so searches compare in
+    MLflow's table, and as FINISHED, KILLED (Ctrl-C) or FAILED, as a trial's run does."""
     if parent is None:
         return
     import mlflow
 
+    status = "FINISHED" if error is None else "KILLED" if caused_by_interrupt(error) else "FAILED"
+    completed = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
     try:
-        mlflow.MlflowClient().set_terminated(parent)
-    except Exception as error:  # noqa: BLE001
-        log.warning("MLflow could not close the search's run: %s", first_line(error))
+        client = mlflow.MlflowClient()
+        if completed:
+            best = min(completed, key=lambda trial: trial.value)
+            client.log_metric(parent, "best_val_loss", best.value)
+            client.log_metric(parent, "best_val_accuracy", best.user_attrs["val_accuracy"])
+            client.set_tag(parent, "best_trial", Path(best.user_attrs["run"]).name)
+        client.set_terminated(parent, status)
+    except Exception as problem:  # noqa: BLE001 - tracking never stops a search
+        log.warning("MLflow could not close the search's run: %s", first_line(problem))
 
 
 def open_study(url: str, name: str, heartbeat: float = 30.0, attempts: int = 8) -> optuna.Study:
