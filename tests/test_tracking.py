@@ -181,6 +181,24 @@ def test_a_search_against_a_server_that_is_down_warns_once(
 
 
 @pytest.mark.slow
+def test_a_uri_that_is_not_one_and_a_tensorboard_folder_in_the_way_are_one_warning_each(
+    small_cache, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "not a uri")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "tensorboard").write_text("a file where the event files would go")
+    assert main(["train", str(small_cache), "--out", str(run), *TRAIN]) == 0
+    warned = [r.getMessage() for r in caplog.records if "the run goes on" in r.getMessage()]
+    assert len(warned) == 2, warned
+    assert "nothing is tracked in MLflow (not a uri)" in warned[1]
+    assert "not writing TensorBoard events" in warned[0] and str(run / "tensorboard") in warned[0]
+    assert (run / "metrics.json").is_file() and (run / "tensorboard").read_text().startswith("a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no store made of the text
+
+
+@pytest.mark.slow
 def test_a_runs_config_repeats_it(small_cache, tmp_path):
     first, again = tmp_path / "first", tmp_path / "again"
     assert main(["train", str(small_cache), "--out", str(first), *TRAIN, "--lr", "0.003"]) == 0

@@ -195,8 +195,9 @@ def cache_dataset(mlflow, run_config: dict):
 
 
 def first_line(error: Exception) -> str:
+    """An error's first line, long enough for the fix MLflow's messages end with."""
     text = str(error).strip().splitlines()
-    return redacted(text[0][:300]) if text else type(error).__name__
+    return redacted(text[0][:700]) if text else type(error).__name__
 
 
 @contextmanager
