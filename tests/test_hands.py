@@ -234,6 +234,18 @@ def test_the_hands_command_prints_landmarks_and_draws_them(tmp_path, capsys):
     assert "nothing.png" in capsys.readouterr().err
 
 
+def test_a_truncated_gif_is_one_line_without_opencvs_own_log(tmp_path):
+    truncated = tmp_path / "cut.gif"
+    truncated.write_bytes(b"GIF89a")  # a GIF header and nothing after it
+    command = [sys.executable, "-m", "gesture_cache.cli", "hands", str(truncated), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and not done.stdout
+    assert "imread_" not in done.stderr and "[ERROR" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"gesture-cache hands: error: {truncated}: OpenCV cannot open it as a video"
+    )
+
+
 SEGMENTS = """file_path,action,start_frame,end_frame,split
 first,victory,3,8,train
 first,victory,8,13,train

@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:  # JAX says at INFO that it looked for a TPU
         logging.getLogger("jax").setLevel(logging.WARNING)
+        # OpenCV prints its own "[ERROR...] imread_ ..." before the one line that names the
+        # file; read when cv2 is first imported, which is later than this
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "FATAL")
     with watching():
         return run_command(args)
 
