@@ -76,16 +76,18 @@ def open_remote(url: str, options: dict | None = None) -> Remote:
         protocol = str(url).split("://")[0]
         extra = EXTRAS.get(protocol)
         hint = f"pip install 'gesture_cache[{extra}]'" if extra else "install its fsspec package"
-        missing = error.name or "a package"
-        raise ConfigError(f"{shown}: {protocol}:// needs {missing}: {hint}") from None
+        said = f"no module {error.name!r}" if error.name else str(error).splitlines()[0]
+        raise ConfigError(f"{shown}: {protocol}:// needs a package ({said}): {hint}") from None
     except ValueError as error:
         raise ConfigError(f"{shown}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - filesystems that connect as they open (ftp, sftp)
+        raise storage_error(error, shown) from None
     return Remote(fs, root.rstrip("/"), shown)
 
 
 def storage_error(error: Exception, url: str) -> GestureCacheError:
     """One line for what the storage said: a missing bucket, denied access, no connection."""
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = redacted(str(error).splitlines()[0]) if str(error) else type(error).__name__
     if isinstance(error, PermissionError) or "AccessDenied" in text or "Forbidden" in text:
         return GestureCacheError(
             f"{url}: access denied ({text}); check the credentials (AWS_PROFILE, "
