@@ -187,11 +187,13 @@ def end_search_run(parent: str | None, study: optuna.Study, error: BaseException
     import mlflow
 
     status = "FINISHED" if error is None else "KILLED" if caused_by_interrupt(error) else "FAILED"
-    completed = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    try:
+        best = study.best_trial  # as `tune`'s table ranks them
+    except ValueError:  # no trial has finished
+        best = None
     try:
         client = mlflow.MlflowClient()
-        if completed:
-            best = min(completed, key=lambda trial: trial.value)
+        if best is not None:
             client.log_metric(parent, "best_val_loss", best.value)
             client.log_metric(parent, "best_val_accuracy", best.user_attrs["val_accuracy"])
             client.set_tag(parent, "best_trial", Path(best.user_attrs["run"]).name)
