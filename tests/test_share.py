@@ -43,16 +43,12 @@ def s3(tmp_path_factory):
         "AWS_SECRET_ACCESS_KEY": "testing-secret-do-not-print",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
-    client.create_bucket(Bucket="team")
-    yield client
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as environment:
+        for key, value in env.items():
+            environment.setenv(key, value)
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+        client.create_bucket(Bucket="team")
+        yield client
     server.stop()
 
 
@@ -367,21 +363,17 @@ def gcs():
     gcsfs finds it the way it finds any emulator, through STORAGE_EMULATOR_HOST. gcsfs' newer
     buckets (zonal, hierarchical) are probed over gRPC with TLS, which an emulator does not
     speak: each probe waited 60 s, so they are off, as gcsfs' own variable says, before import."""
-    os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
-    pytest.importorskip("gcsfs")
-    emulator = pytest.importorskip("gcp_storage_emulator.server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket="team")
-    server.start()
-    saved = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-    yield {"token": "anon"}  # the storage options a user gives an emulator
-    if saved is None:
-        os.environ.pop("STORAGE_EMULATOR_HOST")
-    else:
-        os.environ["STORAGE_EMULATOR_HOST"] = saved
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+        pytest.importorskip("gcsfs")
+        emulator = pytest.importorskip("gcp_storage_emulator.server")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket="team")
+        server.start()
+        environment.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+        yield {"token": "anon"}  # the storage options a user gives an emulator
     server.stop()
 
 
