@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -113,3 +114,48 @@ def detector(small_cache, tmp_path_factory):
     return SimpleNamespace(
         cache=cache, run=run, unseen=unseen, truth=folder / "truth.csv", folder=folder
     )
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """An S3 API on 127.0.0.1 with the bucket `team`; the environment points at it the way a
+    user points at MinIO or Ceph (AWS_ENDPOINT_URL), with throwaway credentials."""
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("s3fs")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing-key-id",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-do-not-print",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    with pytest.MonkeyPatch.context() as environment:
+        for key, value in env.items():
+            environment.setenv(key, value)
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+        client.create_bucket(Bucket="team")
+        yield client
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    """A GCS JSON API on 127.0.0.1 (gcp-storage-emulator, in memory) with the bucket `team`;
+    gcsfs finds it the way it finds any emulator, through STORAGE_EMULATOR_HOST. gcsfs' newer
+    buckets (zonal, hierarchical) are probed over gRPC with TLS, which an emulator does not
+    speak: each probe waited 60 s, so they are off, as gcsfs' own variable says, before import."""
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+        pytest.importorskip("gcsfs")
+        emulator = pytest.importorskip("gcp_storage_emulator.server")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket="team")
+        server.start()
+        environment.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+        yield {"token": "anon"}  # the storage options a user gives an emulator
+    server.stop()

@@ -1,9 +1,8 @@
 """The cache's manifest: what a cache is, checked field by field before anything is read.
 
-import logging
-    CACHE/manifest.json   what the cache is; the only file a reader must trust first
-    CACHE/part-00000.h5   shards, immutable once named
-    CACHE/failures.jsonl  one line per recording or row that could not be used
+CACHE/manifest.json   what the cache is; the only file a reader must trust first
+CACHE/part-00000.h5   shards, immutable once named
+CACHE/failures.jsonl  one line per recording or row that could not be used
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import hashlib
 import json
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +41,9 @@ TABLES_SHA256 = "tables_sha256"  # a shard's attribute and its manifest entry: s
 FAILURES = "failures.jsonl"
 
 
-SHARD_NAME = re.compile(r"^part-(\d{5,})\.h5$")
+# A shard's file name: `part-NNNNN.h5` as the writer names it, or with the first 16 digits of
+# its sha256 in front (`1f3a...-part-NNNNN.h5`) as it is stored at a URL and pulled from one.
+SHARD_NAME = re.compile(r"^(?:[0-9a-f]{16}-)?part-(\d{5,})\.h5$")
 
 
 @dataclass
@@ -157,10 +159,41 @@ def validate_manifest(manifest: object, path: Path) -> dict:
         if TABLES_SHA256 in shard:
             _expect(shard[TABLES_SHA256], str, f"{path}: shards[{i}].{TABLES_SHA256}")
         shard_path(path.parent, shard["file"])  # a name or a link leaving the cache
-    weights = manifest["extractor"].get("weights")
-    if not isinstance(weights, dict) or not ({"sha256", "random_seed"} & set(weights)):
-        raise CacheError(f"{path}: extractor.weights is {weights!r}, expected sha256/random_seed")
+        if not SHARD_NAME.match(shard["file"]):
+            raise CacheError(f"{path}: shards[{i}].file {shard['file']!r} is not a shard's name")
+    for name in ("file", "sha256"):
+        repeated = [v for v, n in Counter(s[name] for s in manifest["shards"]).items() if n > 1]
+        if repeated:
+            raise CacheError(f"{path}: shard {name} {repeated[0]!r} is listed twice")
+    validate_extractor(manifest["extractor"], path)
     return manifest
+
+
+# What readers take from a cache's extractor record (info, predict, detect, export, resume).
+EXTRACTOR_FIELDS = {
+    "model": str,
+    "weights": dict,
+    "preprocessing": dict,
+    "precision": str,
+    "sampling": str,
+    "clip_stride": int,
+    "pad": str,
+}
+PREPROCESSING_FIELDS = ("name", "resize", "interpolation", "crop", "scale", "mean_bgr")
+
+
+def validate_extractor(extractor: dict, path: Path) -> None:
+    """The extractor record's fields that readers use, each present and of its type."""
+    for name, kind in EXTRACTOR_FIELDS.items():
+        if name not in extractor:
+            raise CacheError(f"{path}: field 'extractor.{name}' is missing")
+        _expect(extractor[name], kind, f"{path}: field 'extractor.{name}'")
+    weights = extractor["weights"]
+    if not {"sha256", "random_seed"} & set(weights):
+        raise CacheError(f"{path}: extractor.weights is {weights!r}, expected sha256/random_seed")
+    missing = [n for n in PREPROCESSING_FIELDS if n not in extractor["preprocessing"]]
+    if missing:
+        raise CacheError(f"{path}: field 'extractor.preprocessing.{missing[0]}' is missing")
 
 
 def feature_dim(manifest: dict) -> int:

@@ -6,14 +6,20 @@ anything else, and errors that name the URL but never a secret."""
 from __future__ import annotations
 
 import json
-import re
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from gesture_cache.cache.manifest import MANIFEST, validate_manifest
 from gesture_cache.common.errors import CacheError, ConfigError, GestureCacheError
 
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}  # pip extra of a protocol
+
+# S3 requests that get no answer fail instead of hanging: botocore tries each request once
+# (s3fs itself retries a timed-out call 5 times), each read waits at most 15 s. Options the
+# user gives (`--storage-options '{"config_kwargs": {...}}'`) win.
+S3_CONFIG = {"connect_timeout": 5, "read_timeout": 15, "retries": {"max_attempts": 1}}
 
 
 def is_url(text: str | Path) -> bool:
@@ -21,8 +27,40 @@ def is_url(text: str | Path) -> bool:
 
 
 def redacted(url: str) -> str:
-    """The URL without a user:password@ part."""
-    return re.sub(r"://[^/@]*@", "://", str(url))
+    """The URL without its credentials, whatever characters they hold (see `credentials`)."""
+    return credentials(url)[2]
+
+
+def credentials(url: str) -> tuple[str | None, str | None, str]:
+    """(user, password, the URL without them), percent-decoded. A secret may hold `/`, `@`,
+    `:` or `%` (AWS secret keys hold `/`), so the user part is not cut at the first `/` or
+    `@`: what lies between `scheme://` and the last `@` is taken for credentials when it
+    holds a `:` or no `/` (an `@` inside a path, `s3://bucket/v@2`, stays)."""
+    url = str(url)
+    scheme, separator, rest = url.partition("://")
+    if not separator or "@" not in rest:
+        return None, None, url
+    user_part, _, place = rest.rpartition("@")
+    if ":" not in user_part and "/" in user_part:
+        return None, None, url
+    user, colon, password = user_part.partition(":")
+    return unquote(user), unquote(password) if colon else None, f"{scheme}://{place}"
+
+
+def local_file_url(url: str) -> str:
+    """`file://localhost/PATH` (RFC 8089) as `file:///PATH`; a file URL naming another host
+    is refused (fsspec would take the host for a folder here)."""
+    scheme, separator, rest = url.partition("://")
+    if separator and scheme.lower() == "file" and not rest.startswith("/"):
+        host, slash, path = rest.partition("/")
+        if host.lower() != "localhost" or not slash:
+            raise ConfigError(
+                f"{redacted(url)}: a file:// URL names a path on this machine "
+                "(file:///PATH or file://localhost/PATH), not one on host "
+                f"{redacted(host)!r}"
+            )
+        return f"file:///{path}"
+    return url
 
 
 def storage_options(text: str | None) -> dict:
@@ -45,6 +83,10 @@ class Remote:
     fs: object
     root: str
     url: str  # as given, redacted: for messages
+    endpoint: str = ""  # " (endpoint HOST)" of an S3 URL, for messages of failures
+
+    def failure(self, error: Exception) -> GestureCacheError:
+        return storage_error(error, self.url + self.endpoint)
 
     def path(self, name: str) -> str:
         return f"{self.root}/{name}"
@@ -57,7 +99,7 @@ class Remote:
         except FileNotFoundError:
             return None
         except Exception as error:  # noqa: BLE001 - the storage library's own errors
-            raise storage_error(error, self.url) from None
+            raise self.failure(error) from None
         try:
             return validate_manifest(json.loads(raw), Path(MANIFEST))
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -70,8 +112,12 @@ def open_remote(url: str, options: dict | None = None) -> Remote:
     import fsspec
 
     shown = redacted(url)
+    url = local_file_url(str(url))
+    options = dict(options or {})
+    if url.split("://")[0] in ("s3", "s3a"):
+        options["config_kwargs"] = {**S3_CONFIG, **options.get("config_kwargs", {})}
     try:
-        fs, root = fsspec.core.url_to_fs(str(url), **(options or {}))
+        fs, root = fsspec.core.url_to_fs(url, **options)
     except ImportError as error:
         protocol = str(url).split("://")[0]
         extra = EXTRAS.get(protocol)
@@ -82,7 +128,20 @@ def open_remote(url: str, options: dict | None = None) -> Remote:
         raise ConfigError(f"{shown}: {error}") from None
     except Exception as error:  # noqa: BLE001 - filesystems that connect as they open (ftp, sftp)
         raise storage_error(error, shown) from None
-    return Remote(fs, root.rstrip("/"), shown)
+    return Remote(fs, root.rstrip("/") or "/", shown, endpoint_note(url, options))
+
+
+def endpoint_note(url: str, options: dict) -> str:
+    """Where an S3 URL's requests go, for messages: ` (endpoint HOST)`, else nothing."""
+    if url.split("://")[0] not in ("s3", "s3a"):
+        return ""
+    endpoint = (
+        options.get("endpoint_url")
+        or options.get("client_kwargs", {}).get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    return f" (endpoint {redacted(endpoint)})" if endpoint else " (endpoint: AWS S3)"
 
 
 def storage_error(error: Exception, url: str) -> GestureCacheError:

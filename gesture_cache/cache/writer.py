@@ -244,7 +244,7 @@ class CacheWriter:
         """Write pending recordings as one shard, then list it in the manifest."""
         if not self.pending:
             return
-        name = self._next_shard_name()
+        name = next_shard_name(self.folder, self.manifest)
         image, tables = shard_image(self.pending, self.manifest, self.software, self.compression)
         sha256 = _atomic(self.folder / name, image)
         self._list_shard(
@@ -263,13 +263,6 @@ class CacheWriter:
         self._note_done(self.folder / name)
         self.pending = []
 
-    def _next_shard_name(self) -> str:
-        """One past the highest shard number, listed or lying in the folder."""
-        names = [s["file"] for s in self.manifest["shards"]]
-        names += [p.name for p in self.folder.iterdir()]
-        numbers = [int(m.group(1)) for n in names if (m := SHARD_NAME.match(n))]
-        return f"part-{max(numbers, default=-1) + 1:05d}.h5"
-
     def _list_shard(
         self,
         name: str,
@@ -283,8 +276,6 @@ class CacheWriter:
         """List a shard; `short`: its recordings that decode fewer frames than they claim
         (id, claimed, decoded), so `info` reports them without reading a shard; `tables`:
         the checksum of its tables (None for a shard of an older version)."""
-        counts = Counter(self.manifest["class_counts"])
-        counts.update(labels)
         entry = {
             "file": name,
             "recordings": recordings,
@@ -295,15 +286,7 @@ class CacheWriter:
             "short": short,
             **({TABLES_SHA256: tables} if tables else {}),
         }
-        manifest = {
-            **self.manifest,
-            "shards": [*self.manifest["shards"], entry],
-            "class_counts": dict(sorted(counts.items())),
-            "classes": sorted(counts),
-            "recordings": self.manifest["recordings"] + recordings,
-            "clips": self.manifest["clips"] + clips,
-            "segments": self.manifest["segments"] + len(labels),
-        }
+        manifest = with_shard(self.manifest, entry, labels)
         write_manifest(self.folder, manifest)
         self.manifest = manifest
 
@@ -335,6 +318,28 @@ class CacheWriter:
         self._read_done()
         self._clean_leftovers()
         self.pending = [r for r in self.pending if r.recording_id not in self.done]
+
+
+def with_shard(manifest: dict, entry: dict, labels: list[str]) -> dict:
+    """The manifest with one more shard listed (`labels`: its segments' labels)."""
+    counts = Counter(manifest["class_counts"])
+    counts.update(labels)
+    return {
+        **manifest,
+        "shards": [*manifest["shards"], entry],
+        "class_counts": dict(sorted(counts.items())),
+        "classes": sorted(counts),
+        "recordings": manifest["recordings"] + entry["recordings"],
+        "clips": manifest["clips"] + entry["clips"],
+        "segments": manifest["segments"] + len(labels),
+    }
+
+
+def next_shard_name(folder: Path, manifest: dict) -> str:
+    """One past the highest shard number, listed or lying in the folder."""
+    names = [s["file"] for s in manifest["shards"]] + [p.name for p in folder.iterdir()]
+    numbers = [int(m.group(1)) for n in names if (m := SHARD_NAME.match(n))]
+    return f"part-{max(numbers, default=-1) + 1:05d}.h5"
 
 
 def _atomic(path: Path, data: bytes) -> str:

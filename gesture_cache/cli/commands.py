@@ -76,15 +76,17 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return EXIT_FAILED if config.strict and summary.failures_recorded else 0
 
 
-def readable(cache: str | None, args: argparse.Namespace) -> str | None:
-    """A cache argument as a local folder: a URL is read through its local copy."""
+def local_folder(cache: str | None, args: argparse.Namespace, check: bool = False) -> str | None:
+    """A cache argument as a local folder: a URL is read through its local copy (`check`:
+    every shard of the copy hashed, and fetched again when damaged)."""
     from gesture_cache.cache.remote import is_url, storage_options
 
     if cache is None or not is_url(cache):
         return cache
     from gesture_cache.cache.transfer import local_copy
 
-    return str(local_copy(cache, args.cache_dir, storage_options(args.storage_options)))
+    options = storage_options(args.storage_options)
+    return str(local_copy(cache, args.cache_dir, options, check=check))
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -116,7 +118,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         cache_info,
     )
 
-    args.cache = readable(args.cache, args)
+    args.cache = local_folder(args.cache, args)
     manifest = read_manifest(args.cache, check_hashes=False)  # hashes: verify's job
     failures = read_failures(args.cache)
     shortfalls = frame_shortfalls(args.cache, manifest)
@@ -133,7 +135,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from gesture_cache.cache.verify import verify_cache
 
-    args.cache = readable(args.cache, args)
+    args.cache = local_folder(args.cache, args, check=True)
     result = verify_cache(args.cache)
     for warning in result.warnings:
         print(f"WARN {warning}")
@@ -174,7 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     names = {f.name for f in fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    args.cache = readable(args.cache, args)
+    args.cache = local_folder(args.cache, args)
     tracking = Tracking(tensorboard=not args.no_tensorboard, mlflow=args.mlflow or None)
     if args.resume:
         if args.config or args.split_from:
@@ -208,7 +210,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     file_values = load_config_file(args.config) if args.config else {}
     base = make_train_config(file_values, {"epochs": args.epochs, "seed": args.seed})
     study = tune.tune(
-        readable(args.cache, args),
+        local_folder(args.cache, args),
         args.out,
         args.trials,
         base,
@@ -233,7 +235,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_export_features(args: argparse.Namespace) -> int:
     from gesture_cache.cache import parquet
 
-    args.cache = readable(args.cache, args)
+    args.cache = local_folder(args.cache, args)
     out = parquet.export_parquet(args.cache, args.out)
     print(f"exported {args.cache} as Parquet: {out} (recordings, clips, segments, README.md)")
     return 0
@@ -246,7 +248,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     from gesture_cache.train.metrics import evaluate_run
 
-    metrics = evaluate_run(args.run, readable(args.cache, args))
+    metrics = evaluate_run(args.run, local_folder(args.cache, args))
     print(json.dumps(metrics, indent=2) if args.json else metrics_table(metrics))
     return 0
 
@@ -297,7 +299,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         weights=args.weights,
         random_weights=args.random_weights,
         mean_file=args.mean_file,
-        cache_path=readable(args.cache, args),
+        cache_path=local_folder(args.cache, args),
         realtime=args.realtime,
         speed=args.speed,
         fps=args.fps,
@@ -346,14 +348,15 @@ def cmd_hands(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from gesture_cache.backbones.hands import Hands
-    from gesture_cache.backbones.hands_view import landmarks_of
+    from gesture_cache.backbones.hands_view import landmarks_of, output_paths
 
     hands = Hands(args.hands_model, args.max_hands, args.mirrored, args.static)
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    drawings = {}
+    if args.out:
+        drawings = output_paths([Path(s) for s in args.sources], Path(args.out))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
     for source in args.sources:
-        found = landmarks_of(source, hands, out)
+        found = landmarks_of(source, hands, drawings.get(Path(source)))
         if args.json:
             print(json.dumps(found), flush=True)
         else:

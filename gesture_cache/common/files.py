@@ -10,15 +10,19 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from gesture_cache.common.errors import ConfigError, GestureCacheError
+
+log = logging.getLogger(__name__)
 
 LOCK = ".lock"  # held by the one process that writes a cache or trains a run folder
 
@@ -223,10 +227,11 @@ def acquire_lock(
     folder: Path,
     busy: str = "is being written by another process",
     kind: type[GestureCacheError] = GestureCacheError,
+    wait: bool = False,
 ) -> int:
     """An exclusive flock on FOLDER/.lock, never through a link; released when we die, so
     a holder that was killed leaves nothing to clean up. `busy`: what the refusal says, as
-    a `kind` of error."""
+    a `kind` of error; with `wait`, the lock is waited for instead (saying so once)."""
     path = folder / LOCK
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -235,12 +240,20 @@ def acquire_lock(
             f"cannot take the lock {path} ({error.strerror}); "
             "if it is a link or not a file, remove it"
         ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise kind(f"{folder} {busy} (pid {holder}); wait for it to end") from None
+    said = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            if not wait:
+                os.close(fd)
+                raise kind(f"{folder} {busy} (pid {holder}); wait for it to end") from None
+            if not said:
+                log.warning("%s %s (pid %s); waiting for it", folder, busy, holder)
+                said = True
+            time.sleep(0.2)  # a loop, not a blocking flock: Ctrl-C stays immediate
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from gesture_cache import __version__
 from gesture_cache.cache.reader import Cache
+from gesture_cache.cache.transfer import copy_source
 from gesture_cache.common.errors import RunError
 from gesture_cache.common.files import LOCK, acquire_lock, inside
 from gesture_cache.common.interrupts import acted_on
@@ -354,6 +355,7 @@ def start_run_folder(
         "split": split_source,
         "cache": {
             "path": str(Path(cache_path).resolve()),
+            **({"url": url} if (url := copy_source(cache_path)) else {}),  # a local copy's
             "fingerprint": cache.fingerprint,
             "content_digest": cache.content_digest,
             "schema_version": cache.schema_version,
