@@ -295,3 +295,54 @@ def test_a_resumed_run_goes_on_in_its_own_mlflow_run_and_event_files(
     reader = event_accumulator.EventAccumulator(str(run / "tensorboard" / "validation"))
     reader.Reload()
     assert [e.step for e in reader.Tensors("epoch_loss")] == [0, 1, 2]
+
+
+def test_a_json_that_is_not_a_runs_config_is_refused(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"accuracy": 0.9, "macro_f1": 0.8}))
+    with pytest.raises(ConfigError, match="not a run's config.json"):
+        load_config_file(path)
+
+
+@pytest.fixture(scope="module")
+def synthetic_cache(tmp_path_factory) -> Path:
+    from tests.helpers import write_cache
+
+    rows = [(f"r{i:02d}", "abc"[i % 3], "", "") for i in range(24)]
+    return write_cache(tmp_path_factory.mktemp("synthetic") / "cache", rows, clips=4, dim=16)
+
+
+@pytest.mark.slow
+def test_the_same_search_again_continues_its_one_parent_run(tracked, synthetic_cache, tmp_path):
+    out = tmp_path / "search"
+    for _ in range(2):
+        assert main(["tune", str(synthetic_cache), "--out", str(out), "--trials", "1",
+                     "--epochs", "1"]) == 0  # fmt: skip
+    logged = runs_of(tracked)
+    parents = [r for r in logged if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in logged if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert parents[0].data.tags["best_trial"] in {c.info.run_name for c in children}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("password", ["SeCrEt/pa@ss:wd", "SeCrEt%40x%2Fy"])
+def test_credentials_in_the_tracking_uri_are_never_shown(
+    server, synthetic_cache, tmp_path, monkeypatch, capfd, password
+):
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    with_secret = server.replace("http://", f"http://alice:{password}@")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", with_secret)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", f"test-{time.monotonic_ns()}")
+    run = tmp_path / "run"
+    assert main(["train", str(synthetic_cache), "--out", str(run), "--epochs", "1",
+                 "--window-clips", "2"]) == 0  # fmt: skip
+    shown = capfd.readouterr()
+    written = "".join(p.read_text(errors="replace") for p in run.rglob("*.json"))
+    for text in (shown.out, shown.err, written):
+        assert "SeCrEt" not in text
+    assert "View run" not in shown.err or server in shown.err  # MLflow's own line, clean
+    (logged,) = runs_of(mlflow.MlflowClient(server))
+    assert logged.info.status == "FINISHED"

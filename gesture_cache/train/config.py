@@ -113,7 +113,12 @@ def load_config_file(path: str | Path) -> dict:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
             values = json.loads(text)
-            values = values.get("hparams") if isinstance(values, dict) else values
+            if not isinstance(values, dict) or not isinstance(values.get("hparams"), dict):
+                raise ConfigError(
+                    f"config file {path} is not a run's config.json (it has no hparams "
+                    "table); give a run's config.json, or a .toml or .yaml file of settings"
+                )
+            values = values["hparams"]
         else:
             values = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (

@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 
 from gesture_cache import __version__
-from gesture_cache.cache.remote import redacted
+from gesture_cache.cache.remote import credentials, redacted
 from gesture_cache.common.interrupts import acted_on
 from gesture_cache.train.run_folder import save_json
 
@@ -48,9 +48,17 @@ class Tracking:
 
 def use_mlflow():
     """MLflow in its experiment, set to fail in seconds, not minutes of retries, when the
-    server is away (its own variables, left alone when the user set them)."""
+    server is away (its own variables, left alone when the user set them). Credentials in
+    MLFLOW_TRACKING_URI move to MLflow's own MLFLOW_TRACKING_USERNAME/PASSWORD, so that
+    neither MLflow's messages ("View run ... at URI") nor anything we record shows them."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    user, password, uri = credentials(os.environ.get("MLFLOW_TRACKING_URI", ""))
+    if user is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", user)
+        if password is not None:
+            os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", password)
     import mlflow
 
     mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "gesture-cache"))
@@ -116,10 +124,11 @@ class MlflowRun(keras.callbacks.Callback):
             log.warning("--mlflow: MLflow is not installed (pip install 'gesture_cache[mlflow]')")
             return
         self.mlflow = mlflow
-        uri = redacted(mlflow.get_tracking_uri())
         resumed = run_config.get("mlflow_run_id")  # `train --resume` goes on in the same run
+        uri = "its tracking URI"
         try:
             use_mlflow()
+            uri = redacted(mlflow.get_tracking_uri())
             if resumed:
                 mlflow.start_run(run_id=resumed)
                 self.active = True

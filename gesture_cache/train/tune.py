@@ -37,6 +37,8 @@ from gesture_cache.train.tracking import Tracking, first_line, use_mlflow
 log = logging.getLogger(__name__)
 
 
+MLFLOW_PARENT = "mlflow_run_id"  # the study attribute naming its MLflow run
+
 UNITS_CHOICES = ["64", "128", "256", "128,64", "256,64"]
 CELL_CHOICES = ["lstm", "gru"]
 DENSE_CHOICES = [0, 32, 64]
@@ -114,7 +116,7 @@ def tune(
     # opened once for every trial, within the budget of the largest model the search tries
     cache = open_training_cache(cache_path, largest_trial(base))
     tracking = tracking or Tracking()
-    parent = search_run(tracking, study_name, fingerprint)
+    parent = search_run(tracking, study, fingerprint)
     if parent is None and tracking.uses_mlflow:  # warned once: the trials do not try again
         tracking = replace(tracking, mlflow=False)
     stopped: list[BaseException] = []  # what ended the search inside a trial
@@ -162,16 +164,27 @@ def tune(
     return study
 
 
-def search_run(tracking: Tracking, study_name: str, fingerprint: str) -> str | None:
+def search_run(tracking: Tracking, study: optuna.Study, fingerprint: str) -> str | None:
     """With MLflow: the search's parent run (each trial's run is a child of it), or None
-    (with a warning) when MLflow cannot be reached."""
+    (with a warning) when MLflow cannot be reached. One parent a study: a search that
+    continues a study (the same --study again, or another worker) continues its run, whose
+    id the study keeps."""
     if not tracking.uses_mlflow:
         return None
     try:
         mlflow = use_mlflow()
-        run = mlflow.start_run(run_name=f"study {study_name}")
-        mlflow.set_tags({"optuna_study": study_name, "cache_fingerprint": fingerprint})
+        client = mlflow.MlflowClient()
+        known = study.user_attrs.get(MLFLOW_PARENT)
+        if known is not None:
+            try:
+                client.update_run(known, status="RUNNING")
+                return known
+            except mlflow.exceptions.MlflowException:  # another store, or deleted there
+                log.info("the study's MLflow run %s is not in this store; starting one", known)
+        run = mlflow.start_run(run_name=f"study {study.study_name}")
+        mlflow.set_tags({"optuna_study": study.study_name, "cache_fingerprint": fingerprint})
         mlflow.end_run()  # the trials' runs open it again as their parent
+        study.set_user_attr(MLFLOW_PARENT, run.info.run_id)
         return run.info.run_id
     except Exception as error:  # noqa: BLE001 - tracking never stops a search
         log.warning("nothing is tracked in MLflow: %s; the search goes on", first_line(error))
