@@ -13,6 +13,7 @@ from h5py._objects import phil
 from isal import isal_zlib
 
 from gesture_cache.common.errors import CacheError
+from gesture_cache.common.hdf5 import open_plain
 
 
 @dataclass
@@ -79,7 +80,7 @@ def read_features(path: Path) -> np.ndarray:
     """A schema-2 shard's features alone (what streaming reads, a shard ahead), inflated
     after the file is closed."""
     with shard_errors(path):
-        with h5py.File(path, "r") as f:
+        with open_plain(path, f"shard {path}") as f:
             raw = raw_features(f["features"])
             if raw is None:
                 return f["features"][()]
@@ -89,7 +90,7 @@ def read_features(path: Path) -> np.ndarray:
 def read_features_into(path: Path, out: np.ndarray) -> None:
     """A schema-2 shard's features, read into `out` (its rows of the whole cache's array)."""
     with shard_errors(path):
-        with h5py.File(path, "r") as f:
+        with open_plain(path, f"shard {path}") as f:
             stored = f["features"]
             if stored.shape != out.shape or stored.dtype != out.dtype:
                 raise CacheError(

@@ -9,8 +9,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
-
 from gesture_cache.cache.manifest import (
     FAILURES,
     SCHEMA_VERSION,
@@ -29,6 +27,7 @@ from gesture_cache.common.files import (
     atomic_write,
     file_sha256,
 )
+from gesture_cache.common.hdf5 import IndirectionError, open_plain
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +148,11 @@ def _manifest_for_repair(folder: Path) -> dict:
         return manifest
     for path in sorted(folder.glob("part-*.h5")):
         try:
-            with h5py.File(path, "r") as f:
+            with open_plain(path, f"shard {path}") as f:
                 extractor = json.loads(f.attrs["extractor"])
                 features = f["features"]
                 dim, dtype = int(features.shape[1]), str(features.dtype)
-        except (OSError, KeyError, ValueError, IndexError):
+        except (OSError, KeyError, ValueError, IndexError, IndirectionError):
             continue
         log.warning("manifest unusable (%s); rebuilding it from %s", reason, path.name)
         return new_manifest(ExtractorRecord(extractor, dim), dtype)

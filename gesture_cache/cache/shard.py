@@ -30,6 +30,7 @@ from gesture_cache.cache.manifest import (
 )
 from gesture_cache.cache.schema1 import read_schema1
 from gesture_cache.common.errors import CacheError
+from gesture_cache.common.hdf5 import IndirectionError, open_plain
 
 COMPRESSIONS = ("gzip", "none")  # how shards store features (`cache.shard_image`)
 
@@ -62,7 +63,7 @@ SEGMENT_NUMBERS = {"start_frame": np.int64, "end_frame": np.int64, "row": np.int
 def read_shard(path: Path, schema_version: int, features: bool = False) -> ShardContent:
     """A shard's tables (and features); a missing or unreadable part, or tables that do not
     match their checksum, is a CacheError naming the shard."""
-    with shard_errors(path), h5py.File(path, "r") as f:
+    with shard_errors(path), open_plain(path, f"shard {path}") as f:
         return read_schema1(f, features) if schema_version == 1 else _read_v2(f, features, path)
 
 
@@ -220,7 +221,7 @@ def inspect_shard(path: Path, manifest: dict) -> tuple[str | None, ShardContent 
     table present and consistent, features of the right size and type and finite."""
     version = manifest["schema_version"]
     try:
-        with h5py.File(path, "r") as f:
+        with open_plain(path, f"shard {path}") as f:
             if f.attrs.get("fingerprint") != manifest["fingerprint"]:
                 attributes = "its fingerprint differs from the manifest's"
             elif f.attrs.get("schema_version") != version:
@@ -229,6 +230,8 @@ def inspect_shard(path: Path, manifest: dict) -> tuple[str | None, ShardContent 
                 attributes = None
     except OSError as error:
         return f"cannot be read ({error})", None
+    except IndirectionError as error:
+        return str(error).removeprefix(f"shard {path}: "), None
     try:
         content = read_shard(path, version, features=True)
     except CacheError as error:

@@ -226,6 +226,7 @@ class Session:
             if fmt == "onnx":
                 import onnxruntime
 
+                refuse_external_data(path)
                 self._session = onnxruntime.InferenceSession(
                     str(path), providers=["CPUExecutionProvider"]
                 )
@@ -268,6 +269,28 @@ class Session:
 
     def _run_litert(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return next(iter(self._runner(**inputs).values()))
+
+
+def refuse_external_data(path: Path) -> None:
+    """An ONNX graph of a bundle holds its weights itself (export never writes external
+    data): one whose tensors name other files is refused before a runtime reads them. Without
+    the `onnx` package, only the runtime's own check of such paths applies."""
+    try:
+        import onnx
+    except ModuleNotFoundError:
+        return
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # noqa: BLE001 - protobuf's own errors for a damaged file
+        raise RunError(f"{path} is not an ONNX graph ({type(error).__name__})") from None
+    tensors = [*graph.graph.initializer]
+    tensors += [a.t for node in graph.graph.node for a in node.attribute if a.HasField("t")]
+    for tensor in tensors:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise RunError(
+                f"{path}: tensor {tensor.name!r} keeps its values in another file; a bundle's "
+                "graphs hold their own weights, refusing to load it"
+            )
 
 
 def graph_input(preprocessing: Preprocessing) -> Preprocessing:

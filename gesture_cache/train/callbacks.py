@@ -11,6 +11,7 @@ import keras
 import pandas as pd
 
 from gesture_cache.common.files import atomic_write
+from gesture_cache.common.hdf5 import open_plain
 from gesture_cache.train.run_folder import (
     run_file,
 )
@@ -26,6 +27,10 @@ def training_callbacks(
     model.keras stays the best epoch."""
     best_so_far = None
     if resume:
+        backup = run_file(run_dir, "backup") / "latest.weights.h5"
+        if backup.is_file():
+            with open_plain(backup, str(backup)):
+                pass  # refused before Keras reads it, if it reads another file
         column = read_history(run_dir).get(monitor)
         if column is not None and column.notna().any():
             best_so_far = float(column.min())

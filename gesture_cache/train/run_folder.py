@@ -8,6 +8,8 @@ of its files is read or written through a link that leaves it.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +20,7 @@ import pandas as pd
 from gesture_cache.backbones.base import finds_own_weights
 from gesture_cache.common.errors import CacheError, ConfigError, GestureCacheError, RunError
 from gesture_cache.common.files import atomic_write, file_sha256, inside, read_json, write_json
+from gesture_cache.common.hdf5 import open_plain
 from gesture_cache.data.windows import SPLITS, Window
 from gesture_cache.train.config import TrainConfig
 
@@ -110,6 +113,7 @@ def load_best_model(run_dir: Path) -> keras.Model:
     path = run_file(Path(run_dir), "model.keras")
     if not path.is_file():
         raise RunError(f"{run_dir} has no model.keras (stopped before its first epoch ended?)")
+    refuse_indirect_weights(path)
     try:
         return keras.models.load_model(path)
     except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a bad file
@@ -117,6 +121,19 @@ def load_best_model(run_dir: Path) -> keras.Model:
             f"{path} cannot be loaded ({type(error).__name__}: {str(error)[:200]}); "
             "is it truncated or corrupt?"
         ) from None
+
+
+def refuse_indirect_weights(path: Path) -> None:
+    """A .keras file's weights (an HDF5 file inside the zip) checked before Keras reads
+    them: weights kept in another file (`common.hdf5`) are refused."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith(".h5")]
+            for name in names:
+                with open_plain(io.BytesIO(archive.read(name)), f"{path} ({name})"):
+                    pass
+    except (zipfile.BadZipFile, OSError) as error:
+        raise RunError(f"{path} cannot be loaded ({error}); is it truncated or corrupt?") from None
 
 
 def read_run_config(run_dir: Path) -> dict:
