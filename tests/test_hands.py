@@ -218,14 +218,16 @@ def test_the_hands_command_prints_landmarks_and_draws_them(tmp_path, capsys):
         assert 0 <= min(p[0] for p in hand["landmarks"]) <= 1
     assert len(results[3]["frames"]) == 43 and len(results[4]["frames"]) == 1
     assert sorted(p.name for p in out.iterdir()) == [
-        "deep.png",
-        "fingers-lq.mp4",
-        "grey.png",
-        "nocurl.png",
-        "one.mp4",
+        "deep.png.png",
+        "fingers-lq.gif.mp4",
+        "grey.png.png",
+        "nocurl.jpg.png",
+        "one.gif.mp4",
     ]
-    capture = cv2.VideoCapture(str(out / "fingers-lq.mp4"))
+    capture = cv2.VideoCapture(str(out / "fingers-lq.gif.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 43
+    source_fps = cv2.VideoCapture(str(gif)).get(cv2.CAP_PROP_FPS)
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(source_fps, rel=0.01)  # not 30
     black = tmp_path / "black.png"
     cv2.imwrite(str(black), np.zeros((100, 100, 3), np.uint8))
     assert main(["hands", str(black), "--json"]) == 0

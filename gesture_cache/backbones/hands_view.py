@@ -3,6 +3,7 @@ frames and images, as MediaPipe's Hands reports them (JSON) or drawn on the fram
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +12,15 @@ import numpy as np
 
 from gesture_cache.backbones.hand_tracker import Hand
 from gesture_cache.backbones.hands import Hands
-from gesture_cache.common.errors import GestureCacheError
-from gesture_cache.video.decode import IMAGE_SUFFIXES, Frames, VideoError, to_uint8
+from gesture_cache.common.errors import ConfigError, GestureCacheError
+from gesture_cache.common.files import refuse_inputs
+from gesture_cache.video.decode import (
+    DEFAULT_FOLDER_FPS,
+    IMAGE_SUFFIXES,
+    Frames,
+    VideoError,
+    to_uint8,
+)
 
 # MediaPipe's HAND_CONNECTIONS: the bones drawn between landmarks.
 CONNECTIONS = [
@@ -26,11 +34,33 @@ def is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def source_frames(path: Path) -> Iterator[np.ndarray]:
-    """BGR uint8 frames of an image, a video or GIF, or a folder of frames."""
+def output_paths(sources: list[Path], out: Path) -> dict[Path, Path]:
+    """Where each source's drawing goes: `out/NAME.png` for an image, `out/NAME.mp4` for a
+    video, a GIF or a folder of frames, NAME the source's whole file name (so `x.jpg` and
+    `x.png` do not meet). Two sources that would write one file, and an output that would
+    replace a source or land inside a folder of frames read as one, are refused before
+    anything is read."""
+    paths: dict[Path, Path] = {}
+    for source in sources:
+        suffix = ".png" if is_image(source) else ".mp4"
+        path = out / f"{source.name}{suffix}"
+        clash = next((s for s, p in paths.items() if p.resolve() == path.resolve()), None)
+        if clash is not None:
+            raise ConfigError(
+                f"--out {out}: {clash} and {source} would both be drawn to {path.name}; "
+                "draw them in two runs with different --out folders"
+            )
+        paths[source] = path
+    refuse_inputs(list(paths.values()), sources)
+    return paths
+
+
+def source_frames(path: Path) -> tuple[Iterator[np.ndarray], Frames | None]:
+    """BGR uint8 frames of an image, a video or GIF, or a folder of frames, and for the
+    latter the `Frames` whose probe tells their rate."""
     if not is_image(path):
-        yield from Frames(path, None)
-        return
+        frames = Frames(path, None)
+        return iter(frames), frames
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise VideoError("unreadable_image", f"{path}: cannot be read as an image")
@@ -39,7 +69,7 @@ def source_frames(path: Path) -> Iterator[np.ndarray]:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    yield image
+    return iter([image]), None
 
 
 def hand_record(hand: Hand) -> dict:
@@ -50,33 +80,40 @@ def hand_record(hand: Hand) -> dict:
     }
 
 
-def landmarks_of(source: str | Path, hands: Hands, out: Path | None = None) -> dict:
-    """{"source", "frames": [{"frame", "hands": [...]}]} of one source; with `out`, a PNG
-    (image) or MP4 (anything else) with the landmarks drawn, named after the source."""
+def landmarks_of(source: str | Path, hands: Hands, drawing: Path | None = None) -> dict:
+    """{"source", "frames": [{"frame", "hands": [...]}]} of one source; with `drawing` (from
+    `output_paths`), a PNG (image) or an MP4 at the source's frame rate (anything else) with
+    the landmarks drawn, written under a temporary name and renamed once complete."""
     path = Path(source)
     track = hands.tracker()
-    frames, writer, drawn = [], None, None
+    found_frames, writer, drawn = [], None, None
+    temporary = (
+        None if drawing is None else drawing.with_name(f".{drawing.name}.tmp{drawing.suffix}")
+    )
+    frames, decoded = source_frames(path)
     try:
-        for i, frame in enumerate(source_frames(path)):
+        for i, frame in enumerate(frames):
             found = track(frame)
-            frames.append({"frame": i, "hands": [hand_record(h) for h in found]})
-            if out is None:
+            found_frames.append({"frame": i, "hands": [hand_record(h) for h in found]})
+            if drawing is None:
                 continue
             drawn = draw(frame, found)
-            if not is_image(path):
-                writer = writer or video_writer(out / f"{path.stem}.mp4", drawn.shape)
+            if decoded is not None:
+                fps = decoded.probe.fps or DEFAULT_FOLDER_FPS
+                writer = writer or video_writer(temporary, drawn.shape, fps)
                 writer.write(drawn)
     finally:
         if writer is not None:
             writer.release()
-    if out is not None and is_image(path) and drawn is not None:
-        if not cv2.imwrite(str(out / f"{path.stem}.png"), drawn):
-            raise GestureCacheError(f"{out / (path.stem + '.png')}: cannot be written")
-    return {"source": str(source), "frames": frames}
+    if drawing is not None and drawn is not None:
+        if decoded is None and not cv2.imwrite(str(temporary), drawn):
+            raise GestureCacheError(f"{drawing}: cannot be written")
+        os.replace(temporary, drawing)
+    return {"source": str(source), "frames": found_frames}
 
 
-def video_writer(path: Path, shape: tuple) -> cv2.VideoWriter:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, shape[1::-1])
+def video_writer(path: Path, shape: tuple, fps: float) -> cv2.VideoWriter:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, shape[1::-1])
     if not writer.isOpened():
         raise GestureCacheError(f"{path}: cannot be written as an MP4 video")
     return writer
