@@ -14,6 +14,7 @@ import numpy as np
 
 from gesture_cache.common.errors import GestureCacheError, RunError
 from gesture_cache.deploy import bundle
+from gesture_cache.deploy.litert_head import export_litert_head
 from gesture_cache.deploy.parity import (
     HEAD_BOUND,
     PARITY_WINDOWS,
@@ -147,47 +148,6 @@ def export_heads(
         )
         step()
     return artifacts
-
-
-def export_litert_head(model, path: Path, quantize: str | None) -> None:
-    """The head rebuilt unrolled (same weights): the rolled LSTM converts to Flex
-    TensorList ops that neither LiteRT nor TensorFlow >= 2.20 can run. Builtin operators
-    only: a model that would need Flex fails here instead of shipping."""
-    import tensorflow as tf
-
-    from gesture_cache.train.model import build_classifier
-
-    names = {layer.name: layer for layer in model.layers}
-    recurrent = [layer for layer in model.layers if layer.name.startswith("bi")]
-    dense = names["dense"].units if "dense" in names else 0
-    standardize = names.get("standardize")
-    unrolled = build_classifier(
-        "compact",
-        model.outputs[0].shape[-1],
-        tuple(model.inputs[0].shape[1:]),
-        units=tuple(layer.forward_layer.units for layer in recurrent),
-        cell=head_cell(model),
-        dense=dense,
-        dropout=0.0,
-        mean=None if standardize is None else np.asarray(standardize.mean).reshape(-1),
-        variance=None if standardize is None else np.asarray(standardize.variance).reshape(-1),
-        unroll=True,
-        projection=tuple(names["reduce"].get_weights()) if "reduce" in names else None,
-    )
-    unrolled.set_weights(model.get_weights())
-    target = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}
-    options = {}
-    if quantize:
-        options["optimizations"] = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        target["supported_types"] = [tf.float16]
-    try:
-        unrolled.export(str(path), format="litert", verbose=False, target_spec=target, **options)
-    except Exception as error:  # noqa: BLE001 - the converter raises its own kinds
-        raise RunError(
-            f"the LiteRT head does not convert with builtin operators only: "
-            f"{str(error).splitlines()[0][:300]}"
-        ) from None
 
 
 def head_outputs(folder: Path, fmt: str, name: str, windows, masks, batch: int) -> np.ndarray:

@@ -44,13 +44,11 @@ def build_classifier(
     dropout: float | None = None,
     mean: np.ndarray | None = None,
     variance: np.ndarray | None = None,
-    unroll: bool = False,
     projection: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> keras.Model:
     """A preset, with any hyperparameter overridden; `mean`/`variance` add standardisation.
-    `unroll` builds the recurrent layers unrolled over the window (same weights, same
-    outputs), which LiteRT converts with builtin operators only. `projection` (kernel
-    (D, N), bias (N,)) adds a fixed linear layer after the standardisation (`--reduce`)."""
+    `projection` (kernel (D, N), bias (N,)) adds a fixed linear layer after the
+    standardisation (`--reduce`)."""
     hparams = preset_hparams(preset)
     overrides = {"units": units, "cell": cell, "dense": dense, "dropout": dropout}
     hparams.update({k: v for k, v in overrides.items() if v is not None})
@@ -68,7 +66,7 @@ def build_classifier(
         reduce.set_weights([np.asarray(p, np.float32) for p in projection])
     for i, size in enumerate(hparams["units"]):
         last = i == len(hparams["units"]) - 1
-        recurrent = CELLS[hparams["cell"]](size, return_sequences=not last, unroll=unroll)
+        recurrent = CELLS[hparams["cell"]](size, return_sequences=not last)
         x = keras.layers.Bidirectional(recurrent, name=f"bi{hparams['cell']}_{i + 1}")(x, mask=mask)
         if hparams["dropout"]:
             x = keras.layers.Dropout(hparams["dropout"], name=f"dropout_{i + 1}")(x)
