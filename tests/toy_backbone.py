@@ -18,6 +18,7 @@ class Toy:
     clip_dtype = "uint8"
     clip_shape = (4, 16, 16, 3)
     feature_dim = 6
+    network_in_stream = False
     preprocessing = PREPROCESSING
 
     def __init__(self, random_seed: int):

@@ -39,6 +39,7 @@ class Hands:
     clip_len = 1
     clip_dtype = "float32"
     preprocessing = PREPROCESSING
+    network_in_stream = True  # the models follow each recording's hands where it is decoded
 
     def __init__(
         self, model: str | HandModels = "full", max_hands: int = 2, mirrored: bool = False,

@@ -24,7 +24,12 @@ def extract_summary(summary: ExtractSummary, out: str | Path) -> str:
         f"{summary.duplicate_rows} duplicate rows",
         f"  {summary.seconds:.1f} s, {clips_per_s:.2f} clips/s",
     ]
-    if summary.model_seconds and summary.pipeline_seconds:
+    if summary.network_in_decoding:
+        lines.append(
+            f"  the network runs in the {summary.decode_workers} decode workers, one recording "
+            "each: more --decode-workers (up to the cores) go faster"
+        )
+    elif summary.model_seconds and summary.pipeline_seconds:
         busy = min(1.0, summary.model_seconds / summary.pipeline_seconds)
         limit = "the model limits" if busy >= 0.9 else "decoding limits: add --decode-workers"
         lines.append(

@@ -45,6 +45,8 @@ class ExtractSummary:
     setup_seconds: float = 0.0  # reading the CSV, building the backbone
     model_seconds: float = 0.0  # inside the backbone's forward (local engine)
     pipeline_seconds: float = 0.0  # from the first decode to the last write
+    network_in_decoding: bool = False  # the backbone's network runs in the decode workers
+    decode_workers: int = 0
     recordings_in_cache: int = 0
     failures_recorded: int = 0
 

@@ -85,7 +85,11 @@ def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig)
     rows = read_meta(csv_path, config.video_root, config.path_column, config.label_column)
     rows = [r for r in rows if in_partition(r.recording_id, config.num_shards, config.shard_index)]
     extractor = extractor_from_config(config)
-    summary = ExtractSummary(setup_seconds=time.perf_counter() - started)
+    summary = ExtractSummary(
+        setup_seconds=time.perf_counter() - started,
+        network_in_decoding=extractor.backbone.network_in_stream,
+        decode_workers=config.decode_workers,
+    )
     record = ExtractorRecord(
         extractor.spec,
         extractor.feature_dim,
@@ -125,8 +129,11 @@ def run_extraction(csv_path: str | Path, out: str | Path, config: ExtractConfig)
 
 def rates(summary: ExtractSummary) -> str:
     """Clips/s of the whole pipeline and of the model alone, and how busy the model is: a
-    model busy well under 100% is waiting for decoding (more --decode-workers)."""
+    model busy well under 100% is waiting for decoding (more --decode-workers). A backbone
+    whose network runs in the decode workers (hands) has no model of its own to time."""
     text = f"{summary.clips / max(summary.pipeline_seconds, 1e-9):.2f} clips/s"
+    if summary.network_in_decoding:
+        return text + f" (the network runs in the {summary.decode_workers} decode workers)"
     if summary.model_seconds:
         busy = min(1.0, summary.model_seconds / max(summary.pipeline_seconds, 1e-9))
         text += f", model {summary.clips / summary.model_seconds:.2f} clips/s, busy {busy:.0%}"
