@@ -25,7 +25,7 @@ import numpy as np
 from gesture_cache.extract.config import ExtractConfig
 from gesture_cache.extract.extractor import extractor_from_config
 from gesture_cache.extract.job import Job
-from gesture_cache.extract.local import DecodeWorkers
+from gesture_cache.extract.local_engine import DecodeWorkers
 
 
 def write_recording(path: Path, frames: int, width: int, height: int, seed: int) -> None:

@@ -24,8 +24,8 @@ from gesture_cache.deploy.settings import DetectSettings
 from gesture_cache.detect.detector import detect_cached, detect_offline, load_detector
 from gesture_cache.detect.live import detect_live
 from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.extract.extractor import extractor_from_spec
-from gesture_cache.extract.local import run_extraction
 from gesture_cache.sources import synth
 from gesture_cache.train.config import TrainConfig
 from gesture_cache.train.fit import train
@@ -43,8 +43,8 @@ def measure(stride: int, tmp: Path, recordings: int) -> dict:
     folder = tmp / f"s{stride}"
     csv = synth.make_recordings(folder / "train", recordings, gestures=3, seed=stride)
     unseen = synth.make_recordings(folder / "unseen", 1, gestures=3, seed=stride + 1)
-    run_extraction(csv, folder / "cache", ExtractConfig(random_weights=0, clip_stride=stride))
-    run_extraction(
+    build_cache(csv, folder / "cache", ExtractConfig(random_weights=0, clip_stride=stride))
+    build_cache(
         unseen, folder / "unseen_cache", ExtractConfig(random_weights=0, clip_stride=stride)
     )
     config = TrainConfig(background=True, window_clips=4, window_step=1, epochs=2, units=(16,))

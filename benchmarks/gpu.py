@@ -24,9 +24,10 @@ import numpy as np
 
 from gesture_cache.backbones import keras_backends
 from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.extract.extractor import extractor_from_config, resolved
 from gesture_cache.extract.job import Job
-from gesture_cache.extract.local import DecodeWorkers, run_extraction
+from gesture_cache.extract.local_engine import DecodeWorkers
 from gesture_cache.sources import synth
 from gesture_cache.sources.meta import read_meta
 
@@ -75,7 +76,7 @@ def measure(csv: Path, clips: np.ndarray, config: ExtractConfig, out: Path) -> d
         offset = (i * batch) % max(1, len(clips) - batch + 1)
         forward(clips[offset : offset + batch])
     model_rate = rounds * batch / (time.perf_counter() - started)
-    summary = run_extraction(csv, out, config)
+    summary = build_cache(csv, out, config)
     pipeline_rate = summary.clips / max(summary.seconds - summary.setup_seconds, 1e-9)
     return {
         "backend": config.backend,

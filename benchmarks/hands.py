@@ -47,7 +47,7 @@ print(json.dumps(out))
 
 
 def frames_per_second(frames: list, model: str, static: bool) -> float:
-    from gesture_cache.backbones.hands import Hands
+    from gesture_cache.backbones.hands.backbone import Hands
 
     hands = Hands(model, max_hands=2, static=static)
     list(hands.stream(frames[:2]))  # the interpreters, built once
@@ -58,9 +58,10 @@ def frames_per_second(frames: list, model: str, static: bool) -> float:
 
 
 def c3d_clips_per_second(clips: int) -> float:
-    from gesture_cache.backbones.c3d import C3D, make_preprocessing
+    from gesture_cache.backbones.c3d.backbone import C3D
+    from gesture_cache.backbones.c3d.options import Options
 
-    c3d = C3D(make_preprocessing("c3d"), random_seed=0, batch_clips=clips)
+    c3d = C3D(Options(), random_seed=0, batch_clips=clips)
     batch = np.random.default_rng(0).integers(0, 255, (clips, *C3D.clip_shape), dtype=np.uint8)
     c3d.forward(batch)
     started = time.perf_counter()

@@ -30,8 +30,8 @@ import numpy as np
 CHILD = """
 import resource, sys
 from gesture_cache.extract.config import ExtractConfig
-from gesture_cache.extract.local import run_extraction
-summary = run_extraction(sys.argv[1], sys.argv[2], ExtractConfig(random_weights=0,
+from gesture_cache.extract.extraction import build_cache
+summary = build_cache(sys.argv[1], sys.argv[2], ExtractConfig(random_weights=0,
                          clip_stride=int(sys.argv[3]), decode_workers=2))
 print(summary.clips, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """

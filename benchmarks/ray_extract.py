@@ -24,13 +24,13 @@ import ray
 
 from gesture_cache.cache.reader import open_cache
 from gesture_cache.extract.config import ExtractConfig
-from gesture_cache.extract.local import run_extraction
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.sources import synth
 
 
 def timed_extraction(csv: Path, out: Path, config: ExtractConfig) -> tuple[float, int]:
     started = time.perf_counter()
-    summary = run_extraction(csv, out, config)
+    summary = build_cache(csv, out, config)
     return time.perf_counter() - started, summary.clips
 
 

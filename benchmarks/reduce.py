@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 
 from gesture_cache.cli.demo import DEMO_EXTRACT, DEMO_VIDEOS_PER_CLASS
-from gesture_cache.extract.local import run_extraction
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.sources import synth
 from gesture_cache.train.config import TrainConfig
 from gesture_cache.train.fit import train
@@ -69,7 +69,7 @@ def main() -> None:
         cache = Path(args.cache) if args.cache else tmp / "cache"
         if not args.cache:
             csv = synth.make_dataset(tmp / "videos", per_class=DEMO_VIDEOS_PER_CLASS, seed=0)
-            run_extraction(csv, cache, DEMO_EXTRACT)
+            build_cache(csv, cache, DEMO_EXTRACT)
         settings = [None] + [f"pca:{n}" for n in args.components.split(",")]
         results = [measure(cache, tmp / "runs", s, seeds, args.epochs) for s in settings]
     base = results[0]["seconds_per_epoch"]

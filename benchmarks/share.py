@@ -48,7 +48,8 @@ def main() -> None:
     import fsspec
     from moto.server import ThreadedMotoServer
 
-    from gesture_cache.cache.transfer import pull, push
+    from gesture_cache.cache.pull import pull
+    from gesture_cache.cache.push import push
     from gesture_cache.extract.config import ExtractConfig
     from gesture_cache.extract.extractor import extractor_from_config
     from tests.helpers import write_continuous_cache

@@ -43,8 +43,8 @@ from gesture_cache.cache.writer import CacheWriter
 from gesture_cache.data.samples import batch_windows
 from gesture_cache.data.windows import Window, windows
 from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.extract.extractor import extractor_from_config
-from gesture_cache.extract.local import run_extraction
 from gesture_cache.sources import synth
 from gesture_cache.sources.meta import read_meta
 from gesture_cache.train.config import TrainConfig
@@ -173,7 +173,7 @@ def main() -> None:
         print(f"reference way, {EPOCHS} epochs: {reference_seconds:.1f} s")
 
         started = time.perf_counter()
-        run_extraction(csv, tmp / "cache", extract_config)
+        build_cache(csv, tmp / "cache", extract_config)
         prepared = training_data(tmp / "cache", config)
         everything = np.arange(len(prepared.samples))
         model = compiled_classifier(prepared, everything, config)

@@ -6,12 +6,11 @@ detect -> cli (see docs/architecture.md).
 """
 
 import os
-from importlib.metadata import version
+
+__version__ = "0.2.0"  # the one place it is written: pyproject.toml reads it from here
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken files get our message, not FFmpeg's
-
-__version__ = version("gesture_cache")
 
 from gesture_cache.cache.reader import Cache, open_cache  # noqa: E402
 from gesture_cache.common.errors import CacheError, GestureCacheError  # noqa: E402

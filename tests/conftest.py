@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from gesture_cache import open_cache
-from gesture_cache.backbones.c3d import build_c3d, randomize_weights
+from gesture_cache.backbones.c3d.network import build_c3d, randomize_weights
 from gesture_cache.cache.manifest import read_manifest
 from gesture_cache.extract.config import ExtractConfig
-from gesture_cache.extract.local import run_extraction
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.sources import synth
 from gesture_cache.train.config import TrainConfig
 from gesture_cache.train.fit import train
@@ -49,7 +49,7 @@ def small_cache(tmp_path_factory: pytest.TempPathFactory, synth_csv: Path) -> Pa
     """8 synthetic videos, two or three clips each (stride 32), random weights: ~8 s of C3D."""
     out = tmp_path_factory.mktemp("cache") / "cache"
     config = ExtractConfig(random_weights=0, clip_stride=32, shard_size=3)
-    summary = run_extraction(synth_csv, out, config)
+    summary = build_cache(synth_csv, out, config)
     assert summary.cached == 8
     return out
 
@@ -57,9 +57,9 @@ def small_cache(tmp_path_factory: pytest.TempPathFactory, synth_csv: Path) -> Pa
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory):
     """`gesture-cache demo` itself: 64 synthetic videos, 2 clips each, trained compact preset."""
-    from gesture_cache.cli.demo import run_demo
+    from gesture_cache.cli.demo import classification_demo
 
-    return run_demo(tmp_path_factory.mktemp("demo"))
+    return classification_demo(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +116,7 @@ def detector(small_cache, tmp_path_factory):
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3(tmp_path_factory):
     """An S3 API on 127.0.0.1 with the bucket `team`; the environment points at it the way a
     user points at MinIO or Ceph (AWS_ENDPOINT_URL), with throwaway credentials."""
@@ -141,7 +141,7 @@ def s3(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gcs():
     """A GCS JSON API on 127.0.0.1 (gcp-storage-emulator, in memory) with the bucket `team`;
     gcsfs finds it the way it finds any emulator, through STORAGE_EMULATOR_HOST. gcsfs' newer

@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 
 from gesture_cache.backbones import keras_backends
-from gesture_cache.backbones.c3d import C3D, make_preprocessing
+from gesture_cache.backbones.c3d.backbone import C3D
+from gesture_cache.backbones.c3d.options import Options
 from gesture_cache.cache.manifest import read_manifest
 from gesture_cache.cache.reader import open_cache
 from gesture_cache.cli.main import main
@@ -57,10 +58,9 @@ def gesture_cache(*args: str, program: str = CLI, backend: str | None = None):
 
 
 def test_only_reduced_precision_features_are_tied_to_their_backend():
-    preprocessing = make_preprocessing("c3d", None)
     fields = {
         (precision, backend): C3D(
-            preprocessing, random_seed=0, precision=precision, backend=backend
+            Options(precision=precision), random_seed=0, backend=backend, batch_clips=16
         ).fingerprint_fields()
         for precision in ("float32", "mixed_bfloat16")
         for backend in ("tensorflow", "jax")

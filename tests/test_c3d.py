@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from gesture_cache.backbones.c3d import WeightsError, build_c3d, load_keras2_weights
+from gesture_cache.backbones.c3d.network import WeightsError, build_c3d, load_keras2_weights
 from gesture_cache.common.errors import ConfigError
 from gesture_cache.extract.config import ExtractConfig
 from gesture_cache.extract.extractor import extractor_from_config
@@ -116,7 +116,9 @@ def test_a_random_mean_cube_is_subtracted_before_the_crop(tmp_path, weights_file
         clip, verbose=0
     )[0]
 
-    config = ExtractConfig(weights=str(weights_file), mean_file=str(tmp_path / "mean.npy"))
+    config = ExtractConfig(
+        weights=str(weights_file), options={"mean_file": str(tmp_path / "mean.npy")}
+    )
     extractor = extractor_from_config(config)
     actual = extractor.features(video).features[0]
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
@@ -129,7 +131,9 @@ def test_a_random_mean_cube_is_subtracted_before_the_crop(tmp_path, weights_file
 
 def test_a_mean_cube_of_another_shape_is_refused(tmp_path, weights_file):
     np.save(tmp_path / "mean.npy", np.zeros((16, 112, 112, 3), np.float32))
-    config = ExtractConfig(weights=str(weights_file), mean_file=str(tmp_path / "mean.npy"))
+    config = ExtractConfig(
+        weights=str(weights_file), options={"mean_file": str(tmp_path / "mean.npy")}
+    )
     with pytest.raises(ConfigError, match=r"\(16, 112, 112, 3\).*\(3, 16, 128, 171\)"):
         extractor_from_config(config)
 

@@ -16,7 +16,7 @@ from gesture_cache.cache.verify import verify_cache
 from gesture_cache.cli.main import main
 from gesture_cache.common.errors import ConfigError
 from gesture_cache.extract.config import ExtractConfig
-from gesture_cache.extract.local import run_extraction
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.train.config import TrainConfig
 from gesture_cache.train.fit import train
 from tests.helpers import write_cache, write_video
@@ -74,7 +74,7 @@ def test_jester_trains_on_its_own_lists(jester, tmp_path, capsys):
     assert set(table["fps"]) == {"12.0"}
     unlabelled = pd.read_csv(meta.with_name("jester_unlabelled.csv"), dtype=str)
     assert list(unlabelled["dataset_id"]) == ["20"]
-    assert run_extraction(meta, tmp_path / "cache", FAST).cached == 6
+    assert build_cache(meta, tmp_path / "cache", FAST).cached == 6
     run = tmp_path / "run"
     train(tmp_path / "cache", run, TINY)
     ids = {f"../jester/20bn-jester-v1/{v}" for v in ("1", "2", "3", "4")}
@@ -152,7 +152,7 @@ def test_ipn_hand_background_and_its_test_list(ipn, tmp_path, capsys):
     assert "D0X" not in set(table["action"])  # non-gestures are background
     first = table.iloc[0]
     assert (first["start_frame"], first["end_frame"], first["split"]) == ("16", "32", "train")
-    assert run_extraction(meta, tmp_path / "cache", FAST).cached == 4
+    assert build_cache(meta, tmp_path / "cache", FAST).cached == 4
     run = tmp_path / "run"
     train(tmp_path / "cache", run, TrainConfig(**{**TINY.__dict__, "background": True}))
     parts = split_of(run)
@@ -204,7 +204,7 @@ def test_hidden_files_are_neither_labels_nor_videos_nor_frames(tmp_path, capsys)
     table = pd.read_csv(meta, dtype=str, keep_default_na=False)
     assert list(table["file_path"]) == ["mediapipe/train/wave/a.avi", "mediapipe/val/wave/b"]
     assert list(table["split"]) == ["train", "val"]
-    assert run_extraction(meta, tmp_path / "cache", FAST).cached == 2
+    assert build_cache(meta, tmp_path / "cache", FAST).cached == 2
 
 
 @pytest.mark.parametrize(
@@ -333,7 +333,7 @@ def write_split_csv(folder: Path, rows: list[tuple[str, str, str, str]]) -> Path
 def test_a_split_column_that_cannot_be_followed_is_refused(tmp_path, rows, message):
     rows = [*rows, ("c.avi", "wave", "train", "s3"), ("d.avi", "clap", "train", "s4")]
     csv = write_split_csv(tmp_path, rows)
-    run_extraction(csv, tmp_path / "cache", FAST)
+    build_cache(csv, tmp_path / "cache", FAST)
     with pytest.raises(ConfigError, match=re.escape(message)):
         train(tmp_path / "cache", tmp_path / "run", TINY)
     assert not (tmp_path / "run").exists()
@@ -347,7 +347,7 @@ def test_an_unknown_split_value_is_a_row_failure(tmp_path):
     csv = write_split_csv(
         tmp_path, [("a.avi", "wave", "train", ""), ("b.avi", "clap", "holdout", "")]
     )
-    summary = run_extraction(csv, tmp_path / "cache", FAST)
+    summary = build_cache(csv, tmp_path / "cache", FAST)
     assert summary.cached == 1 and summary.failed["bad_row"] == 1
 
 

@@ -103,9 +103,9 @@ def test_a_run_without_background_is_refused(small_cache, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def detect_demo(tmp_path_factory):
-    from gesture_cache.cli.demo import run_detect_demo
+    from gesture_cache.cli.demo import detection_demo
 
-    return run_detect_demo(tmp_path_factory.mktemp("detect"))
+    return detection_demo(tmp_path_factory.mktemp("detect"))
 
 
 @pytest.mark.slow

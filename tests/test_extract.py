@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -8,14 +9,14 @@ import pandas as pd
 import pytest
 
 from gesture_cache import open_cache
-from gesture_cache.backbones.c3d import build_c3d, randomize_weights
+from gesture_cache.backbones.c3d.network import build_c3d, randomize_weights
 from gesture_cache.cache.manifest import ExtractorRecord, read_failures
 from gesture_cache.cache.merge import merge_caches
 from gesture_cache.cache.verify import verify_cache
 from gesture_cache.cache.writer import CacheWriter
 from gesture_cache.common.errors import CacheError, ConfigError
 from gesture_cache.extract.config import ExtractConfig
-from gesture_cache.extract.local import run_extraction
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.sources.meta import MetaError, read_meta
 from tests.helpers import clips_of, save_keras2_weights, write_video
 
@@ -73,7 +74,7 @@ def awkward(tmp_path_factory) -> tuple[Path, dict[str, str | None]]:
 def test_every_awkward_row_is_cached_or_recorded(tmp_path, awkward):
     csv, expected = awkward
     out = tmp_path / "cache"
-    summary = run_extraction(csv, out, ExtractConfig(**FAST))
+    summary = build_cache(csv, out, ExtractConfig(**FAST))
     cache = open_cache(out)
     failures = {r["recording_id"]: r for r in read_failures(out).values()}
     ids = cache.recordings["recording_id"]
@@ -98,13 +99,13 @@ def test_every_awkward_row_is_cached_or_recorded(tmp_path, awkward):
 def test_rerun_resumes_and_skips_done_and_failed(tmp_path, awkward):
     csv, expected = awkward
     out = tmp_path / "cache"
-    run_extraction(csv, out, ExtractConfig(**FAST))
+    build_cache(csv, out, ExtractConfig(**FAST))
     manifest_before = (out / "manifest.json").read_text()
-    again = run_extraction(csv, out, ExtractConfig(**FAST))
+    again = build_cache(csv, out, ExtractConfig(**FAST))
     assert again.cached == 0 and sum(again.failed.values()) == 0
     assert again.skipped == len(expected)
     assert (out / "manifest.json").read_text() == manifest_before
-    retried = run_extraction(csv, out, ExtractConfig(**FAST, retry_failed=True))
+    retried = build_cache(csv, out, ExtractConfig(**FAST, retry_failed=True))
     assert sum(retried.failed.values()) == sum(r is not None for r in expected.values())
     assert retried.cached == 0
 
@@ -112,9 +113,9 @@ def test_rerun_resumes_and_skips_done_and_failed(tmp_path, awkward):
 def test_a_video_changed_since_caching_is_reported(tmp_path, caplog):
     video = write_video(tmp_path / "v.avi", 10)
     csv = write_csv(tmp_path / "meta.csv", [("v.avi", "wave")])
-    run_extraction(csv, tmp_path / "cache", ExtractConfig(**FAST))
+    build_cache(csv, tmp_path / "cache", ExtractConfig(**FAST))
     write_video(video, 12, seed=5)
-    again = run_extraction(csv, tmp_path / "cache", ExtractConfig(**FAST))
+    again = build_cache(csv, tmp_path / "cache", ExtractConfig(**FAST))
     assert again.skipped == 1 and again.changed == 1 and again.cached == 0
     assert "v.avi changed since it was cached" in caplog.text
 
@@ -123,10 +124,10 @@ def test_changed_extractor_settings_are_refused(tmp_path, synth_csv):
     out = tmp_path / "cache"
     shutil.copytree(synth_csv.parent, tmp_path / "videos")
     csv = write_csv(tmp_path / "one.csv", [("videos/Shake_Hand/shake_hand_000.avi", "shake")])
-    run_extraction(csv, out, ExtractConfig(**FAST))
+    build_cache(csv, out, ExtractConfig(**FAST))
     with pytest.raises(CacheError, match="differs in: clip_stride"):
-        run_extraction(csv, out, ExtractConfig(**{**FAST, "clip_stride": 32}))
-    assert run_extraction(csv, out, ExtractConfig(**FAST)).skipped == 1  # not left locked
+        build_cache(csv, out, ExtractConfig(**{**FAST, "clip_stride": 32}))
+    assert build_cache(csv, out, ExtractConfig(**FAST)).skipped == 1  # not left locked
 
 
 def test_second_writer_is_refused(small_cache):
@@ -149,7 +150,7 @@ def test_csv_problems_stop_before_any_work(tmp_path):
     with pytest.raises(
         MetaError, match=r"no column 'file_path', 'action'.*found \['path', 'label'\]"
     ):
-        run_extraction(bad, tmp_path / "out", ExtractConfig(**FAST))
+        build_cache(bad, tmp_path / "out", ExtractConfig(**FAST))
     empty = tmp_path / "empty.csv"
     empty.write_text("file_path,action\n")
     with pytest.raises(MetaError, match="no rows"):
@@ -159,7 +160,7 @@ def test_csv_problems_stop_before_any_work(tmp_path):
 
 def test_weights_are_required(tmp_path, synth_csv):
     with pytest.raises(ConfigError, match="--weights FILE.h5 or --random-weights"):
-        run_extraction(synth_csv, tmp_path / "out", ExtractConfig())
+        build_cache(synth_csv, tmp_path / "out", ExtractConfig())
 
 
 def test_csv_paths_are_cleaned_and_other_columns_kept(tmp_path):
@@ -176,9 +177,9 @@ def test_partitions_merge_into_the_whole(tmp_path, synth_csv, small_cache):
     parts = []
     for index in range(2):
         config = ExtractConfig(
-            random_weights=0, clip_stride=32, num_shards=2, shard_index=index, shard_size=3
+            random_weights=0, clip_stride=32, num_parts=2, part_index=index, shard_size=3
         )
-        run_extraction(synth_csv, tmp_path / f"part{index}", config)
+        build_cache(synth_csv, tmp_path / f"part{index}", config)
         parts.append(tmp_path / f"part{index}")
     sizes = [open_cache(p).manifest["recordings"] for p in parts]
     assert sum(sizes) == 8 and 0 < sizes[0] < 8
@@ -204,9 +205,9 @@ def test_features_beyond_float16_are_refused_or_kept_as_float32(tmp_path, synth_
         [(str(synth_csv.parent / "Shake_Hand" / "shake_hand_000.avi"), "shake")],
     )
     config = ExtractConfig(weights=str(weights), clip_stride=64)
-    summary = run_extraction(csv, tmp_path / "f16", config)
+    summary = build_cache(csv, tmp_path / "f16", config)
     assert summary.failed == {"float16_overflow": 1} and not summary.ok
-    stored = run_extraction(
+    stored = build_cache(
         csv, tmp_path / "f32", ExtractConfig(weights=str(weights), clip_stride=64, dtype="float32")
     )
     assert stored.cached == 1
@@ -232,7 +233,12 @@ def one_video(tmp_path_factory) -> Path:
     ],
 )
 def test_every_extractor_option_is_recorded_and_runs(tmp_path, one_video, options):
-    run_extraction(one_video, tmp_path / "c", ExtractConfig(**{**FAST, **options}))
+    shared = {f.name for f in fields(ExtractConfig)}
+    own = {k: v for k, v in options.items() if k not in shared}
+    config = ExtractConfig(
+        **{**FAST, **{k: v for k, v in options.items() if k in shared}}, options=own
+    )
+    build_cache(one_video, tmp_path / "c", config)
     cache = open_cache(tmp_path / "c")
     extractor = cache.manifest["extractor"]
     for key, value in options.items():
@@ -247,7 +253,7 @@ def test_every_extractor_option_is_recorded_and_runs(tmp_path, one_video, option
 
 
 def test_pad_zero_marks_fewer_valid_clips_than_it_pads(tmp_path, one_video):
-    run_extraction(
+    build_cache(
         one_video,
         tmp_path / "c",
         ExtractConfig(random_weights=0, sampling="pad", frames=32, clip_stride=8, pad="zero"),

@@ -24,7 +24,7 @@ from gesture_cache.cache.writer import CacheWriter
 from gesture_cache.cli.main import main
 from gesture_cache.common.errors import CacheError, GestureCacheError
 from gesture_cache.extract.config import ExtractConfig
-from gesture_cache.extract.local import run_extraction
+from gesture_cache.extract.extraction import build_cache
 from tests.helpers import write_cache, write_video
 
 FAST = {"random_weights": 0, "clip_stride": 64}
@@ -167,10 +167,10 @@ def test_ctrl_c_inside_a_manifest_write_leaves_no_video_twice(tmp_path, monkeypa
 
     monkeypatch.setattr(writer_module, "write_manifest", write_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        run_extraction(csv, out, ExtractConfig(**FAST, shard_size=2))
+        build_cache(csv, out, ExtractConfig(**FAST, shard_size=2))
     monkeypatch.undo()
     assert verify_cache(out).problems == []
-    run_extraction(csv, out, ExtractConfig(**FAST, shard_size=2))
+    build_cache(csv, out, ExtractConfig(**FAST, shard_size=2))
     cache = open_cache(out)
     assert sorted(cache.recordings["recording_id"]) == ["v0.avi", "v1.avi", "v2.avi"]
     assert verify_cache(out).problems == []
@@ -197,7 +197,7 @@ def test_a_file_size_limit_is_a_message_not_a_crash(tmp_path):
 
 def test_tqdm_disabled_extraction_works(tmp_path, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
-    summary = run_extraction(one_video_csv(tmp_path), tmp_path / "c", ExtractConfig(**FAST))
+    summary = build_cache(one_video_csv(tmp_path), tmp_path / "c", ExtractConfig(**FAST))
     assert summary.cached == 1
 
 
@@ -208,8 +208,8 @@ def test_many_missing_files_fail_fast_without_building_c3d(tmp_path, monkeypatch
     def no_model(*args, **kwargs):
         raise AssertionError("C3D was built although no video decodes")
 
-    monkeypatch.setattr("gesture_cache.backbones.c3d.build_c3d", no_model)
-    summary = run_extraction(tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(**FAST))
+    monkeypatch.setattr("gesture_cache.backbones.c3d.backbone.build_c3d", no_model)
+    summary = build_cache(tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(**FAST))
     assert summary.failed["missing"] == 500 and not summary.ok
     assert len(read_failures(tmp_path / "c")) == 500
     assert len((tmp_path / "c" / "failures.jsonl").read_text().splitlines()) == 500
@@ -222,10 +222,10 @@ def test_a_nul_byte_fails_its_row_only(tmp_path):
     csv = one_video_csv(tmp_path, n=2)
     csv.write_text(csv.read_text().replace("v1.avi,wave", "v1.avi,wa\0ve"))
     out = tmp_path / "c"
-    summary = run_extraction(csv, out, ExtractConfig(**FAST))
+    summary = build_cache(csv, out, ExtractConfig(**FAST))
     assert summary.cached == 1 and failure_of(out, "v1.avi")["reason"] == "bad_row"
     assert "NUL" in failure_of(out, "v1.avi")["message"]
-    assert run_extraction(csv, out, ExtractConfig(**FAST)).skipped == 2
+    assert build_cache(csv, out, ExtractConfig(**FAST)).skipped == 2
 
 
 def test_a_column_name_with_a_slash_is_refused_up_front(tmp_path, capsys):
@@ -237,9 +237,9 @@ def test_a_column_name_with_a_slash_is_refused_up_front(tmp_path, capsys):
 
 def test_a_label_fixed_in_the_csv_is_reported(tmp_path, caplog):
     csv = one_video_csv(tmp_path)
-    run_extraction(csv, tmp_path / "c", ExtractConfig(**FAST))
+    build_cache(csv, tmp_path / "c", ExtractConfig(**FAST))
     csv.write_text(csv.read_text().replace(",wave", ",click"))
-    again = run_extraction(csv, tmp_path / "c", ExtractConfig(**FAST))
+    again = build_cache(csv, tmp_path / "c", ExtractConfig(**FAST))
     assert again.relabelled == 1 and "'click' [0, 10] is not in the cache" in caplog.text
 
 
@@ -255,7 +255,7 @@ def test_a_file_replaced_while_decoded_is_a_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Extractor, "clips", clips_then_replace)
     out = tmp_path / "c"
-    summary = run_extraction(one_video_csv(tmp_path), out, ExtractConfig(**FAST))
+    summary = build_cache(one_video_csv(tmp_path), out, ExtractConfig(**FAST))
     assert summary.cached == 0
     assert failure_of(out, "v0.avi")["reason"] == "changed_while_reading"
 
@@ -263,7 +263,7 @@ def test_a_file_replaced_while_decoded_is_a_failure(tmp_path, monkeypatch):
 def test_trailing_commas_do_not_shift_columns(tmp_path):
     csv = one_video_csv(tmp_path, n=2)
     csv.write_text(csv.read_text().replace("wave\n", "wave,\n"))
-    assert run_extraction(csv, tmp_path / "c", ExtractConfig(**FAST)).cached == 2
+    assert build_cache(csv, tmp_path / "c", ExtractConfig(**FAST)).cached == 2
 
 
 # --- tampered manifests and shards --------------------------------------------------------
@@ -316,7 +316,7 @@ def test_one_file_under_two_paths_is_reported(tmp_path, capsys):
     write_video(tmp_path / "a.avi", 10)
     shutil.copy(tmp_path / "a.avi", tmp_path / "b.avi")
     (tmp_path / "meta.csv").write_text("file_path,action\na.avi,x\nb.avi,x\n")
-    run_extraction(tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(**FAST))
+    build_cache(tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(**FAST))
     assert main(["verify", str(tmp_path / "c")]) == 0
     assert "WARN the same file content" in capsys.readouterr().out
 
@@ -389,10 +389,10 @@ def test_failures_cut_short_by_a_kill_are_skipped(copy):
 
 def test_a_rerun_does_not_rehash_unchanged_files(tmp_path, monkeypatch):
     csv = one_video_csv(tmp_path, n=2)
-    run_extraction(csv, tmp_path / "c", ExtractConfig(**FAST))
+    build_cache(csv, tmp_path / "c", ExtractConfig(**FAST))
 
     def no_hashing(path):
         raise AssertionError(f"{path} was hashed although its size and time are unchanged")
 
-    monkeypatch.setattr("gesture_cache.extract.local.source_sha256", no_hashing)
-    assert run_extraction(csv, tmp_path / "c", ExtractConfig(**FAST)).skipped == 2
+    monkeypatch.setattr("gesture_cache.extract.extraction.source_sha256", no_hashing)
+    assert build_cache(csv, tmp_path / "c", ExtractConfig(**FAST)).skipped == 2

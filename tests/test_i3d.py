@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 
 from gesture_cache.backbones import keras_backends
-from gesture_cache.backbones.i3d import I3D, PREPROCESSING, installed_checkpoint, read_checkpoint
+from gesture_cache.backbones.i3d.backbone import I3D
+from gesture_cache.backbones.i3d.checkpoint import installed_checkpoint, read_checkpoint
+from gesture_cache.backbones.i3d.network import PREPROCESSING
+from gesture_cache.backbones.i3d.options import Options
 from gesture_cache.cli.main import main
 from gesture_cache.common.errors import ConfigError
 from gesture_cache.video.decode import Frames, short_side_crop
@@ -26,9 +29,10 @@ BACKENDS = ["tensorflow", *(b for b in ("jax", "torch") if keras_backends.instal
 OURS = """
 import sys, numpy as np
 from gesture_cache.backbones.keras_backends import use_backend
-from gesture_cache.backbones.i3d import I3D
+from gesture_cache.backbones.i3d.backbone import I3D
+from gesture_cache.backbones.i3d.options import Options
 from gesture_cache.video.decode import Frames
-i3d = I3D(backend=use_backend(sys.argv[1]))
+i3d = I3D(Options(), backend=use_backend(sys.argv[1]))
 clip = np.stack(list(Frames(sys.argv[2], i3d.preprocessing)))[:16][None]
 network = i3d.network()
 _, logits = network.predict(clip[..., ::-1].astype(np.float32) / 127.5 - 1, verbose=0)
@@ -107,7 +111,7 @@ def test_a_checkpoint_is_read_without_running_anything(tmp_path):
     }
     for path, message in cases.items():
         with pytest.raises(ConfigError, match=message):
-            I3D(weights=path)
+            I3D(Options(), weights=path)
     assert not marker.exists()
 
 
@@ -133,7 +137,7 @@ def test_missing_or_misshaped_arrays_are_named(tmp_path):
         (drop, "no array params/Mixed_4c/Branch_1/Conv3d_0b_3x3/Conv_0/kernel"),
         (reshape, r"Conv3d_2b_1x1/Conv_0/kernel has shape \(1, 1, 1, 64, 32\)"),
     ):
-        i3d = I3D(weights=with_arrays(tmp_path, change))
+        i3d = I3D(Options(), weights=with_arrays(tmp_path, change))
         with pytest.raises(ConfigError, match=message):
             i3d.network()
 

@@ -10,7 +10,7 @@ from gesture_cache.cli.demo import DEMO_EXTRACT
 from gesture_cache.cli.main import main
 from gesture_cache.common.errors import ConfigError
 from gesture_cache.deploy.predict import predict_videos
-from gesture_cache.extract.local import run_extraction
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.sources import synth
 from gesture_cache.train.config import TrainConfig
 from gesture_cache.train.metrics import evaluate_run, predict_proba
@@ -25,7 +25,7 @@ def new_videos(tmp_path_factory):
     """Eight videos the run has never seen, cached with the demo's extractor settings."""
     root = tmp_path_factory.mktemp("new")
     csv = synth.make_dataset(root / "videos", per_class=2, seed=99)
-    run_extraction(csv, root / "cache", DEMO_EXTRACT)
+    build_cache(csv, root / "cache", DEMO_EXTRACT)
     return csv, root / "cache"
 
 
@@ -74,7 +74,9 @@ def test_predict_refuses_a_mean_cube_the_cache_did_not_use(demo, new_videos, tmp
     video = str(next(csv.parent.glob("*/*.avi")))
     np.save(tmp_path / "mean.npy", np.zeros((3, 16, 128, 171), np.float32))
     with pytest.raises(ConfigError, match="per-channel mean, not a mean cube"):
-        predict_videos(demo.run, [video], random_weights=0, mean_file=str(tmp_path / "mean.npy"))
+        predict_videos(
+            demo.run, [video], random_weights=0, files={"mean_file": str(tmp_path / "mean.npy")}
+        )
 
 
 def test_predict_refuses_other_weights_unless_allowed(demo, new_videos, weights_file, capsys):

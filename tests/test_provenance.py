@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from gesture_cache import open_cache
+from gesture_cache.backbones.c3d.backbone import check_mean_file
 from gesture_cache.cache.manifest import fingerprint_of, read_failures
 from gesture_cache.cli.main import main
 from gesture_cache.common.errors import CacheError, ConfigError
 from gesture_cache.extract.config import ExtractConfig
-from gesture_cache.extract.extractor import FEATURES_VERSION, extractor_files, extractor_from_config
-from gesture_cache.extract.local import run_extraction
-from gesture_cache.train.run_folder import check_mean_file
+from gesture_cache.extract.extraction import build_cache
+from gesture_cache.extract.extractor import FEATURES_VERSION, extractor_from_config
+from gesture_cache.video.decode import Preprocessing
 from tests.helpers import write_video
 
 FAST = {"random_weights": 0, "clip_stride": 64}
@@ -29,16 +30,16 @@ def test_renaming_the_weights_file_keeps_the_fingerprint(tmp_path, weights_file)
     moved = extractor_from_config(ExtractConfig(weights=str(renamed))).spec
     assert fingerprint_of(original) == fingerprint_of(moved)
     assert "C3D_Sport1M" not in str(moved)  # names are metadata, not content
-    assert extractor_files(ExtractConfig(weights=str(renamed))) == {"weights": renamed.name}
+    assert ExtractConfig(weights=str(renamed)).files() == {"weights": renamed.name}
 
 
 def test_a_new_features_version_refuses_to_resume_an_old_cache(tmp_path, monkeypatch):
     write_video(tmp_path / "v.avi", 10)
     (tmp_path / "meta.csv").write_text("file_path,action\nv.avi,wave\n")
-    run_extraction(tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(**FAST))
+    build_cache(tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(**FAST))
     monkeypatch.setattr("gesture_cache.extract.extractor.FEATURES_VERSION", 99)
     with pytest.raises(CacheError, match="differs in: features_version"):
-        run_extraction(tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(**FAST))
+        build_cache(tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(**FAST))
 
 
 def test_info_shows_the_libraries_that_wrote_each_shard(small_cache, capsys):
@@ -51,11 +52,13 @@ def test_info_shows_the_libraries_that_wrote_each_shard(small_cache, capsys):
 
 def test_the_seed_recipe_and_its_conflicts():
     seed = ExtractConfig(random_weights=0, recipe="seed")
-    assert (seed.preprocess, seed.pad, seed.pool5_pad) == ("reference", "zero", "symmetric")
+    c3d = seed.backbone_options
+    assert (c3d.preprocess, seed.pad, c3d.pool5_pad) == ("reference", "zero", "symmetric")
     default = ExtractConfig(random_weights=0)
-    assert (default.preprocess, default.pad, default.pool5_pad) == ("c3d", "edge", "caffe")
+    c3d = default.backbone_options
+    assert (c3d.preprocess, default.pad, c3d.pool5_pad) == ("c3d", "edge", "caffe")
     with pytest.raises(ConfigError, match="--recipe seed sets --preprocess reference"):
-        ExtractConfig(random_weights=0, recipe="seed", preprocess="c3d")
+        ExtractConfig(random_weights=0, recipe="seed", options={"preprocess": "c3d"})
     assert ExtractConfig(random_weights=0, recipe="seed", pad="zero").pad == "zero"
     with pytest.raises(ConfigError, match="unknown --recipe"):
         ExtractConfig(random_weights=0, recipe="blog")
@@ -78,17 +81,16 @@ def test_mean_cube_must_be_the_one_the_cache_used(tmp_path):
     right, wrong = tmp_path / "right.npy", tmp_path / "wrong.npy"
     np.save(right, np.ones((3, 16, 128, 171), np.float32))
     np.save(wrong, np.zeros((3, 16, 128, 171), np.float32))
-    config = ExtractConfig(random_weights=0, mean_file=str(right))
-    spec = extractor_from_config(config).spec
-    files = extractor_files(config)
-    check_mean_file(spec["preprocessing"], files, str(right))
+    config = ExtractConfig(random_weights=0, options={"mean_file": str(right)})
+    recorded = Preprocessing.from_record(extractor_from_config(config).spec["preprocessing"])
+    check_mean_file(recorded, str(right))
     with pytest.raises(ConfigError, match="not the cube the cache was built with"):
-        check_mean_file(spec["preprocessing"], files, str(wrong))
+        check_mean_file(recorded, str(wrong))
     with pytest.raises(ConfigError, match="give --mean-file"):
-        check_mean_file(spec["preprocessing"], files, None)
+        check_mean_file(recorded, None)
     plain = extractor_from_config(ExtractConfig(random_weights=0)).spec["preprocessing"]
     with pytest.raises(ConfigError, match="per-channel mean"):
-        check_mean_file(plain, {}, str(right))
+        check_mean_file(Preprocessing.from_record(plain), str(right))
 
 
 def test_frame_shortfall_is_cached_recorded_and_strict_fails_it(tmp_path, shared_videos, capsys):

@@ -18,7 +18,7 @@ from gesture_cache.cache.manifest import read_failures, read_manifest
 from gesture_cache.cache.reader import open_cache
 from gesture_cache.cli.main import main
 from gesture_cache.extract.config import ExtractConfig
-from gesture_cache.extract.local import run_extraction
+from gesture_cache.extract.extraction import build_cache
 from tests.helpers import clip_span, clips_of, write_video
 
 pytest.importorskip("ray")
@@ -44,7 +44,7 @@ def mixed_csv(tmp_path_factory, synth_csv) -> Path:
 @pytest.fixture(scope="module")
 def local_cache(tmp_path_factory, mixed_csv) -> Path:
     out = tmp_path_factory.mktemp("local") / "cache"
-    run_extraction(mixed_csv, out, ExtractConfig(**SETTINGS, shard_size=4))
+    build_cache(mixed_csv, out, ExtractConfig(**SETTINGS, shard_size=4))
     return out
 
 
@@ -84,7 +84,7 @@ def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 2
 
 def recordings_listed(cache: Path) -> int:
     try:
-        return read_manifest(cache, check_hashes=False)["recordings"]
+        return read_manifest(cache)["recordings"]
     except Exception:  # noqa: BLE001 - not written yet
         return 0
 
@@ -131,7 +131,7 @@ def test_a_killed_decode_worker_is_retried(tmp_path):
     csv = tmp_path / "meta.csv"
     pd.DataFrame(rows, columns=["file_path", "action"]).to_csv(csv, index=False)
     local = tmp_path / "local"
-    run_extraction(csv, local, ExtractConfig(**SETTINGS))
+    build_cache(csv, local, ExtractConfig(**SETTINGS))
     out = tmp_path / "cache"
     process = subprocess.Popen(
         extract_on_ray(csv, out, "--batch-clips", "2"),
@@ -197,13 +197,13 @@ def test_an_unreachable_cluster_is_one_line_and_writes_nothing(synth_csv, tmp_pa
 
 
 def test_a_worker_with_other_weights_refuses_to_start(weights_file):
+    from gesture_cache.common.errors import ConfigError
     from gesture_cache.extract.extractor import extractor_from_config
-    from gesture_cache.extract.job import SetupError
     from gesture_cache.extract.ray_engine import BackboneActor
 
     config = ExtractConfig(weights=str(weights_file))
     spec = extractor_from_config(config).spec
     BackboneActor(config, spec)  # the same file: fine
     other = {**spec, "weights": {"sha256": "0" * 64}}  # the driver hashed another file
-    with pytest.raises(SetupError, match="same files at the same paths"):
+    with pytest.raises(ConfigError, match="same files at the same paths"):
         BackboneActor(config, other)

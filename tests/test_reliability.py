@@ -28,13 +28,13 @@ from gesture_cache.cli.tables import shown
 from gesture_cache.common.errors import ConfigError, GestureCacheError, RunError
 from gesture_cache.common.files import staging_folder
 from gesture_cache.deploy.settings import DetectSettings
+from gesture_cache.detect.detection import output_stems
 from gesture_cache.detect.detector import load_detector
 from gesture_cache.detect.live import detect_live
-from gesture_cache.detect.run import output_stems
-from gesture_cache.extract import local
+from gesture_cache.extract import local_engine
 from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.extract.extractor import extractor_from_spec
-from gesture_cache.extract.local import run_extraction
 from gesture_cache.sources.meta import check_rows, read_meta
 from gesture_cache.train.config import TrainConfig
 from gesture_cache.train.fit import train
@@ -169,8 +169,8 @@ def test_a_decode_worker_that_dies_ends_the_extraction(monkeypatch):
         raise RuntimeError("decoder bug")
         yield  # a generator, as job_events is
 
-    monkeypatch.setattr(local, "job_events", broken)
-    workers = local.DecodeWorkers([object(), object()], None, workers=2, capacity=4)
+    monkeypatch.setattr(local_engine, "job_events", broken)
+    workers = local_engine.DecodeWorkers([object(), object()], None, workers=2, capacity=4)
     result = run_with_timeout(lambda: list(workers))
     workers.close()
     assert isinstance(result.get("error"), RuntimeError), result
@@ -403,7 +403,7 @@ def test_check_rejects_exactly_the_rows_extract_rejects(tmp_path, capsys):
     assert "round to an empty segment" in table.loc[table["row"] == 4, "problem"].iloc[0]
     assert "disagree" in table.loc[table["row"] == 5, "problem"].iloc[0]
     config = ExtractConfig(random_weights=0, clip_stride=32)
-    run_extraction(tmp_path / "meta.csv", tmp_path / "cache", config)
+    build_cache(tmp_path / "meta.csv", tmp_path / "cache", config)
     failures = [json.loads(line) for line in (tmp_path / "cache" / "failures.jsonl").open()]
     rejected_by_extract = {f["row"] for f in failures if f["recording_id"] == "rec.avi"}
     if any(f["recording_id"] == "same.avi" for f in failures):

@@ -16,7 +16,7 @@ from gesture_cache.cli.main import main
 from gesture_cache.common.errors import ConfigError, RunError
 from gesture_cache.data.splits import split_groups, split_videos
 from gesture_cache.extract.config import ExtractConfig
-from gesture_cache.extract.local import run_extraction
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.train.callbacks import training_callbacks
 from gesture_cache.train.config import TrainConfig, load_config_file, make_train_config
 from gesture_cache.train.fit import resume, train
@@ -96,7 +96,7 @@ def test_a_one_class_cache_is_refused(tmp_path):
     for i in range(2):
         write_video(tmp_path / f"v{i}.avi", 10, seed=i)
     (tmp_path / "meta.csv").write_text("file_path,action\nv0.avi,wave\nv1.avi,wave\n")
-    run_extraction(
+    build_cache(
         tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(random_weights=0, clip_stride=64)
     )
     with pytest.raises(RunError, match="one class"):

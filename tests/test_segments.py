@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 from gesture_cache import open_cache
-from gesture_cache.backbones.c3d import build_c3d, randomize_weights
+from gesture_cache.backbones.c3d.network import build_c3d, randomize_weights
 from gesture_cache.cache.manifest import read_failures
 from gesture_cache.cache.merge import merge_caches
 from gesture_cache.cache.verify import verify_cache
 from gesture_cache.cli.main import main
 from gesture_cache.extract.config import ExtractConfig
-from gesture_cache.extract.local import run_extraction
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.train.config import TrainConfig
 from gesture_cache.train.fit import train
 from gesture_cache.train.metrics import evaluate_run
@@ -32,7 +32,7 @@ def test_795_frames_give_99_clips_each_c3d_of_its_16_consecutive_frames(tmp_path
     video = write_video(tmp_path / "long.avi", 795, 32, 24)
     (tmp_path / "meta.csv").write_text("file_path,action\nlong.avi,wave\n")
     out = tmp_path / "c"
-    run_extraction(tmp_path / "meta.csv", out, ExtractConfig(random_weights=0, batch_clips=33))
+    build_cache(tmp_path / "meta.csv", out, ExtractConfig(random_weights=0, batch_clips=33))
     cache = open_cache(out)
     assert cache.clip_start.tolist() == [*range(0, 777, 8), 779]
     # independently: decode, resize, subtract the mean, crop, plain network to fc7
@@ -71,7 +71,7 @@ def annotated(tmp_path_factory):
     table = pd.DataFrame(rows, columns=["file_path", "action", "start_frame", "end_frame"])
     table.to_csv(root / "segments.csv", index=False)
     out = root / "cache"
-    summary = run_extraction(
+    summary = build_cache(
         root / "segments.csv", out, ExtractConfig(random_weights=0, clip_stride=16)
     )
     return root, out, summary
@@ -99,9 +99,7 @@ def test_an_annotated_recording_is_extracted_once_with_its_segments(annotated):
     }
     assert "outside session.avi (600 frames)" in failures["session.avi#7"]["message"]
     assert summary.overlaps == 0 and verify_cache(out).problems == []
-    again = run_extraction(
-        root / "segments.csv", out, ExtractConfig(random_weights=0, clip_stride=16)
-    )
+    again = build_cache(root / "segments.csv", out, ExtractConfig(random_weights=0, clip_stride=16))
     assert again.cached == 0 and again.skipped == 1 and sum(again.failed.values()) == 0
 
 
@@ -111,7 +109,7 @@ def test_windows_change_without_extraction(annotated, tmp_path, monkeypatch):
     def no_c3d(*args, **kwargs):
         raise AssertionError("train built C3D")
 
-    monkeypatch.setattr("gesture_cache.backbones.c3d.build_c3d", no_c3d)
+    monkeypatch.setattr("gesture_cache.backbones.c3d.backbone.build_c3d", no_c3d)
     for flags in (
         [],
         ["--window-clips", "4"],
@@ -150,7 +148,7 @@ def test_time_segments_and_frame_folders(tmp_path):
         "frames,click,1.0,2.0,20\n"
     )
     out = tmp_path / "c"
-    summary = run_extraction(
+    summary = build_cache(
         tmp_path / "meta.csv", out, ExtractConfig(random_weights=0, clip_stride=16)
     )
     assert summary.cached == 1, read_failures(out)
@@ -165,7 +163,7 @@ def test_overlapping_segments_of_different_labels_are_reported(tmp_path, caplog)
     (tmp_path / "meta.csv").write_text(
         "file_path,action,start_frame,end_frame\nv.avi,wave,0,30\nv.avi,click,20,50\n"
     )
-    summary = run_extraction(
+    summary = build_cache(
         tmp_path / "meta.csv", tmp_path / "c", ExtractConfig(random_weights=0, clip_stride=32)
     )
     assert summary.overlaps == 1 and "overlap with different labels" in caplog.text

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from gesture_cache.cache.manifest import read_manifest
+from gesture_cache.cache.pull import local_copy, pull
+from gesture_cache.cache.push import push
 from gesture_cache.cache.remote import redacted
-from gesture_cache.cache.transfer import SIDECAR, local_copy, pull, push
+from gesture_cache.cache.transfer import SIDECAR
 from gesture_cache.cache.verify import verify_cache
 from gesture_cache.cli.main import main
 from gesture_cache.common.errors import CacheError, GestureCacheError

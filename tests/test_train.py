@@ -119,13 +119,13 @@ def test_streaming_from_disk_trains_too(demo, tmp_path, caplog):
 def test_a_streamed_run_reads_the_validation_shards_once(demo, tmp_path, monkeypatch):
     """Streamed, validation's windows are kept after the first epoch when they fit in half of
     --memory-limit: later epochs read the shards for training only, and nothing else changes."""
-    from gesture_cache.data import shards
+    from gesture_cache.data import read_ahead
     from gesture_cache.train import fit
 
     reads = []
-    read_features = shards.read_features
+    read_features = read_ahead.read_features
     monkeypatch.setattr(
-        shards, "read_features", lambda path: reads.append(path) or read_features(path)
+        read_ahead, "read_features", lambda path: reads.append(path) or read_features(path)
     )
 
     class Reads(keras.callbacks.Callback):  # those of fit: not standardisation's or the test's
@@ -284,14 +284,14 @@ def test_ctrl_c_leaves_a_usable_run_that_resume_finishes(demo, tmp_path):
 
 def test_group_column_keeps_a_subject_in_one_split(synth_csv, tmp_path):
     from gesture_cache.extract.config import ExtractConfig
-    from gesture_cache.extract.local import run_extraction
+    from gesture_cache.extract.extraction import build_cache
 
     table = pd.read_csv(synth_csv)
     table["file_path"] = [str(synth_csv.parent / p) for p in table["file_path"]]
     table["group"] = [f"subject{i % 4}" for i in range(len(table))]  # 4 subjects, 2 videos each
     csv = tmp_path / "grouped.csv"
     table.to_csv(csv, index=False)
-    run_extraction(csv, tmp_path / "cache", ExtractConfig(random_weights=0, clip_stride=64))
+    build_cache(csv, tmp_path / "cache", ExtractConfig(random_weights=0, clip_stride=64))
     train(tmp_path / "cache", tmp_path / "run", TrainConfig(epochs=1, val_size=0, units=(4,)))
     split = pd.read_csv(tmp_path / "run" / "split.csv").merge(
         table.assign(sample_id=table["file_path"].str.replace("\\\\", "/", regex=False)),

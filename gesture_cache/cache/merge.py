@@ -97,4 +97,4 @@ def merge_caches(sources: list[str | Path], out: str | Path, compression: str = 
         shutil.rmtree(staging, ignore_errors=True)
         remove_made(made)
         raise
-    return read_manifest(out, check_hashes=False)
+    return read_manifest(out)

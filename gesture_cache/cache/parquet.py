@@ -21,7 +21,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gesture_cache import __version__
-from gesture_cache.cache.manifest import ShardContent, feature_dim, read_manifest, shard_path
+from gesture_cache.cache.manifest import (
+    ShardContent,
+    check_shard_hashes,
+    feature_dim,
+    read_manifest,
+    shard_path,
+)
 from gesture_cache.cache.shard import read_shard
 from gesture_cache.common.errors import ConfigError
 from gesture_cache.common.files import built_beside
@@ -34,7 +40,8 @@ def export_parquet(cache_path: str | Path, out: str | Path) -> Path:
     cache_path, out = Path(cache_path), Path(out)
     if out.exists() or out.is_symlink():
         raise ConfigError(f"--out {out} already exists; give a new folder (nothing was written)")
-    manifest = read_manifest(cache_path)  # checks every shard's sha256
+    manifest = read_manifest(cache_path)
+    check_shard_hashes(cache_path, manifest)
     with built_beside(out, "export") as building:
         metadata = {b"gesture_cache": json.dumps(manifest).encode()}
         recordings, segments = [], []

@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from gesture_cache.cache.features import read_features_into
-from gesture_cache.cache.manifest import feature_dim, read_manifest, shard_path, shard_recordings
+from gesture_cache.cache.manifest import (
+    check_shard_hashes,
+    feature_dim,
+    read_manifest,
+    shard_path,
+    shard_recordings,
+)
 from gesture_cache.cache.shard import RECORDING_TEXT, _join, _join_tables, read_shard
 from gesture_cache.common.errors import CacheError
 
@@ -68,12 +74,19 @@ class Cache:
         return hashlib.sha256(json.dumps([recordings, segments]).encode()).hexdigest()
 
 
-def open_cache(path: str | Path, load_features: bool = True, check_hashes: bool = True) -> Cache:
+def open_cache(
+    path: str | Path,
+    load_features: bool = True,
+    check_hashes: bool = True,
+    manifest: dict | None = None,
+) -> Cache:
     """Check the manifest and every shard's sha256, then load the cache into memory (all but
     the features with `load_features=False`, for streaming). `check_hashes=False` only for
-    a cache `verify_cache` has just passed."""
+    a cache `verify_cache` has just passed; `manifest`: the one read already."""
     folder = Path(path)
-    manifest = read_manifest(folder, check_hashes)
+    manifest = manifest or read_manifest(folder)
+    if check_hashes:
+        check_shard_hashes(folder, manifest)
     # schema 2: tables first, then every shard's features read straight into one array,
     # so the features are held once (a list of shards joined afterwards held them twice)
     direct = load_features and manifest["schema_version"] != 1

@@ -137,7 +137,7 @@ def repair_cache(path: str | Path) -> RepairReport:
 def _manifest_for_repair(folder: Path) -> dict:
     """The manifest if it can be read; else one rebuilt from a shard's own attributes."""
     try:
-        manifest = read_manifest(folder, check_hashes=False)
+        manifest = read_manifest(folder)
     except CacheError as error:
         if not folder.is_dir():
             raise

@@ -58,12 +58,13 @@ class ShardReport:
 PARALLEL_SHARDS = 16
 
 
-def verify_cache(path: str | Path) -> Verification:
+def verify_cache(path: str | Path, manifest: dict | None = None) -> Verification:
     """Every problem found, as messages: fields, fingerprint, hashes, tables, values, counts.
-    Each shard is hashed once; large caches are checked on every core (threads)."""
+    Each shard is hashed once; large caches are checked on every core (threads).
+    `manifest`: the one read already."""
     folder = Path(path)
     try:
-        manifest = read_manifest(folder, check_hashes=False)
+        manifest = manifest or read_manifest(folder)
     except CacheError as error:
         return Verification([str(error)], [])
     problems: list[str] = []
@@ -215,15 +216,17 @@ def last_verified(path: str | Path, manifest: dict) -> str | None:
         return None
 
 
-def verified_manifest(path: str | Path, trust_stamp: bool = False) -> dict:
+def verified_manifest(
+    path: str | Path, trust_stamp: bool = False, manifest: dict | None = None
+) -> dict:
     """The manifest of a cache that passes `verify_cache`, or a CacheError with its problem.
     `trust_stamp`: a cache verified before and unchanged since (same manifest, same shard
     sizes and times) is not hashed again, when every shard checks what is read from it on
     each read: its features by HDF5's fletcher32 (or zlib's adler32) chunk checksums, its
     tables by `tables_sha256`. Shards of older versions lack the latter, so a cache that
-    holds one is verified whole each time."""
+    holds one is verified whole each time. `manifest`: the one read already (read once)."""
+    manifest = manifest or read_manifest(path)
     if trust_stamp:
-        manifest = read_manifest(path, check_hashes=False)
         self_checking = all(TABLES_SHA256 in shard for shard in manifest["shards"])
         when = last_verified(path, manifest) if self_checking else None
         if when:
@@ -234,11 +237,11 @@ def verified_manifest(path: str | Path, trust_stamp: bool = False) -> dict:
                 when,
             )
             return manifest
-    result = verify_cache(path)
+    result = verify_cache(path, manifest)
     if result.problems:
         more = f" (and {len(result.problems) - 1} more)" if len(result.problems) > 1 else ""
         raise CacheError(f"cache {path} fails verification: {result.problems[0]}{more}")
-    return read_manifest(path, check_hashes=False)
+    return manifest
 
 
 # A whole `train` process holding a cache in memory, measured by benchmarks/train_memory.py
@@ -263,14 +266,17 @@ def features_mb(manifest: dict) -> float:
 
 
 def load_verified_cache(
-    path: str | Path, memory_limit_mb: float, reserved_mb: float = 0.0
-) -> Cache:
+    path: str | Path, memory_limit_mb: float, reserved_mb: float = 0.0,
+    manifest: dict | None = None,
+) -> Cache:  # fmt: skip
     """Refuse a cache that fails `verify`; keep features on disk when holding them in
     memory would pass the limit: MEMORY_PER_FEATURE_BYTE times their size, plus
-    `reserved_mb` for the rest of the process."""
-    manifest = verified_manifest(path, trust_stamp=True)
+    `reserved_mb` for the rest of the process. `manifest`: the one read already; the
+    manifest is read once on the whole way."""
+    manifest = verified_manifest(path, trust_stamp=True, manifest=manifest)
     peak_mb = MEMORY_PER_FEATURE_BYTE * features_mb(manifest) + reserved_mb
-    cache = open_cache(path, load_features=peak_mb <= memory_limit_mb, check_hashes=False)
+    loaded = peak_mb <= memory_limit_mb
+    cache = open_cache(path, load_features=loaded, check_hashes=False, manifest=manifest)
     if cache.features is None:
         log.info(
             "the cache in memory, with the rest of training, needs about %.0f MB, over "

@@ -27,6 +27,7 @@ from gesture_cache.cache.manifest import (
     TABLES_SHA256,
     CachedRecording,
     ExtractorRecord,
+    check_shard_hashes,
     extractor_differences,
     fingerprint_of,
     read_failures,
@@ -96,6 +97,7 @@ class CacheWriter:
             self.pending: list[CachedRecording] = []
             if (self.folder / MANIFEST).exists():
                 self.manifest = read_manifest(self.folder)
+                check_shard_hashes(self.folder, self.manifest)  # resumed: the shards intact
                 self._check_compatible(extractor.spec, extractor.feature_dim, dtype)
             else:
                 self.manifest = new_manifest(extractor, dtype)
@@ -314,7 +316,7 @@ class CacheWriter:
 
     def _resync(self) -> None:
         if (self.folder / MANIFEST).exists():
-            self.manifest = read_manifest(self.folder, check_hashes=False)
+            self.manifest = read_manifest(self.folder)
         self._read_done()
         self._clean_leftovers()
         self.pending = [r for r in self.pending if r.recording_id not in self.done]

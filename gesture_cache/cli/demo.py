@@ -9,10 +9,10 @@ from pathlib import Path
 
 from gesture_cache.cli.tables import metrics_table
 from gesture_cache.deploy.settings import DetectSettings
-from gesture_cache.detect.run import DetectionRun, run_detection
+from gesture_cache.detect.detection import DetectionRun, detect_sources
 from gesture_cache.extract.config import ExtractConfig
+from gesture_cache.extract.extraction import build_cache
 from gesture_cache.extract.job import ExtractSummary
-from gesture_cache.extract.local import run_extraction
 from gesture_cache.sources import synth
 from gesture_cache.train.config import TrainConfig
 from gesture_cache.train.fit import TrainResult, train
@@ -34,13 +34,15 @@ class DemoResult:
     training: TrainResult
 
 
-def run_demo(out: str | Path, per_class: int = DEMO_VIDEOS_PER_CLASS, seed: int = 0) -> DemoResult:
+def classification_demo(
+    out: str | Path, per_class: int = DEMO_VIDEOS_PER_CLASS, seed: int = 0
+) -> DemoResult:
     """Every step of the workflow on synthetic data; re-running reuses what is done."""
     out = Path(out)
     csv = out / "videos" / "meta.csv"
     if not csv.exists():
         synth.make_dataset(csv.parent, per_class=per_class, seed=seed)
-    extraction = run_extraction(csv, out / "cache", DEMO_EXTRACT)
+    extraction = build_cache(csv, out / "cache", DEMO_EXTRACT)
     run = out / "run"
     shutil.rmtree(run, ignore_errors=True)  # the demo trains afresh each time
     training = train(out / "cache", run, TrainConfig(seed=seed))
@@ -79,7 +81,7 @@ class DetectDemoResult:
     detection: DetectionRun
 
 
-def run_detect_demo(
+def detection_demo(
     out: str | Path, recordings: int = 16, unseen: int = 3, gestures: int = 4, seed: int = 0
 ) -> DetectDemoResult:
     """synth recordings -> extract -> train with background -> detect on unseen recordings
@@ -90,12 +92,12 @@ def run_detect_demo(
         synth.make_recordings(train_csv.parent, recordings, gestures, seed=seed)
     if not test_csv.exists():
         synth.make_recordings(test_csv.parent, unseen, gestures, seed=seed + 1000)
-    extraction = run_extraction(train_csv, out / "cache", DEMO_EXTRACT)
+    extraction = build_cache(train_csv, out / "cache", DEMO_EXTRACT)
     run = out / "run"
     shutil.rmtree(run, ignore_errors=True)
     training = train(out / "cache", run, replace(DETECT_TRAIN, seed=seed))
     sources = sorted(str(p) for p in test_csv.parent.glob("*.avi"))
-    detection = run_detection(
+    detection = detect_sources(
         run, sources, out / "detections", DetectSettings(), random_weights=0, truth=str(test_csv)
     )
     return DetectDemoResult(out / "cache", run, extraction, training, detection)

@@ -32,10 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # file; read when cv2 is first imported, which is later than this
         os.environ.setdefault("OPENCV_LOG_LEVEL", "FATAL")
     with watching():
-        return run_command(args)
+        return dispatch(args)
 
 
-def run_command(args: argparse.Namespace) -> int:
+def dispatch(args: argparse.Namespace) -> int:
     try:
         code = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush

@@ -9,9 +9,9 @@ from gesture_cache.cli.arguments import (
     add_backend_argument,
     add_compression,
     add_extract_arguments,
-    add_hands_arguments,
     add_meta_arguments,
-    add_recorded_weights,
+    add_options_of,
+    add_recorded_files,
     add_runtime_argument,
     add_storage_arguments,
     add_tracking_arguments,
@@ -43,7 +43,6 @@ from gesture_cache.cli.commands import (
     cmd_verify,
 )
 from gesture_cache.deploy.settings import DetectSettings
-from gesture_cache.extract.config import ExtractConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -85,7 +84,7 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
         "hands", help="hand landmarks of videos, GIFs, folders of frames and images"
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE")
-    add_hands_arguments(p)
+    add_options_of(p, "hands", leave_out=("hands_static",))
     p.add_argument(
         "--static", action="store_true", help="palm detection on every frame (no tracking)"
     )
@@ -130,54 +129,6 @@ def add_cache_commands(commands: argparse._SubParsersAction) -> None:
     add_meta_arguments(p)
     p.add_argument("--out", required=True, help="cache folder")
     add_extract_arguments(p)
-    d = ExtractConfig()
-    p.add_argument("--shard-size", type=int, default=d.shard_size, help="videos per shard")
-    add_compression(p)
-    p.add_argument(
-        "--dtype",
-        choices=["float16", "float32"],
-        default=d.dtype,
-        help="storage type of the features",
-    )
-    p.add_argument(
-        "--num-shards",
-        type=int,
-        default=d.num_shards,
-        help="split the CSV over N machines by a hash of the video id",
-    )
-    p.add_argument(
-        "--shard-index",
-        type=int,
-        default=d.shard_index,
-        help="which of the --num-shards parts this machine extracts (0-based)",
-    )
-    p.add_argument(
-        "--retry-failed", action="store_true", help="retry videos recorded in failures.jsonl"
-    )
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="a video that decodes fewer frames than its container claims is a failure; "
-        "exit 1 if any video failed",
-    )
-    p.add_argument(
-        "--engine",
-        choices=["local", "ray"],
-        default=d.engine,
-        help="local: decode threads and the model in this process (default); ray: decode "
-        "tasks and model actors on a Ray cluster, --decode-workers unused "
-        "(pip install 'gesture_cache[ray]')",
-    )
-    p.add_argument(
-        "--address",
-        dest="ray_address",
-        help="the Ray cluster: auto, ray://HOST:10001 or HOST:PORT (default: start one here)",
-    )
-    p.add_argument(
-        "--actors",
-        type=int,
-        help="model actors on Ray (default: one per GPU, or one without GPUs)",
-    )
     p.set_defaults(handler=cmd_extract)
 
     p = commands.add_parser("info", help="describe a cache (a folder or a URL)")
@@ -357,7 +308,7 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
         choices=["float16", "int8"],
         help="the LiteRT head (float16 or int8) and the ONNX head (int8): dynamic range",
     )
-    add_recorded_weights(p)
+    add_recorded_files(p)
     p.add_argument("--cache", help="the run's cache, if it moved (parity uses its test split)")
     p.set_defaults(handler=cmd_export)
 
@@ -374,7 +325,7 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("predict", help="label new videos with a trained run")
     p.add_argument("run")
     p.add_argument("videos", nargs="+")
-    add_recorded_weights(p)
+    add_recorded_files(p)
     p.add_argument("--allow-other-weights", action="store_true")
     p.add_argument("--fps", type=finite_float, help="frame rate of folders of frames (default 30)")
     p.add_argument("--top-k", type=int, default=3, help="classes shown per video (at least 1)")
@@ -390,7 +341,7 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
         "index (0) or a URL OpenCV opens; with --cache, recording ids of that cache"
     )  # fmt: skip
     p.add_argument("--out", required=True, help="folder for events.csv, timelines, scores")
-    add_recorded_weights(p)
+    add_recorded_files(p)
     p.add_argument("--cache", help="read the recordings' clips from this cache (no C3D)")
     add_storage_arguments(p)
     p.add_argument(
@@ -413,7 +364,7 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_detect)
 
     p = commands.add_parser(
-        "evaluate-detection", help="score a detect run's events.csv against a segments CSV"
+        "evaluate-detection", help="score the events.csv detect wrote against a segments CSV"
     )
     p.add_argument("events", help="events.csv written by detect (recordings.csv beside it)")
     p.add_argument("segments", help="the true segments, in the meta CSV's format")

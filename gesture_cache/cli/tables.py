@@ -51,7 +51,11 @@ def extract_summary(summary: ExtractSummary, out: str | Path) -> str:
     return "\n".join(lines)
 
 
-BACKBONE_FIELDS = ("layer", "max_hands", "mirrored", "static")  # shown by `info` when present
+# Fields every extractor spec has (shown on their own lines); the rest are the backbone's own.
+SHARED_FIELDS = {
+    "model", "weights", "preprocessing", "precision", "backend", "features_version",
+    "sampling", "frames", "clip_len", "clip_stride", "pad",
+}  # fmt: skip
 
 
 def weights_text(weights: dict, files: dict) -> str:
@@ -88,7 +92,7 @@ def cache_info(
         f"schema       version {manifest['schema_version']}",
         f"extractor    {extractor['model']}, "
         + "".join(
-            f"{k.replace('_', ' ')} {extractor[k]}, " for k in BACKBONE_FIELDS if k in extractor
+            f"{k.replace('_', ' ')} {v}, " for k, v in extractor.items() if k not in SHARED_FIELDS
         )
         + f"precision {extractor['precision']}, features version "
         f"{extractor.get('features_version', 1)}",
@@ -104,8 +108,7 @@ def cache_info(
         f"layout       sampling {extractor['sampling']}"
         + (f" to {extractor['frames']} frames" if "frames" in extractor else "")
         + f", clips of {extractor['clip_len']} every {extractor['clip_stride']}, "
-        f"pad {extractor['pad']}"
-        + (f", pool5 pad {extractor['pool5_pad']}" if "pool5_pad" in extractor else ""),
+        f"pad {extractor['pad']}",
         *contents(manifest),
         "classes      "
         + ", ".join(f"{shown(c)} ({n})" for c, n in manifest["class_counts"].items()),

@@ -59,6 +59,20 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def write_new(path: Path, data: bytes) -> None:
+    """`data` into a file created fresh at `path` (an existing name, or a planted link, is
+    removed first and never followed), flushed to the disk."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes) -> str:
     """Write `data` under a temporary name, fsync, rename over `path`; returns its sha256.
 
@@ -67,15 +81,7 @@ def atomic_write(path: Path, data: bytes) -> str:
     """
     temporary = path.with_name(f".{path.name}.tmp")  # writer.OWN_TEMPORARY matches these
     try:
-        temporary.unlink(missing_ok=True)  # a planted link is removed, never followed
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_new(temporary, data)
         os.replace(temporary, path)
         fsync_dir(path.parent)
     except OSError as error:
@@ -91,16 +97,8 @@ def atomic_write_together(files: dict[Path, bytes]) -> None:
     try:
         for path, data in files.items():
             temporary = path.with_name(f".{path.name}.together.tmp")
-            temporary.unlink(missing_ok=True)
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             written.append((temporary, path))
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_new(temporary, data)
     except OSError as error:
         for temporary, _ in written:
             temporary.unlink(missing_ok=True)

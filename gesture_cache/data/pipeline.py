@@ -8,8 +8,8 @@ import numpy as np
 import tensorflow as tf
 
 from gesture_cache.cache.reader import ALIGNMENT, Cache, aligned_empty
+from gesture_cache.data.read_ahead import ShardFiles
 from gesture_cache.data.samples import Samples, batch_windows
-from gesture_cache.data.shards import ShardFiles
 from gesture_cache.data.windows import Window
 
 

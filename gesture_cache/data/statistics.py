@@ -17,8 +17,8 @@ from sklearn.preprocessing import StandardScaler
 from gesture_cache.cache.reader import Cache
 from gesture_cache.common.errors import ConfigError, GestureCacheError
 from gesture_cache.common.files import atomic_write
+from gesture_cache.data.read_ahead import ShardFiles
 from gesture_cache.data.samples import Samples, sample_clips
-from gesture_cache.data.shards import ShardFiles
 
 log = logging.getLogger(__name__)
 

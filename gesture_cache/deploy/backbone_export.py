@@ -18,11 +18,12 @@ from gesture_cache.deploy.parity import BACKBONE_BOUND, artifact_entry
 log = logging.getLogger(__name__)
 
 
-def backbone_of(spec: dict, weights, random_weights, mean_file):
+def backbone_of(spec: dict, weights: str | None, random_weights: int | None, files: dict):
+    """The backbone a run's cache recorded, with the user's weights and files."""
     from gesture_cache.extract.extractor import extractor_from_spec
 
     return extractor_from_spec(
-        spec, weights=weights, random_seed=random_weights, mean_file=mean_file
+        spec, weights=weights, random_seed=random_weights, files=files
     ).backbone
 
 

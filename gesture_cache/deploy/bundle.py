@@ -26,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from gesture_cache.backbones.keras_backends import CPU_BATCH_CLIPS
 from gesture_cache.common.errors import ConfigError, GestureCacheError, RunError
 from gesture_cache.common.files import file_sha256, inside, read_json
 from gesture_cache.data.windows import Window
+from gesture_cache.extract.extractor import LAYOUT_FIELDS
 from gesture_cache.video.clips import Layout
 from gesture_cache.video.decode import Preprocessing
 
@@ -309,9 +311,7 @@ class BundleBackbone:
 
     def __init__(self, bundle: Bundle, runtime: str):
         spec = bundle.manifest["extractor"]
-        from gesture_cache.extract.extractor import preprocessing_from_spec
-
-        cached = preprocessing_from_spec(spec)
+        cached = Preprocessing.from_record(spec["preprocessing"])
         self.preprocessing: Preprocessing = graph_input(cached)
         height = width = cached.center_crop
         if cached.resize is not None:
@@ -320,12 +320,14 @@ class BundleBackbone:
         self.feature_dim = bundle.manifest["feature_dim"]
         self.frame_shape = (self.clip_len, height, width, 3)
         self.clip_shape, self.clip_dtype = self.frame_shape, "uint8"
+        self.network_in_stream, self.batch_clips = False, CPU_BATCH_CLIPS  # a CPU runtime
         self.spec = spec
         self.session = bundle.session("backbone", BACKBONE_FORMAT[runtime])
 
     def fingerprint_fields(self) -> dict:
-        keep = ("model", "layer", "weights", "preprocessing", "pool5_pad", "precision")
-        return {k: self.spec[k] for k in keep if k in self.spec}
+        """The backbone's part of the spec: all but the layout, the version and a Keras
+        backend (the bundle's graph computes in float32 in its own runtime)."""
+        return {k: v for k, v in self.spec.items() if k not in (*LAYOUT_FIELDS, "backend")}
 
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         return iter(frames)
@@ -367,11 +369,11 @@ def bundle_extractor(bundle: Bundle, runtime: str):
         raise ConfigError(f"--runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     models = [a for a in bundle.manifest["artifacts"] if a["format"] == "models"]
     if models:  # the backbone's own model files (hands), run by its module on LiteRT
-        from gesture_cache.backbones.base import spec_module
+        from gesture_cache.backbones.base import spec_backbone
 
         spec = bundle.manifest["extractor"]
         files = {name: (bundle.folder / name).read_bytes() for name in models[0]["files"]}
-        backbone = spec_module(spec).from_bundle(spec, files, f"bundle {bundle.folder}")
+        backbone = spec_backbone(spec).module().from_bundle(spec, files, f"bundle {bundle.folder}")
         return Extractor(backbone, bundle.layout)
     if runtime == "litert":
         log.info("LiteRT has no 3-D max pooling: the backbone runs in ONNX Runtime")

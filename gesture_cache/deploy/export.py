@@ -15,17 +15,16 @@ An artifact that misses its bound fails the export with the numbers; nothing is 
 from __future__ import annotations
 
 import logging
-from importlib import metadata
 from pathlib import Path
 
 from gesture_cache import __version__
 from gesture_cache.common.errors import ConfigError, RunError
 from gesture_cache.common.files import built_beside, refuse_inputs, refuse_link, write_json
+from gesture_cache.common.versions import installed_versions
 from gesture_cache.deploy import bundle
 from gesture_cache.deploy.backbone_export import backbone_of, export_backbones
 from gesture_cache.deploy.heads import HeldInterrupts, export_heads, parity_windows
 from gesture_cache.train.run_folder import (
-    check_mean_file,
     check_weights,
     load_best_model,
     read_run_config,
@@ -103,7 +102,7 @@ def export_run(
     quantize: str | None = None,
     weights: str | None = None,
     random_weights: int | None = None,
-    mean_file: str | None = None,
+    files: dict | None = None,
     cache_path: str | Path | None = None,
 ) -> dict:
     """Write the bundle of a finished run into the new folder `out`; returns its manifest."""
@@ -121,9 +120,8 @@ def export_run(
         )
     if saved.get("package_version") != __version__:
         log.warning("run %s was trained by gesture_cache %s", run_dir, saved.get("package_version"))
-    spec, files = saved["extractor"], saved.get("files", {})
-    check_weights(spec, files, weights, random_weights, allow_other=False)
-    check_mean_file(spec["preprocessing"], files, mean_file)
+    spec = saved["extractor"]
+    check_weights(spec, saved.get("files", {}), weights, random_weights, allow_other=False)
     if spec["sampling"] != "dense":
         raise RunError(f"run {run_dir} was trained on fixed clips; a bundle streams dense clips")
     model = load_best_model(run_dir)
@@ -134,7 +132,7 @@ def export_run(
         artifacts = export_heads(
             model, building, formats, quantize, windows, masks, reference, interrupts.step
         )
-        backbone = backbone_of(spec, weights, random_weights, mean_file)
+        backbone = backbone_of(spec, weights, random_weights, files or {})
         artifacts += export_backbones(backbone, building, formats, interrupts.step)
         manifest = bundle_manifest(saved, run_dir, artifacts, quantize)
         write_json(building / bundle.MANIFEST, manifest)
@@ -150,7 +148,7 @@ def bundle_manifest(saved: dict, run_dir: Path, artifacts: list, quantize: str |
     return {
         "format": bundle.FORMAT,
         "version": bundle.VERSION,
-        "created_by": software_versions(),
+        "created_by": {"gesture_cache": __version__, **installed_versions(*BUNDLE_SOFTWARE)},
         "run": {"path": str(run_dir.resolve()), "package_version": saved.get("package_version")},
         "classes": saved["classes"],
         "background_label": hparams["background_label"] if hparams.get("background") else None,
@@ -177,24 +175,11 @@ def bundle_manifest(saved: dict, run_dir: Path, artifacts: list, quantize: str |
     }
 
 
-def software_versions() -> dict:
-    names = (
-        "numpy",
-        "opencv-python-headless",
-        "onnx",
-        "onnxruntime",
-        "openvino",
-        "ai-edge-litert",
-        "tensorflow",
-        "keras",
-    )
-    versions = {"gesture_cache": __version__}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+# What a bundle records the version of: the libraries it was exported and checked with.
+BUNDLE_SOFTWARE = (
+    "numpy", "opencv-python-headless", "onnx", "onnxruntime", "openvino", "ai-edge-litert",
+    "tensorflow", "keras",
+)  # fmt: skip
 
 
 def summary(manifest: dict) -> str:

@@ -13,7 +13,6 @@ from gesture_cache.common.errors import ConfigError
 from gesture_cache.data.windows import Window
 from gesture_cache.deploy.bundle import BundleClassifier, bundle_extractor, is_bundle, open_bundle
 from gesture_cache.train.run_folder import (
-    check_mean_file,
     check_weights,
     load_best_model,
     read_run_config,
@@ -43,16 +42,17 @@ def load_trained(
     *,
     weights: str | None = None,
     random_weights: int | None = None,
-    mean_file: str | None = None,
+    files: dict | None = None,
     runtime: str | None = None,
     with_extractor: bool = True,
     allow_other_weights: bool = False,
     overridable: bool = False,
     backend: str | None = None,
 ) -> Trained:
-    """A run folder or a bundle, checked: a run's weights and mean cube must be the cache's
-    (by sha256; `overridable`: the command offers --allow-other-weights); a bundle's files
-    must match its manifest and it carries its own backbone.
+    """A run folder or a bundle, checked: a run's weights and other files (`files`: a
+    backbone's file options, C3D's mean cube) must be the cache's (by sha256; `overridable`:
+    the command offers --allow-other-weights); a bundle's files must match its manifest and
+    it carries its own backbone.
     `runtime`: keras for a run folder; onnxruntime (default), openvino or litert for a
     bundle. `backend`: the Keras backend of a run folder's model and C3D."""
     from gesture_cache.backbones.keras_backends import use_backend
@@ -67,11 +67,13 @@ def load_trained(
             raise ConfigError(f"{path} is a bundle: --runtime onnxruntime, openvino or litert")
         if backend:
             raise ConfigError(f"bundle {path} runs on --runtime {runtime}; drop --backend")
-        if weights or random_weights is not None or mean_file:
-            raise ConfigError(
-                f"bundle {path} carries its own backbone; drop --weights, --random-weights "
-                "and --mean-file"
-            )
+        given = [
+            name
+            for name, value in (("--weights", weights), ("--random-weights", random_weights))
+            if value is not None
+        ] + ["--" + name.replace("_", "-") for name in files or {}]
+        if given:
+            raise ConfigError(f"bundle {path} carries its own backbone; drop {', '.join(given)}")
         found = open_bundle(path)
         manifest = found.manifest
         return Trained(
@@ -94,15 +96,10 @@ def load_trained(
     use_backend(backend or (recorded if with_extractor else None))
     extractor = None
     if with_extractor:
-        spec, files = saved["extractor"], saved.get("files", {})
-        check_weights(spec, files, weights, random_weights, allow_other_weights, overridable)
-        check_mean_file(spec["preprocessing"], files, mean_file)
+        spec, names = saved["extractor"], saved.get("files", {})
+        check_weights(spec, names, weights, random_weights, allow_other_weights, overridable)
         extractor = extractor_from_spec(
-            spec,
-            weights=weights,
-            random_seed=random_weights,
-            mean_file=mean_file,
-            backend=backend,
+            spec, weights=weights, random_seed=random_weights, files=files, backend=backend
         )
     model = load_best_model(path)
     hparams = saved["hparams"]

@@ -7,21 +7,25 @@ fingerprint hashes: the backbone's fields, the layout, and FEATURES_VERSION.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from gesture_cache.backbones.base import Backbone, backbone_module, spec_module
-from gesture_cache.backbones.keras_backends import auto_batch_clips, use_backend
+from gesture_cache.backbones.base import Backbone, registered, spec_backbone
+from gesture_cache.backbones.keras_backends import use_backend
 from gesture_cache.common.errors import ConfigError
 from gesture_cache.extract.config import ExtractConfig
 from gesture_cache.video.clips import Layout, fixed_clips, stream_clips
-from gesture_cache.video.decode import Frames, Preprocessing, Probe
+from gesture_cache.video.decode import Frames, Probe
 
 # Bump whenever decoding, the clips or a backbone change what features come out for the same
 # settings: it is part of the fingerprint, so an old cache is never resumed with new code.
 FEATURES_VERSION = 4  # 4: 16-bit frames scaled by a fixed rule
+
+
+# The spec's fields that the extractor adds to the backbone's: the version and the layout.
+LAYOUT_FIELDS = ("features_version", "clip_len", "sampling", "clip_stride", "pad", "frames")
 
 
 @dataclass
@@ -58,6 +62,16 @@ class Extractor:
     def feature_dim(self) -> int:
         return self.backbone.feature_dim
 
+    @property
+    def batch_clips(self) -> int:
+        return self.backbone.batch_clips
+
+    @property
+    def backbone_build_seconds(self) -> float:
+        """Seconds spent building the network and compiling it, once (kept apart from the
+        pipeline's time)."""
+        return getattr(self.backbone, "build_seconds", 0.0)
+
     def frames(self, path: str | Path, fps: float | None = None) -> Frames:
         return Frames(path, self.backbone.preprocessing, fps)
 
@@ -74,9 +88,7 @@ class Extractor:
         starts, clips, valid = fixed_clips(np.stack(list(stream)), layout)
         yield from zip(starts.tolist(), clips, valid.tolist())
 
-    def features(
-        self, path: str | Path, fps: float | None = None, batch_clips: int = 16
-    ) -> ClipFeatures:
+    def features(self, path: str | Path, fps: float | None = None) -> ClipFeatures:
         """Every clip of one recording through the backbone, `batch_clips` at a time."""
         frames = self.frames(path, fps)
         starts, valid, outputs, batch = [], [], [], []
@@ -84,7 +96,7 @@ class Extractor:
             starts.append(start)
             valid.append(is_valid)
             batch.append(clip)
-            if len(batch) == batch_clips:
+            if len(batch) == self.batch_clips:
                 outputs.append(self.backbone.forward(np.stack(batch)))
                 batch = []
         if batch:
@@ -96,7 +108,17 @@ class Extractor:
 
 def extractor_from_config(config: ExtractConfig) -> Extractor:
     """The extractor of `extract`; `config.backend` must be resolved (see `resolved`)."""
-    backbone = backbone_module(config.backbone).from_config(config, use_backend(config.backend))
+    backbone = (
+        registered(config.backbone)
+        .module()
+        .from_options(
+            config.backbone_options,
+            weights=config.weights,
+            random_seed=config.random_weights,
+            backend=use_backend(config.backend),
+            batch_clips=config.batch_clips,
+        )
+    )
     layout = Layout(
         config.sampling, config.clip_stride, config.frames, config.pad, backbone.clip_len
     )
@@ -108,38 +130,34 @@ def extractor_from_spec(
     *,
     weights: str | None = None,
     random_seed: int | None = None,
-    mean_file: str | None = None,
+    files: dict | None = None,
     backend: str | None = None,
+    batch_clips: int | None = None,
 ) -> Extractor:
-    """The extractor a cache (or a run's cache) recorded, with the user's weights and mean
-    files, on `backend`; version-1 specs (fixed frames per video) work too. A
-    reduced-precision cache names its backend: another one would compute other features."""
+    """The extractor a cache (or a run's cache) recorded, with the user's weights and other
+    files (`files`: a backbone's file options by name, e.g. C3D's mean cube), on `backend`,
+    `batch_clips` clips a call (None: decided for the device); version-1 specs (fixed
+    frames per video) work too. A reduced-precision cache names its backend: another one
+    would compute other features."""
     recorded = spec.get("backend")
     if recorded and backend and backend != recorded:
         raise ConfigError(
             f"the cache holds {spec['precision']} features computed on {recorded}; "
             f"reduced-precision features differ between backends: use --backend {recorded}"
         )
-    backbone = spec_module(spec).from_spec(
-        spec,
-        preprocessing_from_spec(spec),
-        weights=weights,
-        random_seed=random_seed,
-        mean_file=mean_file,
-        backend=use_backend(recorded or backend),
+    backbone = (
+        spec_backbone(spec)
+        .module()
+        .from_spec(
+            spec,
+            weights=weights,
+            random_seed=random_seed,
+            files={name: path for name, path in (files or {}).items() if path},
+            backend=use_backend(recorded or backend),
+            batch_clips=batch_clips,
+        )
     )
     return Extractor(backbone, layout_from_spec(spec))
-
-
-def preprocessing_from_spec(spec: dict) -> Preprocessing:
-    known = {f.name for f in fields(Preprocessing)}  # version 1 also named the mean file
-    return Preprocessing(
-        **{
-            k: tuple(v) if isinstance(v, list) else v
-            for k, v in spec["preprocessing"].items()
-            if k in known
-        }
-    )
 
 
 def layout_from_spec(spec: dict) -> Layout:
@@ -149,14 +167,5 @@ def layout_from_spec(spec: dict) -> Layout:
 
 
 def resolved(config: ExtractConfig) -> ExtractConfig:
-    """The config with its backend chosen (and set for Keras) and `--batch-clips` picked
-    for the device when not given."""
-    backend = use_backend(config.backend)
-    batch_clips = config.batch_clips or auto_batch_clips(backend, config.precision)
-    return replace(config, backend=backend, batch_clips=batch_clips)
-
-
-def extractor_files(config: ExtractConfig) -> dict:
-    """The names of the files the extractor read: metadata, never part of the fingerprint."""
-    names = {"weights": config.weights, "mean_file": config.mean_file}
-    return {k: Path(v).name for k, v in names.items() if v}
+    """The config with its backend chosen (and set for Keras)."""
+    return replace(config, backend=use_backend(config.backend))

@@ -14,7 +14,6 @@ import numpy as np
 
 from gesture_cache.cache.manifest import CachedRecording, Segment
 from gesture_cache.cache.writer import CacheWriter
-from gesture_cache.common.errors import ConfigError
 from gesture_cache.extract.config import ExtractConfig
 from gesture_cache.extract.extractor import Extractor
 from gesture_cache.sources.meta import Row, segment_problem
@@ -24,10 +23,6 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 log = logging.getLogger(__name__)
-
-
-class SetupError(ConfigError):
-    """Settings that stop the job before any recording is read."""
 
 
 @dataclass

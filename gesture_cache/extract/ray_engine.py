@@ -20,18 +20,18 @@ import logging
 import pickle
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 
 from gesture_cache.cache.writer import CacheWriter
-from gesture_cache.common.errors import GestureCacheError
+from gesture_cache.common.errors import ConfigError, GestureCacheError
 from gesture_cache.extract.config import ExtractConfig
 from gesture_cache.extract.extractor import Extractor, extractor_from_config
 from gesture_cache.extract.job import (
     ExtractSummary,
     InFlight,
     Job,
-    SetupError,
     fail,
     job_events,
     store,
@@ -46,7 +46,7 @@ def connect(address: str | None) -> None:
     try:
         import ray
     except ModuleNotFoundError:
-        raise SetupError("--engine ray needs Ray: pip install 'gesture_cache[ray]'") from None
+        raise ConfigError("--engine ray needs Ray: pip install 'gesture_cache[ray]'") from None
     if ray.is_initialized():
         return
     if address and address != "auto":
@@ -55,7 +55,7 @@ def connect(address: str | None) -> None:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     except Exception as error:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ...
         where = address or "a new local instance"
-        raise SetupError(
+        raise ConfigError(
             f"--address {where}: cannot reach the Ray cluster ({type(error).__name__}: "
             f"{cause(error)})"
         ) from None
@@ -65,11 +65,11 @@ def check_reachable(address: str, timeout: float = 10.0) -> None:
     """Fail in seconds, not minutes (Ray's own retries), when nothing listens at HOST:PORT."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not (port.isascii() and port.isdigit()):
-        raise SetupError(f"--address {address}: give auto, ray://HOST:PORT or HOST:PORT")
+        raise ConfigError(f"--address {address}: give auto, ray://HOST:PORT or HOST:PORT")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as error:
-        raise SetupError(
+        raise ConfigError(
             f"--address {address}: cannot reach the Ray cluster ({error}); is it running "
             "(ray start --head) and is the port open?"
         ) from None
@@ -92,7 +92,7 @@ class BackboneActor:
     def __init__(self, config: ExtractConfig, spec: dict):
         self.extractor = extractor_from_config(config)
         if self.extractor.spec != spec:  # e.g. another weights file under the same path
-            raise SetupError(
+            raise ConfigError(
                 "this Ray worker's extractor differs from the driver's (weights or mean file "
                 "with other contents?): every machine needs the same files at the same paths"
             )
@@ -127,7 +127,7 @@ def decode_rows(jobs: list[Job], extractor: Extractor, clip_shape: tuple) -> Cal
     return rows
 
 
-def run_ray_pipeline(
+def extract_on_ray(
     jobs: list[Job],
     extractor: Extractor,
     writer: CacheWriter,
@@ -135,7 +135,8 @@ def run_ray_pipeline(
     summary: ExtractSummary,
     progress: Callable[[int], None],
 ) -> None:
-    """`extract.run_pipeline`'s contract on a Ray cluster (joined by `connect` already)."""
+    """`local_engine.extract_locally`'s contract on a Ray cluster (joined by `connect`
+    already). The actors take the driver's batch size."""
     if not jobs:
         return
     import ray
@@ -153,8 +154,11 @@ def run_ray_pipeline(
         .flat_map(decode_rows(jobs, extractor, clip_shape), num_cpus=1)
         .map_batches(
             BackboneActor,
-            fn_constructor_args=(config, extractor.spec),
-            batch_size=config.batch_clips,
+            fn_constructor_args=(
+                replace(config, batch_clips=extractor.batch_clips),
+                extractor.spec,
+            ),
+            batch_size=extractor.batch_clips,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_gpus=gpus_each,
@@ -196,7 +200,7 @@ def run_ray_pipeline(
 
 def cause(error: Exception) -> str:
     """The line of a Ray error that says what went wrong: a remote traceback ends with the
-    worker's own exception ("SetupError: ...")."""
+    worker's own exception ("ConfigError: ...")."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     named = [line for line in lines if "Error:" in line or "Exception:" in line]
     return (named[-1] if named else lines[0] if lines else type(error).__name__)[:400]

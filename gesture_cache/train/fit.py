@@ -28,8 +28,8 @@ import pandas as pd
 import tensorflow as tf
 
 from gesture_cache import __version__
+from gesture_cache.cache.pull import copy_source
 from gesture_cache.cache.reader import Cache
-from gesture_cache.cache.transfer import copy_source
 from gesture_cache.common.errors import RunError
 from gesture_cache.common.files import LOCK, acquire_lock, inside
 from gesture_cache.common.interrupts import acted_on

@@ -62,10 +62,13 @@ def resolve(config: TrainConfig) -> TrainConfig:
     return replace(config, **{k: v for k, v in preset.items() if getattr(config, k) is None})
 
 
-def open_training_cache(cache_path: str | Path, config: TrainConfig) -> Cache:
+def open_training_cache(
+    cache_path: str | Path, config: TrainConfig, manifest: dict | None = None
+) -> Cache:
     """The cache, verified, in memory when the whole process fits --memory-limit (the model's
-    training state counted), else its tables only, for streaming."""
-    manifest = read_manifest(cache_path, check_hashes=False)
+    training state counted), else its tables only, for streaming. `manifest`: the one read
+    already (the manifest is read once on the whole way)."""
+    manifest = manifest or read_manifest(cache_path)
     hparams = resolve(config)
     model_mb = training_state_mb(
         hparams.units,
@@ -74,7 +77,9 @@ def open_training_cache(cache_path: str | Path, config: TrainConfig) -> Cache:
         feature_dim(manifest),
         len(manifest["classes"]) + config.background,
     )
-    return load_verified_cache(cache_path, memory_limit_mb(config), PROCESS_MB + model_mb)
+    return load_verified_cache(
+        cache_path, memory_limit_mb(config), PROCESS_MB + model_mb, manifest=manifest
+    )
 
 
 def training_data(

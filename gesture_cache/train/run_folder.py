@@ -210,26 +210,3 @@ def check_weights(
             f"the run's cache used random weights with seed {expected['random_seed']}"
             f", not {weights or random_weights}{hint}"
         )
-
-
-def check_mean_file(preprocessing: dict, files: dict, mean_file: str | None) -> None:
-    """The mean cube must be the one the cache subtracted, by sha256, or none at all."""
-    expected = preprocessing.get("mean_sha256")
-    if expected is None:
-        if mean_file:
-            raise ConfigError(
-                f"--mean-file {mean_file}: the run's cache subtracted the per-channel mean, "
-                "not a mean cube; drop --mean-file"
-            )
-        return
-    name = files.get("mean_file", "a mean cube")
-    if not mean_file:
-        raise ConfigError(f"the run's cache subtracted the mean cube {name}; give --mean-file")
-    if not Path(mean_file).is_file():
-        raise ConfigError(f"--mean-file {mean_file} does not exist")
-    actual = file_sha256(mean_file)
-    if actual != expected:
-        raise ConfigError(
-            f"--mean-file {mean_file} (sha256 {actual[:12]}) is not the cube the cache was "
-            f"built with ({name}, sha256 {expected[:12]})"
-        )

@@ -125,10 +125,9 @@ class MlflowRun(keras.callbacks.Callback):
             return
         self.mlflow = mlflow
         resumed = run_config.get("mlflow_run_id")  # `train --resume` goes on in the same run
-        uri = "its tracking URI"
+        uri = redacted(mlflow.get_tracking_uri())
         try:
             use_mlflow()
-            uri = redacted(mlflow.get_tracking_uri())
             if resumed:
                 mlflow.start_run(run_id=resumed)
                 self.active = True

@@ -114,7 +114,7 @@ def tune(
         )
 
     # opened once for every trial, within the budget of the largest model the search tries
-    cache = open_training_cache(cache_path, largest_trial(base))
+    cache = open_training_cache(cache_path, largest_trial(base), manifest)
     tracking = tracking or Tracking()
     parent = search_run(tracking, study, fingerprint)
     if parent is None and tracking.uses_mlflow:  # warned once: the trials do not try again

@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import cv2
@@ -55,11 +55,24 @@ class Preprocessing:
     def record(self) -> dict:
         """The fields as the extractor spec records them (the two later ones only when
         set, so that C3D's fingerprints stay as they were)."""
-        fields = asdict(self)
+        recorded = asdict(self)
         for name in ("short_side", "center_crop"):
-            if fields[name] is None:
-                del fields[name]
-        return fields
+            if recorded[name] is None:
+                del recorded[name]
+        return recorded
+
+    @classmethod
+    def from_record(cls, record: dict) -> Preprocessing:
+        """The preprocessing a cache's extractor spec records (version 1 also named its mean
+        file, which is not part of it)."""
+        known = {f.name for f in fields(cls)}
+        return cls(
+            **{
+                name: tuple(value) if isinstance(value, list) else value
+                for name, value in record.items()
+                if name in known
+            }
+        )
 
 
 @dataclass

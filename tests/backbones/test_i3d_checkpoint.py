@@ -8,7 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from gesture_cache.backbones.i3d import I3D, CheckpointError, read_checkpoint
+from gesture_cache.backbones.i3d.backbone import I3D
+from gesture_cache.backbones.i3d.checkpoint import CheckpointError, read_checkpoint
+from gesture_cache.backbones.i3d.options import Options
 from gesture_cache.common.errors import ConfigError
 
 
@@ -48,4 +50,4 @@ def test_a_deep_checkpoint_is_refused(tmp_path):
 
 def test_weights_that_name_a_folder_say_so(tmp_path):
     with pytest.raises(ConfigError, match="is a folder"):
-        I3D(weights=tmp_path)
+        I3D(Options(), weights=tmp_path)

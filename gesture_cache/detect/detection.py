@@ -79,7 +79,7 @@ def check_outputs(out: Path, outputs: list[Path], inputs: list[Path]) -> None:
     refuse_inputs([out, *outputs], inputs)
 
 
-def run_detection(
+def detect_sources(
     run_dir: str | Path,
     sources: list[str],
     out: str | Path,
@@ -87,7 +87,7 @@ def run_detection(
     *,
     weights: str | None = None,
     random_weights: int | None = None,
-    mean_file: str | None = None,
+    files: dict | None = None,
     cache_path: str | Path | None = None,
     realtime: bool = False,
     speed: float = 1.0,
@@ -113,7 +113,7 @@ def run_detection(
         run_dir,
         weights=weights,
         random_weights=random_weights,
-        mean_file=mean_file,
+        files=files,
         runtime=runtime,
         with_extractor=not cache_path,
         backend=backend,
@@ -125,7 +125,7 @@ def run_detection(
     renders = {s: out / f"{stem}.detected.mp4" for s, stem in stems.items()} if render else {}
     inputs = [*trained.inputs]
     inputs += [Path(s) for s in sources if not cache_path and not is_stream(s)]
-    inputs += [Path(p) for p in (truth, weights, mean_file, cache_path) if p]
+    inputs += [Path(p) for p in (truth, weights, cache_path, *(files or {}).values()) if p]
     outputs = [out / name for name in OUTPUT_FILES] + [*timelines.values(), *renders.values()]
     check_outputs(out, outputs, inputs)
     truth_rows = (

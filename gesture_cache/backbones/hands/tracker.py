@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from gesture_cache.backbones.hand_models import HandModels
-from gesture_cache.backbones.palm import (
+from gesture_cache.backbones.hands.models import HandModels
+from gesture_cache.backbones.hands.palm import (
     PALM_SIZE,
     Rect,
     detect_palms,

@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gesture_cache.backbones.hand_tracker import Hand
-from gesture_cache.backbones.hands import Hands
+from gesture_cache.backbones.hands.backbone import Hands
+from gesture_cache.backbones.hands.tracker import Hand
 from gesture_cache.common.errors import ConfigError, GestureCacheError
 from gesture_cache.common.files import refuse_inputs
 from gesture_cache.video.decode import (

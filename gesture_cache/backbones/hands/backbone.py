@@ -21,9 +21,10 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from gesture_cache.backbones.base import refuse_c3d_settings
-from gesture_cache.backbones.hand_models import TASK_FILES, HandModels, load_hand_models
-from gesture_cache.backbones.hand_tracker import Hand, HandTracker, Models
+from gesture_cache.backbones.hands.models import TASK_FILES, HandModels, load_hand_models
+from gesture_cache.backbones.hands.options import Options
+from gesture_cache.backbones.hands.tracker import Hand, HandTracker, Models
+from gesture_cache.backbones.keras_backends import CPU_BATCH_CLIPS
 from gesture_cache.common.errors import ConfigError
 from gesture_cache.video.decode import Preprocessing
 
@@ -41,17 +42,17 @@ class Hands:
     preprocessing = PREPROCESSING
     network_in_stream = True  # the models follow each recording's hands where it is decoded
 
-    def __init__(
-        self, model: str | HandModels = "full", max_hands: int = 2, mirrored: bool = False,
-        static: bool = False,
-    ):  # fmt: skip
-        if isinstance(max_hands, bool) or not isinstance(max_hands, int) or max_hands < 1:
-            raise ConfigError(f"--max-hands {max_hands!r}: give a whole number of at least 1")
-        self.model, self.max_hands = model, max_hands
-        self.mirrored, self.static = mirrored, static
-        self.files = model if isinstance(model, HandModels) else load_hand_models(model)
+    batch_clips = CPU_BATCH_CLIPS  # `forward` only gathers vectors: any batch will do
+
+    def __init__(self, options: Options, models: HandModels | None = None):
+        """`models`: the two models' bytes, when they come from elsewhere than
+        `options.hands_model` (a bundle)."""
+        self.options = options
+        self.max_hands, self.mirrored = options.max_hands, options.mirrored
+        self.static = options.hands_static
+        self.files = models or load_hand_models(options.hands_model)
         self.models = Models(self.files)
-        self.feature_dim = SLOT * max_hands
+        self.feature_dim = SLOT * self.max_hands
         self.clip_shape = (1, self.feature_dim)
 
     def fingerprint_fields(self) -> dict:
@@ -117,11 +118,13 @@ def hand_values(hand: Hand, width: int, height: int) -> np.ndarray:
     ).astype(np.float32)
 
 
-def from_config(config, backend: str) -> Hands:
-    refuse_c3d_settings(config, "hands")
-    if config.weights or config.random_weights is not None:
+def from_options(
+    options: Options, *, weights: str | None, random_seed: int | None, backend: str,
+    batch_clips: int | None,
+) -> Hands:  # fmt: skip
+    if weights or random_seed is not None:
         raise ConfigError("--backbone hands takes its models from --hands-model, not --weights")
-    return Hands(config.hands_model, config.max_hands, config.mirrored, config.hands_static)
+    return Hands(options)
 
 
 def from_bundle(spec: dict, files: dict[str, bytes], source: str) -> Hands:
@@ -129,16 +132,23 @@ def from_bundle(spec: dict, files: dict[str, bytes], source: str) -> Hands:
     models = HandModels(*(files[name] for name in TASK_FILES), source)
     if models.sha256 != spec["weights"]["sha256"]:
         raise ConfigError(f"{source}: its hand models are not the ones its cache was built with")
-    return Hands(models, spec["max_hands"], spec["mirrored"], spec["static"])
+    return Hands(recorded_options(spec), models)
 
 
-def from_spec(spec: dict, preprocessing, *, weights, random_seed, mean_file, backend) -> Hands:
+def recorded_options(spec: dict, hands_model: str = "full") -> Options:
+    return Options(hands_model, spec["max_hands"], spec["mirrored"], spec["static"])
+
+
+def from_spec(
+    spec: dict, *, weights: str | None, random_seed: int | None, files: dict, backend: str,
+    batch_clips: int | None,
+) -> Hands:  # fmt: skip
     """The hands backbone a cache recorded: the models are the installed pair (or the
     `--weights` file or folder) whose sha256 the cache names."""
     recorded = spec["weights"]["sha256"]
     for model in [weights] if weights else ["full", "lite"]:
         try:
-            hands = Hands(model, spec["max_hands"], spec["mirrored"], spec["static"])
+            hands = Hands(recorded_options(spec, model))
         except ConfigError:
             if weights:
                 raise

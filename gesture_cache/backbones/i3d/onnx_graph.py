@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from gesture_cache.backbones.i3d_layout import BLOCKS, layer_name
+from gesture_cache.backbones.i3d.layout import BLOCKS, layer_name
 from gesture_cache.common.onnx_graph import Graph
 
 
