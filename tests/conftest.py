@@ -17,17 +17,15 @@ from gesture_cache.extract.extraction import build_cache
 from gesture_cache.sources import synth
 from gesture_cache.train.config import TrainConfig
 from gesture_cache.train.fit import train
-from tests.helpers import save_keras2_weights, write_continuous_cache
+from tests.helpers import VIDEOS, save_keras2_weights, write_continuous_cache
 from tests.postgres import postgres_bin, postgres_server
-
-SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "videos"
 
 
 @pytest.fixture(scope="session")
 def shared_videos() -> Path:
-    if not (SHARED_VIDEOS / "tree.avi").exists():
+    if not (VIDEOS / "tree.avi").exists():
         pytest.skip("../shared/fixtures/videos is not here")
-    return SHARED_VIDEOS
+    return VIDEOS
 
 
 @pytest.fixture(scope="session")
@@ -159,3 +157,19 @@ def gcs():
         environment.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
         yield {"token": "anon"}  # the storage options a user gives an emulator
     server.stop()
+
+
+@pytest.fixture
+def copy(small_cache, tmp_path) -> Path:
+    """A copy of `small_cache` a test may damage."""
+    target = tmp_path / "cache"
+    shutil.copytree(small_cache, target)
+    return target
+
+
+@pytest.fixture
+def many_shards(tmp_path, small_cache):
+    """40 recordings, one a shard: over PARALLEL_SHARDS, so verify uses a process per core."""
+    extractor = read_manifest(small_cache)["extractor"]
+    ids = [f"r{i:02d}" for i in range(40)]
+    return write_continuous_cache(tmp_path / "cache", extractor, ids, clips=8, shard_size=1)

@@ -11,6 +11,12 @@ import numpy as np
 
 from gesture_cache.cache.manifest import ExtractorRecord
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
+SHARED = ROOT.parent / "shared"  # ../shared: fixtures beside the checkout, when it is there
+HANDS = SHARED / "fixtures" / "hands"
+VIDEOS = SHARED / "fixtures" / "videos"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # stored reference outputs
+
 
 def write_video(
     path: Path,
@@ -311,3 +317,38 @@ def write_cache(
                 )
             )
     return folder
+
+
+def one_video_csv(tmp_path: Path, n: int = 1, label: str = "wave") -> Path:
+    """A meta CSV of `n` short MJPG videos labelled `label`."""
+    lines = ["file_path,action"]
+    for i in range(n):
+        write_video(tmp_path / f"v{i}.avi", 10, seed=i)
+        lines.append(f"v{i}.avi,{label}")
+    csv = tmp_path / "meta.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+def detect_args(detector, out: Path, *extra: str) -> list[str]:
+    """`gesture-cache detect` on the detector fixture's unseen recordings (ids of its cache)."""
+    return ["detect", str(detector.run), *detector.unseen, "--out", str(out), *extra]
+
+
+def run_with_timeout(function, seconds: float = 60):
+    """Call `function` in a thread; fail the test (not hang it) if it does not return."""
+    import threading
+
+    result = {}
+
+    def call():
+        try:
+            result["value"] = function()
+        except BaseException as error:  # noqa: BLE001 - handed back to the test
+            result["error"] = error
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "it hung"
+    return result

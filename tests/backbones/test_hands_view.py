@@ -10,8 +10,8 @@ import pytest
 
 from gesture_cache.cli.main import main
 from gesture_cache.common.files import file_sha256
+from tests.helpers import HANDS
 
-HANDS = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "hands"
 needs_hands = pytest.mark.skipif(not HANDS.is_dir(), reason="../shared/fixtures/hands absent")
 
 
