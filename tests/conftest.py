@@ -19,6 +19,10 @@ from gesture_cache.train.config import TrainConfig
 from gesture_cache.train.fit import train
 from tests.helpers import VIDEOS, save_keras2_weights, write_continuous_cache
 from tests.postgres import postgres_bin, postgres_server
+from tests.toy_backbone import extract_config as toy_config
+from tests.toy_backbone import register as register_toy_backbone
+
+register_toy_backbone()  # for the tests whose subject is not a network (and test_registry's)
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +58,30 @@ def small_cache(tmp_path_factory: pytest.TempPathFactory, synth_csv: Path) -> Pa
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory):
-    """`gesture-cache demo` itself: 64 synthetic videos, 2 clips each, trained compact preset."""
+    """`gesture-cache demo` itself (C3D, random weights): 64 synthetic videos, about 4 clips
+    each, the compact preset trained. For what the README says of the demo, and for tests of
+    a C3D run; every other run-level test takes `toy_demo`."""
     from gesture_cache.cli.demo import classification_demo
 
     return classification_demo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def toy_demo(tmp_path_factory: pytest.TempPathFactory):
+    """The classification demo's own steps on the toy backbone: the same 64 synthetic videos,
+    cache, compact run and metrics, in seconds instead of minutes."""
+    from gesture_cache.cli.demo import classification_demo
+
+    return classification_demo(tmp_path_factory.mktemp("toy-demo"), extract=toy_config())
+
+
+@pytest.fixture(scope="session")
+def detect_demo(tmp_path_factory: pytest.TempPathFactory):
+    """The detection demo's own steps on the toy backbone: 16 continuous recordings, a
+    detector trained with the background class, detection scored on 3 unseen recordings."""
+    from gesture_cache.cli.demo import detection_demo
+
+    return detection_demo(tmp_path_factory.mktemp("detect"), extract=toy_config())
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,12 @@ HANDS = SHARED / "fixtures" / "hands"
 VIDEOS = SHARED / "fixtures" / "videos"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # stored reference outputs
 
+# The command in a subprocess (`python -c WITH_TOY ARGS...`), the toy backbone registered.
+WITH_TOY = (
+    "import sys, tests.toy_backbone as toy; toy.register(); "
+    "from gesture_cache.cli.main import main; sys.exit(main(sys.argv[1:]))"
+)
+
 
 def write_video(
     path: Path,

@@ -35,14 +35,18 @@ class DemoResult:
 
 
 def classification_demo(
-    out: str | Path, per_class: int = DEMO_VIDEOS_PER_CLASS, seed: int = 0
+    out: str | Path,
+    per_class: int = DEMO_VIDEOS_PER_CLASS,
+    seed: int = 0,
+    extract: ExtractConfig = DEMO_EXTRACT,
 ) -> DemoResult:
-    """Every step of the workflow on synthetic data; re-running reuses what is done."""
+    """Every step of the workflow on synthetic data; re-running reuses what is done.
+    `extract`: the extraction settings (the demo's: C3D with random weights)."""
     out = Path(out)
     csv = out / "videos" / "meta.csv"
     if not csv.exists():
         synth.make_dataset(csv.parent, per_class=per_class, seed=seed)
-    extraction = build_cache(csv, out / "cache", DEMO_EXTRACT)
+    extraction = build_cache(csv, out / "cache", extract)
     run = out / "run"
     shutil.rmtree(run, ignore_errors=True)  # the demo trains afresh each time
     training = train(out / "cache", run, TrainConfig(seed=seed))
@@ -82,22 +86,34 @@ class DetectDemoResult:
 
 
 def detection_demo(
-    out: str | Path, recordings: int = 16, unseen: int = 3, gestures: int = 4, seed: int = 0
+    out: str | Path,
+    recordings: int = 16,
+    unseen: int = 3,
+    gestures: int = 4,
+    seed: int = 0,
+    extract: ExtractConfig = DEMO_EXTRACT,
 ) -> DetectDemoResult:
     """synth recordings -> extract -> train with background -> detect on unseen recordings
-    -> score; re-running reuses the recordings and the cache."""
+    -> score; re-running reuses the recordings and the cache. `extract`: as for the
+    classification demo."""
     out = Path(out)
     train_csv, test_csv = out / "recordings" / "segments.csv", out / "unseen" / "segments.csv"
     if not train_csv.exists():
         synth.make_recordings(train_csv.parent, recordings, gestures, seed=seed)
     if not test_csv.exists():
         synth.make_recordings(test_csv.parent, unseen, gestures, seed=seed + 1000)
-    extraction = build_cache(train_csv, out / "cache", DEMO_EXTRACT)
+    extraction = build_cache(train_csv, out / "cache", extract)
     run = out / "run"
     shutil.rmtree(run, ignore_errors=True)
     training = train(out / "cache", run, replace(DETECT_TRAIN, seed=seed))
     sources = sorted(str(p) for p in test_csv.parent.glob("*.avi"))
     detection = detect_sources(
-        run, sources, out / "detections", DetectSettings(), random_weights=0, truth=str(test_csv)
+        run,
+        sources,
+        out / "detections",
+        DetectSettings(),
+        random_weights=extract.random_weights,
+        weights=extract.weights,
+        truth=str(test_csv),
     )
     return DetectDemoResult(out / "cache", run, extraction, training, detection)

@@ -1,5 +1,6 @@
-"""The registry: a toy backbone (a package with two options) registered here goes through
-extract, train and predict; its flags are its own and every other backbone's are refused."""
+"""The registry: the toy backbone (tests/toy_backbone: a package with its options, registered
+by conftest with one `register` line) goes through extract, train and predict; its flags are
+its own and every other backbone's are refused."""
 
 from __future__ import annotations
 
@@ -15,14 +16,17 @@ from gesture_cache.extract.config import ExtractConfig
 from gesture_cache.extract.extraction import build_cache
 from gesture_cache.train.config import TrainConfig
 from gesture_cache.train.fit import train
+from tests.toy_backbone import register
 from tests.toy_backbone.backbone import Toy
+from tests.toy_backbone.options import Options
 
 
 @pytest.fixture
 def toy_registered():
-    base.register("toy", Toy.name, "tests.toy_backbone", "colour statistics")
+    """The toy backbone, registered again after a test that takes it out."""
+    assert "toy" in base.BACKBONES  # conftest registers it for the session
     yield
-    base.BACKBONES.pop("toy", None)
+    register()
 
 
 def test_a_registered_backbone_extracts_trains_and_predicts(toy_registered, synth_csv, tmp_path):
@@ -30,7 +34,7 @@ def test_a_registered_backbone_extracts_trains_and_predicts(toy_registered, synt
     summary = build_cache(synth_csv, tmp_path / "cache", config)
     assert summary.recordings_in_cache > 0
     cache = open_cache(tmp_path / "cache")
-    assert cache.features.shape[1] == 6
+    assert cache.features.shape[1] == Toy(Options(), 0).feature_dim
     assert cache.manifest["extractor"]["model"] == Toy.name
     assert cache.manifest["extractor"]["clip_len"] == Toy.clip_len
     first = cache.recordings["recording_id"][0]
@@ -65,7 +69,7 @@ def test_a_backbones_options_are_its_flags_and_no_one_elses(toy_registered, synt
                  "--random-weights", "0", "--size", "8", "--clip-stride", "8"]) == 0  # fmt: skip
     cache = open_cache(out)
     assert cache.manifest["extractor"]["preprocessing"]["resize"] == [8, 8]
-    assert cache.features.shape[1] == 6
+    assert cache.features.shape[1] == Toy(Options(), 0).feature_dim
     for backbone, foreign, owner in (("toy", "--max-hands", "hands"), ("c3d", "--size", "toy"),
                                      ("hands", "--layer", "c3d")):  # fmt: skip
         value = [] if foreign in ("--mirrored",) else ["1" if foreign != "--layer" else "fc6"]
