@@ -5,7 +5,7 @@ TF ?= cpu
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv models demo demo-detect test lint bench clean
+.PHONY: venv models demo demo-detect test test-fast coverage lint bench clean
 
 venv: $(VENV)/.installed-$(TF)
 
@@ -32,8 +32,19 @@ demo: venv
 demo-detect: venv
 	$(BIN)/gesture-cache demo --detect --out data/demo-detect
 
+# Two workers, each test file on one of them (its module fixtures are built once). Slow tests
+# run too; `make test-fast` leaves them out (a few minutes, for the edit-test loop).
+WORKERS ?= 2
+PYTEST := $(BIN)/pytest -n $(WORKERS) --dist loadfile
+
 test: venv lint
-	$(BIN)/pytest
+	$(PYTEST)
+
+test-fast: venv
+	$(PYTEST) -m "not slow"
+
+coverage: venv
+	$(PYTEST) --cov=gesture_cache --cov-report=term:skip-covered
 
 lint: venv
 	$(BIN)/ruff check .

@@ -80,7 +80,7 @@ def live_real_time_factor(folder: Path, frames: list) -> dict:
     from gesture_cache.train.run_folder import read_run_config
 
     sys.path.insert(0, str(ROOT))
-    from tests.test_hands import SEGMENTS
+    from tests.backbones.test_hands import SEGMENTS
 
     for i, frame in enumerate(frames_of(GIF)):
         part = folder / ("first" if i < 25 else "second")

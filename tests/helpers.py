@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -9,7 +11,8 @@ import h5py
 import keras
 import numpy as np
 
-from gesture_cache.cache.manifest import ExtractorRecord
+from gesture_cache.cache.manifest import ExtractorRecord, read_failures
+from gesture_cache.cache.reader import open_cache
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout
 SHARED = ROOT.parent / "shared"  # ../shared: fixtures beside the checkout, when it is there
@@ -18,6 +21,12 @@ VIDEOS = SHARED / "fixtures" / "videos"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # stored reference outputs
 
 # The command in a subprocess (`python -c WITH_TOY ARGS...`), the toy backbone registered.
+# Runs the command line in a process where TensorFlow and Keras cannot be imported.
+WITHOUT_TENSORFLOW = (
+    "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
+    "from gesture_cache.cli.main import main; sys.exit(main(sys.argv[1:]))"
+)
+
 WITH_TOY = (
     "import sys, tests.toy_backbone as toy; toy.register(); "
     "from gesture_cache.cli.main import main; sys.exit(main(sys.argv[1:]))"
@@ -358,3 +367,33 @@ def run_with_timeout(function, seconds: float = 60):
     thread.join(seconds)
     assert not thread.is_alive(), "it hung"
     return result
+
+
+def without_tensorflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def assert_same_cache(ray_cache: Path, local_cache: Path, failures: int = 2) -> None:
+    """Same fingerprint, recordings (each once), clips, segments and failures; features equal
+    up to float rounding (batches differ)."""
+    mine, theirs = open_cache(ray_cache), open_cache(local_cache)
+    assert mine.fingerprint == theirs.fingerprint
+    ids = list(mine.recordings["recording_id"])
+    assert sorted(ids) == sorted(theirs.recordings["recording_id"]) and len(set(ids)) == len(ids)
+    for recording_id in ids:
+        np.testing.assert_allclose(
+            clips_of(mine, recording_id), clips_of(theirs, recording_id), rtol=2e-3, atol=2e-3
+        )
+        a, b = clip_span(mine, recording_id), clip_span(theirs, recording_id)
+        assert mine.clip_start[a].tolist() == theirs.clip_start[b].tolist()
+        assert mine.clip_valid[a].tolist() == theirs.clip_valid[b].tolist()
+    segments = lambda c: sorted(zip(c.segments["recording_id"], c.segments["label"]))  # noqa: E731
+    assert segments(mine) == segments(theirs)
+    reasons = lambda p: {r["recording_id"]: r["reason"] for r in read_failures(p).values()}  # noqa: E731
+    assert reasons(ray_cache) == reasons(local_cache) and len(reasons(ray_cache)) == failures

@@ -299,7 +299,7 @@ def test_trained_on_part_of_a_real_recording_it_recognises_the_rest(hands_run, c
 @needs_hands
 @pytest.mark.slow
 def test_a_hands_run_detects_and_exports_a_bundle_that_runs_without_tensorflow(hands_run):
-    from tests.test_bundle import without_tensorflow
+    from tests.helpers import without_tensorflow
 
     gif = str(HANDS / "fingers-lq.gif")
     assert main(["detect", str(hands_run / "run"), gif, "--out", str(hands_run / "det")]) == 0
@@ -321,7 +321,7 @@ def test_a_hands_run_detects_and_exports_a_bundle_that_runs_without_tensorflow(h
 @needs_hands
 @pytest.mark.slow
 def test_ray_extracts_the_same_hand_features_as_the_local_engine(hands_run, tmp_path):
-    from tests.test_ray import assert_same_cache
+    from tests.helpers import assert_same_cache
 
     out = tmp_path / "cache"
     command = [sys.executable, "-m", "gesture_cache.cli", "extract", str(hands_run / "meta.csv"),

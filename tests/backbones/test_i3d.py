@@ -146,7 +146,7 @@ def test_missing_or_misshaped_arrays_are_named(tmp_path):
 
 @pytest.mark.slow
 def test_extract_train_predict_and_export_on_an_i3d_cache(synth_csv, tmp_path, capsys):
-    from tests.test_bundle import without_tensorflow
+    from tests.helpers import without_tensorflow
 
     cache, run, bundle = tmp_path / "cache", tmp_path / "run", tmp_path / "bundle"
     assert main(["extract", str(synth_csv), "--out", str(cache), "--backbone", "i3d",

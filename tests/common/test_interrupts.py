@@ -20,7 +20,7 @@ from tests.helpers import ROOT
 def in_a_fresh_interpreter(scenario) -> str:
     """Run `scenario` in its own Python; its stderr, after checking it passed."""
     done = subprocess.run(
-        [sys.executable, "-c", f"from tests.test_interrupts import {scenario.__name__} as s; s()"],
+        [sys.executable, "-c", f"from {__name__} import {scenario.__name__} as s; s()"],
         cwd=ROOT,
         capture_output=True,
         text=True,

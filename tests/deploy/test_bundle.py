@@ -20,13 +20,7 @@ from gesture_cache.common.errors import ConfigError, RunError
 from gesture_cache.deploy import export as export_module
 from gesture_cache.deploy.bundle import BundleBackbone, open_bundle
 from gesture_cache.deploy.export import export_run, parse_formats
-from tests.helpers import write_video
-
-# Runs the command line in a process where TensorFlow and Keras cannot be imported.
-WITHOUT_TENSORFLOW = (
-    "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
-    "from gesture_cache.cli.main import main; sys.exit(main(sys.argv[1:]))"
-)
+from tests.helpers import without_tensorflow, write_video
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +28,6 @@ def exported(detector, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundle") / "bundle"
     manifest = export_run(detector.run, out, random_weights=0)
     return out, manifest
-
-
-def without_tensorflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", WITHOUT_TENSORFLOW, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_every_installed_format_passes_its_parity_bound(exported):

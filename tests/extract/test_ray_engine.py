@@ -10,16 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from gesture_cache.cache.manifest import read_failures, read_manifest
-from gesture_cache.cache.reader import open_cache
+from gesture_cache.cache.manifest import read_manifest
 from gesture_cache.cli.main import main
 from gesture_cache.extract.config import ExtractConfig
 from gesture_cache.extract.extraction import build_cache
-from tests.helpers import clip_span, clips_of, write_video
+from tests.helpers import assert_same_cache, write_video
 
 SETTINGS = {"random_weights": 0, "clip_stride": 32}
 
@@ -51,26 +49,6 @@ def extract_on_ray(csv: Path, out: Path, *extra: str) -> list[str]:
     command = [sys.executable, "-m", "gesture_cache.cli", "extract", str(csv), "--out", str(out)]
     command += ["--random-weights", "0", "--clip-stride", "32", "--engine", "ray", *extra]
     return command
-
-
-def assert_same_cache(ray_cache: Path, local_cache: Path, failures: int = 2) -> None:
-    """Same fingerprint, recordings (each once), clips, segments and failures; features equal
-    up to float rounding (batches differ)."""
-    mine, theirs = open_cache(ray_cache), open_cache(local_cache)
-    assert mine.fingerprint == theirs.fingerprint
-    ids = list(mine.recordings["recording_id"])
-    assert sorted(ids) == sorted(theirs.recordings["recording_id"]) and len(set(ids)) == len(ids)
-    for recording_id in ids:
-        np.testing.assert_allclose(
-            clips_of(mine, recording_id), clips_of(theirs, recording_id), rtol=2e-3, atol=2e-3
-        )
-        a, b = clip_span(mine, recording_id), clip_span(theirs, recording_id)
-        assert mine.clip_start[a].tolist() == theirs.clip_start[b].tolist()
-        assert mine.clip_valid[a].tolist() == theirs.clip_valid[b].tolist()
-    segments = lambda c: sorted(zip(c.segments["recording_id"], c.segments["label"]))  # noqa: E731
-    assert segments(mine) == segments(theirs)
-    reasons = lambda p: {r["recording_id"]: r["reason"] for r in read_failures(p).values()}  # noqa: E731
-    assert reasons(ray_cache) == reasons(local_cache) and len(reasons(ray_cache)) == failures
 
 
 def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 240) -> None:
