@@ -268,9 +268,41 @@ def torch_call(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def compiled_call(
-    model: keras.Model, backend: str, batch_clips: int, compiled: Callable[[float], None]
+    model: keras.Model,
+    backend: str,
+    batch_clips: int,
+    compiled: Callable[[float], None],
+    precision: str = "float32",
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """`model` as a batch call on `backend` (the one Keras runs on), uint8 in, float32 out."""
+    """`model` as a batch call on `backend` (the one Keras runs on), uint8 in, float32 out.
+    A float32 model computes in float32 on every device (`exact_float32`)."""
+    if precision == "float32":
+        exact_float32(backend)
     if backend == "jax":
         return jax_call(model, batch_clips, compiled)
     return {"tensorflow": tensorflow_call, "torch": torch_call}[backend](model)
+
+
+def exact_float32(backend: str) -> None:
+    """TF32 off: NVIDIA GPUs since Ampere run float32 convolutions and matrix products with
+    10-bit mantissas by default in PyTorch, JAX and TensorFlow, which moved an H200's C3D
+    and I3D features 7e-4..1.5e-3 (of the largest value) from the CPU's. These are the three
+    switches Keras' own test configuration sets; each is set before the model is traced.
+    On a CPU they change nothing."""
+    if backend == "torch":
+        import torch
+
+        if hasattr(torch.backends.cudnn, "conv"):  # PyTorch 2.9+: the global flag misses convs
+            torch.backends.cudnn.conv.fp32_precision = "ieee"
+            torch.backends.cuda.matmul.fp32_precision = "ieee"
+        else:
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+    elif backend == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")  # convolutions too
+    else:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)

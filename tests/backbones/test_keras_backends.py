@@ -219,3 +219,35 @@ def test_a_keras_backend_variable_is_named_as_the_variable(monkeypatch):
         use_backend(None)
     with pytest.raises(ConfigError, match="--backend 'mxnet'"):
         use_backend("mxnet")
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_a_float32_network_turns_tf32_off_on_its_framework(backend):
+    """What makes GPU float32 features agree with the CPU's: each framework's TF32 switch,
+    set in a fresh process when a float32 C3D is built there (the CPU cannot show TF32's
+    effect; a GPU run of benchmarks/gpu.sh measures the features' agreement)."""
+    pytest.importorskip(backend)
+    probe = {
+        "torch": "import torch; print(torch.backends.cudnn.conv.fp32_precision, "
+        "torch.backends.cuda.matmul.fp32_precision)",
+        "jax": "import jax; print(jax.config.jax_default_matmul_precision)",
+    }[backend]
+    script = (
+        "from gesture_cache.backbones.c3d.backbone import C3D; "
+        "from gesture_cache.backbones.c3d.options import Options; import numpy as np; "
+        f"{probe}; "
+        f"C3D(Options(), random_seed=0, backend={backend!r}, batch_clips=1).forward("
+        "np.zeros((1, *C3D.clip_shape), np.uint8)); "
+        f"{probe}"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "KERAS_BACKEND": backend},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after = done.stdout.split("\n")[-3:-1]
+    assert after == {"torch": "ieee ieee", "jax": "highest"}[backend], (before, after)
+    assert before != after  # the defaults allow TF32: the network's build changed them

@@ -166,7 +166,7 @@ class C3D:
             )
         network = self.network()
         model = feature_extractor(network, self.layer, self.preprocessing, self.mean_cube())
-        return compiled_call(model, self.backend, self.batch_clips, self._compiled)
+        return compiled_call(model, self.backend, self.batch_clips, self._compiled, self.precision)
 
 
 def from_options(

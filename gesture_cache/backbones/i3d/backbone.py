@@ -105,7 +105,9 @@ class I3D:
                     f"Keras runs on {loaded} in this process, I3D was set up for {self.backend}"
                 )
             model = feature_model(self.network())
-            self._forward = compiled_call(model, self.backend, self.batch_clips, self._compiled)
+            self._forward = compiled_call(
+                model, self.backend, self.batch_clips, self._compiled, self.precision
+            )
             self.build_seconds += time.perf_counter() - started
         return self._forward(clips)
 
