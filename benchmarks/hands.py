@@ -1,7 +1,8 @@
 """Hand landmarks on one CPU core: frames per second of the hands backbone, tracked and
 static, full and lite models, at the real recording's 320x240 and at 640x480 (IPN Hand's
 size); live detection's real-time factor at 30 fps (the fastest playback, as a multiple of 30 fps,
-at which no clip is skipped); MediaPipe's own Hands on the same frames
+at which no clip is skipped); the default layout (pose and trajectory) against layout 1
+(the pose alone); MediaPipe's own Hands on the same frames
 (when --mediapipe names a Python that has it) and C3D's clips/s, on the same core.
 
     python benchmarks/hands.py [--mediapipe /path/to/mediapipe-env/bin/python] [--quick]
@@ -27,8 +28,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 GIF = ROOT.parent / "shared" / "fixtures" / "hands" / "fingers-lq.gif"
-sys.path.insert(0, str(ROOT / "tests" / "data" / "hands"))
-from make_reference import frames_of  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from tests.fixtures.hands.make_reference import frames_of  # noqa: E402
 
 MEDIAPIPE_TIMING = """
 import os, sys, time, json, numpy as np, cv2, mediapipe as mp
@@ -46,10 +47,12 @@ print(json.dumps(out))
 """
 
 
-def frames_per_second(frames: list, model: str, static: bool) -> float:
+def frames_per_second(frames: list, model: str, static: bool, layout: int = 2) -> float:
     from gesture_cache.backbones.hands.backbone import Hands
+    from gesture_cache.backbones.hands.options import Options
 
-    hands = Hands(model, max_hands=2, static=static)
+    options = Options(hands_model=model, max_hands=2, hands_static=static, hands_layout=layout)
+    hands = Hands(options)
     list(hands.stream(frames[:2]))  # the interpreters, built once
     started = time.perf_counter()
     for _ in hands.stream(frames):
@@ -137,6 +140,9 @@ def main() -> None:
                 key = f"ours_{model}_{'static' if static else 'tracked'}_{size}_fps"
                 result[key] = round(frames_per_second(frames, model, static), 1)
                 print(f"{key:40s} {result[key]:7.1f} frames/s", flush=True)
+        key = f"ours_full_tracked_{size}_layout1_fps"  # the pose alone (caches of 0.1)
+        result[key] = round(frames_per_second(frames, "full", False, layout=1), 1)
+        print(f"{key:40s} {result[key]:7.1f} frames/s", flush=True)
         if args.mediapipe:
             with tempfile.TemporaryDirectory() as scratch:
                 np.savez(Path(scratch) / "frames.npz", frames=np.stack(frames))

@@ -18,6 +18,7 @@ it or its options.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
@@ -63,6 +64,22 @@ class Backbone(Protocol):
         height, width, 3), and its own float32 features of `frames`: what a bundle's parity
         check compares the graph's runtimes against."""
         ...
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """What training may do with a backbone's feature vector: choose groups of its values
+    (`train --features`; the others are left out) and mirror it (`train --mirror`). A
+    backbone offers one through `features.layout_of(spec)` in its package."""
+
+    groups: dict[str, np.ndarray]  # group name -> its columns
+    kept: np.ndarray  # the columns every choice keeps
+    mirror: np.ndarray | None  # (D, D): a frame's vector @ mirror is its mirror image
+    name: str  # what `info` says of it
+
+    def columns(self, chosen: tuple[str, ...]) -> np.ndarray:
+        """The columns of the chosen groups and those always kept, in order."""
+        return np.sort(np.concatenate([self.kept, *(self.groups[g] for g in chosen)]))
 
 
 def option(
@@ -134,6 +151,13 @@ class Registered:
     def option_names(self) -> set[str]:
         return {f.name for f in fields(self.options)}
 
+    def feature_layout(self, spec: dict) -> FeatureLayout | None:
+        """The layout its features offer training (groups, a mirror), or None when they
+        are one block with no mirror (C3D, I3D): its package's `features.layout_of(spec)`."""
+        if importlib.util.find_spec(f"{self.package}.features") is None:
+            return None
+        return importlib.import_module(f"{self.package}.features").layout_of(spec)
+
 
 BACKBONES: dict[str, Registered] = {}
 
@@ -162,7 +186,7 @@ register(
     "hands",
     "MediaPipe Hands (LiteRT)",
     "gesture_cache.backbones.hands",
-    "MediaPipe hand landmarks, 128 values a hand a frame",
+    "MediaPipe hand landmarks, 140 values a hand a frame (pose and trajectory)",
     clip_stride=1,
     own_weights=True,
 )

@@ -183,8 +183,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise GestureCacheError(
                 "--resume uses the run's saved settings and split; drop --config/--split-from"
             )
-        if "units" in overrides:
-            overrides["units"] = make_train_config({}, {"units": overrides["units"]}).units
+        for name in ("units", "features", "mirror"):  # parsed as a config file's would be
+            if name in overrides:
+                parsed = make_train_config({}, {name: overrides[name]})
+                overrides[name] = getattr(parsed, name)
         result = resume(args.out, args.cache, overrides, tracking)
     else:
         if args.cache is None:

@@ -205,6 +205,27 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
         help="project the standardised features onto N principal components of the training "
         "clips, inside the model (fewer input weights: faster epochs on a CPU); off by default",
     )
+    p.add_argument(
+        "--features",
+        metavar="GROUPS",
+        help="train on these groups of the cache's feature values only, e.g. pose or "
+        "pose,trajectory (hand landmarks: pose, trajectory; default: all values)",
+    )
+    p.add_argument(
+        "--mirror",
+        metavar="PAIRS|FILE",
+        help="mirror half the training windows left <-> right (hand landmarks), each label "
+        "mapped to its mirror image: swipe_left=swipe_right,thumbs_up=thumbs_up (each pair "
+        "both ways), or a .csv/.toml/.yaml/.json file of them; every class must be named",
+    )
+    p.add_argument(
+        "--group-dropout",
+        type=float,
+        metavar="P",
+        help="each training window, with probability P, has one of its feature groups "
+        "(drawn at random) set to the training mean, so no group is leaned on alone "
+        "(hand landmarks: pose and trajectory; default 0)",
+    )
     p.add_argument("--preset", choices=["compact", "reference", "landmarks"])
     p.add_argument("--units", help="recurrent layer sizes, e.g. 1024,256,64")
     p.add_argument("--cell", choices=["lstm", "gru"])

@@ -67,6 +67,22 @@ def weights_text(weights: dict, files: dict) -> str:
     return f"{name} (sha256 {weights['sha256'][:16]}...)".strip()
 
 
+def feature_groups(extractor: dict) -> list[str]:
+    """What training may choose of the features (`--features`, `--mirror`), when the
+    backbone offers groups: its layout's name and groups."""
+    from gesture_cache.backbones.base import spec_backbone
+    from gesture_cache.common.errors import ConfigError
+
+    try:
+        layout = spec_backbone(extractor).feature_layout(extractor)
+    except ConfigError:  # a backbone this installation does not have
+        return []
+    if layout is None:
+        return []
+    mirror = "; --mirror" if layout.mirror is not None else ""
+    return [f"features     {layout.name} (--features {','.join(layout.groups)}{mirror})"]
+
+
 def cache_info(
     manifest: dict,
     failures: dict[str, dict],
@@ -109,6 +125,7 @@ def cache_info(
         + (f" to {extractor['frames']} frames" if "frames" in extractor else "")
         + f", clips of {extractor['clip_len']} every {extractor['clip_stride']}, "
         f"pad {extractor['pad']}",
+        *feature_groups(extractor),
         *contents(manifest),
         "classes      "
         + ", ".join(f"{shown(c)} ({n})" for c, n in manifest["class_counts"].items()),

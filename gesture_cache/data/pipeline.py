@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -11,6 +12,37 @@ from gesture_cache.cache.reader import ALIGNMENT, Cache, aligned_empty
 from gesture_cache.data.read_ahead import ShardFiles
 from gesture_cache.data.samples import Samples, batch_windows
 from gesture_cache.data.windows import Window
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Left <-> right augmentation: each training window is mirrored with probability 1/2,
+    its frames' features multiplied by `matrix` (a backbone's `FeatureLayout.mirror`) and its
+    label replaced by `labels[label]`."""
+
+    matrix: np.ndarray  # (D, D)
+    labels: np.ndarray  # (classes,): the class index of each class's mirror image
+
+
+@dataclass(frozen=True)
+class GroupDropout:
+    """Each training window, with probability `rate`, has one of its feature groups (drawn
+    at random) replaced by `fill` (the training mean: zero once standardised), so the model
+    learns to use each group on its own and not to lean on one that merely tells the
+    recordings apart (a hand's shape, where the motion is the label)."""
+
+    groups: np.ndarray  # (G, D): 1 where a column belongs to the group
+    fill: np.ndarray  # (D,)
+    rate: float
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What is done to training windows: mirrored (`Mirror`), a group dropped
+    (`GroupDropout`), or both, each drawn independently."""
+
+    mirror: Mirror | None = None
+    dropout: GroupDropout | None = None
 
 
 def window_dataset(
@@ -22,6 +54,7 @@ def window_dataset(
     batch_size: int,
     shuffle: bool,
     seed: int,
+    augmentation: Augmentation | None = None,
 ) -> tf.data.Dataset:
     """Batches ((features (B, T, D) float32, mask (B, T) uint8), labels (B,)).
 
@@ -34,43 +67,57 @@ def window_dataset(
     with bool.
 
     The generators hold only what they read (tf.data never frees a generator): the clips'
-    validity, the samples' spans and, streamed, the shards' paths; not the cache."""
+    validity, the samples' spans and, streamed, the shards' paths; not the cache.
+
+    `augmentation` (when shuffling, i.e. training): each window mirrored with probability
+    1/2 and a group dropped with the dropout's rate, the draws made in numpy with the
+    windows' own generator, so a seed gives the same epochs."""
     rng = np.random.default_rng(seed)
     T, D = window.clips, cache.feature_dim
     batches = -(-len(samples) // batch_size)
     spans, clip_valid = samples.spans(), cache.clip_valid
+    augmentation = augmentation if shuffle else None
+    draw = Draws(augmentation, rng)
     windows_spec = (
         tf.TensorSpec((None, T), tf.int64),
         tf.TensorSpec((None, T), tf.uint8),
         tf.TensorSpec((None,), tf.int32),
+        tf.TensorSpec((None,), tf.bool),
+        tf.TensorSpec((None,), tf.int32),
     )
+    augment = augmenter(augmentation)
+
+    def windows_of(source: tf.Tensor, positions, mask, labels, flipped, dropped) -> tuple:
+        gathered = tf.cast(tf.gather(source, positions), tf.float32)
+        return (augment(gathered, flipped, dropped), mask), labels
 
     if features is None:
         files = ShardFiles.of(cache)
         dataset = tf.data.Dataset.from_generator(
-            lambda: _shard_windows(files, clip_valid, spans, y, window, batch_size, shuffle, rng),
+            lambda: _shard_windows(
+                files, clip_valid, spans, y, window, batch_size, shuffle, rng, draw
+            ),
             output_signature=(tf.TensorSpec((None, D), cache.manifest["dtype"]), *windows_spec),
         )
 
-        def batches_of(source: tf.Tensor, positions: tf.Tensor, mask: tf.Tensor, labels):
-            batched = tf.data.Dataset.from_tensor_slices((positions, mask, labels))
-            return batched.batch(batch_size).map(lambda p, m, c: (source, p, m, c))
+        def batches_of(source: tf.Tensor, *windows):
+            batched = tf.data.Dataset.from_tensor_slices(windows).batch(batch_size)
+            return batched.map(lambda *batch: (source, *batch))
 
-        def gather(source: tf.Tensor, positions: tf.Tensor, mask: tf.Tensor, labels):
-            return (tf.cast(tf.gather(source, positions), tf.float32), mask), labels
+        gather = windows_of
 
     else:
         source = shared_tensor(features)
         dataset = tf.data.Dataset.from_generator(
-            lambda: _epoch_windows(clip_valid, spans, y, window, shuffle, rng),
+            lambda: _epoch_windows(clip_valid, spans, y, window, shuffle, rng, draw),
             output_signature=windows_spec,
         )
 
-        def batches_of(positions: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor):
-            return tf.data.Dataset.from_tensor_slices((positions, mask, labels)).batch(batch_size)
+        def batches_of(*windows):
+            return tf.data.Dataset.from_tensor_slices(windows).batch(batch_size)
 
-        def gather(positions: tf.Tensor, mask: tf.Tensor, labels: tf.Tensor) -> tuple:
-            return (tf.cast(tf.gather(source, positions), tf.float32), mask), labels
+        def gather(*batch) -> tuple:
+            return windows_of(source, *batch)
 
     dataset = dataset.flat_map(batches_of).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))  # Keras' steps
@@ -99,6 +146,50 @@ def shared_tensor(features: np.ndarray) -> tf.Tensor:
     return tf.experimental.dlpack.from_dlpack(features.__dlpack__())
 
 
+def augmenter(augmentation: Augmentation | None):
+    """The tf function that applies the drawn augmentation to a batch (B, T, D)."""
+    mirror = augmentation.mirror if augmentation else None
+    dropout = augmentation.dropout if augmentation else None
+    matrix = tf.constant(mirror.matrix, tf.float32) if mirror else None
+    if dropout:  # row 0 keeps every column, row 1 + g drops group g
+        keep = tf.constant(np.concatenate([np.ones((1, dropout.groups.shape[1])),
+                                           1 - dropout.groups]), tf.float32)  # fmt: skip
+        fill = tf.constant(dropout.fill, tf.float32)
+
+    def augment(windows: tf.Tensor, flipped: tf.Tensor, dropped: tf.Tensor) -> tf.Tensor:
+        if matrix is not None:
+            mirrored = tf.einsum("btd,de->bte", windows, matrix)
+            windows = tf.where(flipped[:, None, None], mirrored, windows)
+        if dropout:
+            kept = tf.gather(keep, dropped + 1)[:, None, :]
+            windows = windows * kept + fill * (1 - kept)
+        return windows
+
+    return augment
+
+
+@dataclass(frozen=True)
+class Draws:
+    """Each window's draws: its label (its mirror image's when mirrored), whether it is
+    mirrored, and which group it drops (-1: none). Nothing is drawn without augmentation
+    (evaluation)."""
+
+    augmentation: Augmentation | None
+    rng: np.random.Generator
+
+    def __call__(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        flipped, dropped = np.zeros(len(y), bool), np.full(len(y), -1, np.int32)
+        mirror = self.augmentation.mirror if self.augmentation else None
+        dropout = self.augmentation.dropout if self.augmentation else None
+        if mirror:
+            flipped = self.rng.random(len(y)) < 0.5
+            y = np.where(flipped, mirror.labels[y], y)
+        if dropout:
+            chosen = self.rng.integers(0, len(dropout.groups), len(y)).astype(np.int32)
+            dropped = np.where(self.rng.random(len(y)) < dropout.rate, chosen, -1)
+        return y.astype(np.int32), flipped, dropped.astype(np.int32)
+
+
 def _epoch_windows(
     clip_valid: np.ndarray,
     samples: Samples,
@@ -106,6 +197,7 @@ def _epoch_windows(
     window: Window,
     shuffle: bool,
     rng: np.random.Generator,
+    draw: Draws,
 ) -> Iterator[tuple]:
     """One epoch's windows for every sample at once (in shuffled order): drawn in one
     vectorised call per epoch, batched and gathered inside tf.data."""
@@ -113,7 +205,7 @@ def _epoch_windows(
     positions, mask = batch_windows(
         samples.take(order), clip_valid, window, rng if shuffle else None
     )
-    yield positions, mask.astype(np.uint8), y[order].astype(np.int32)
+    yield positions, mask.astype(np.uint8), *draw(y[order])
 
 
 def _shard_windows(
@@ -125,8 +217,9 @@ def _shard_windows(
     batch_size: int,
     shuffle: bool,
     rng: np.random.Generator,
+    draw: Draws,
 ) -> Iterator[tuple]:
-    """(features, window positions into them, masks, labels): the shards read once an
+    """(features, window positions into them, masks, labels, draws): the shards read once an
     epoch (in shuffled order, the next ones read ahead), each with as many full batches of
     windows as the samples read so far make. A batch may take samples of two shards, so
     batches are as full as in memory; at most the shards of one batch are held."""
@@ -149,7 +242,7 @@ def _shard_windows(
             base += len(features)
         source = parts[0] if len(parts) == 1 else np.concatenate(parts)
         shift = np.array([offsets[s] for s in samples.shard[rows]], np.int64)
-        return source, positions + shift[:, None], mask.astype(np.uint8), y[rows].astype(np.int32)
+        return source, positions + shift[:, None], mask.astype(np.uint8), *draw(y[rows])
 
     for shard, start, features in files.read(rng.permutation(shards) if shuffle else shards):
         held[shard] = (start, features)

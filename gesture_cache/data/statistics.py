@@ -102,21 +102,36 @@ def pca_projection(
     variance: np.ndarray | None,
     components: int,
     seed: int,
+    columns: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`--reduce pca:N`: the principal components of the training samples' standardised
     clips (at most PCA_CLIPS of them, drawn from `seed`), as a linear layer's kernel (D, N)
-    and bias (N,) that map a standardised clip onto them."""
+    and bias (N,) that map a standardised clip onto them; of the `columns` chosen only
+    (`--features`), the kernel's other rows zero."""
     clips = sample_clips(samples, cache.clip_valid)
-    check_components(components, len(clips), cache.feature_dim)
+    width = cache.feature_dim if columns is None else len(columns)
+    check_components(components, len(clips), width)
     rng = np.random.default_rng(seed)
     if len(clips) > PCA_CLIPS:
         clips = np.sort(rng.choice(clips, PCA_CLIPS, replace=False))
     features = clip_features(cache, clips).astype(np.float32)
     if mean is not None:  # as keras.layers.Normalization computes it
         features = (features - mean) / np.maximum(np.sqrt(variance), 1e-7)
+    if columns is not None:
+        features = features[:, columns]
     pca = PCA(components, svd_solver="randomized", random_state=int(seed)).fit(features)
     kernel = pca.components_.T.astype(np.float32)
-    return kernel, (-pca.mean_ @ kernel).astype(np.float32)
+    bias = (-pca.mean_ @ kernel).astype(np.float32)
+    if columns is not None:
+        kernel = selection(cache.feature_dim, columns) @ kernel
+    return kernel, bias
+
+
+def selection(width: int, columns: np.ndarray) -> np.ndarray:
+    """The (width, len(columns)) 0/1 matrix that keeps `columns` of a feature vector."""
+    matrix = np.zeros((width, len(columns)), np.float32)
+    matrix[columns, np.arange(len(columns))] = 1.0
+    return matrix
 
 
 def clip_features(cache: Cache, clips: np.ndarray) -> np.ndarray:

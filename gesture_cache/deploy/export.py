@@ -167,6 +167,9 @@ def bundle_manifest(saved: dict, run_dir: Path, artifacts: list, quantize: str |
         },
         "feature_dim": saved["cache"]["feature_dim"],
         "feature_dtype": saved["cache"]["dtype"],
+        # the feature layout is the extractor's (hands: spec["layout"], 1 when absent); the
+        # groups the model reads are chosen inside it (a fixed selection layer)
+        "feature_groups": hparams.get("features"),
         "extractor": spec,
         "fingerprint": saved["cache"]["fingerprint"],
         "weights": spec["weights"],

@@ -49,6 +49,9 @@ class TrainConfig:
     strategy: str = "auto"  # auto | mirrored | none: data-parallel over this machine's devices
     split: str = "auto"  # auto: the cache's split column when it has one | official | random
     reduce: str | None = None  # "pca:N": project standardised features onto N components
+    features: tuple[str, ...] | None = None  # the feature groups trained on (None: all)
+    mirror: dict[str, str] | None = None  # left <-> right augmentation: label -> its mirror
+    group_dropout: float = 0.0  # chance a training window has one feature group dropped
     allow_duplicates: bool = False  # an official split may put identical files in two parts
 
     def __post_init__(self) -> None:
@@ -83,6 +86,14 @@ class TrainConfig:
                 raise ConfigError(f"setting {name} = {value!r}: expected a name")
         if self.reduce is not None:
             reduce_components(self.reduce)  # the setting's form, checked here
+        if self.features is not None:
+            self.features = check_features(self.features)
+        if self.mirror is not None:
+            self.mirror = check_mirror(self.mirror)
+        if not isinstance(self.group_dropout, int | float) or not 0 <= self.group_dropout < 1:
+            raise ConfigError(
+                f"setting group_dropout = {self.group_dropout!r}: a probability in [0, 1)"
+            )
         if self.split not in SPLIT_CHOICES:
             raise ConfigError(
                 f"setting split = {self.split!r}: choose one of {', '.join(SPLIT_CHOICES)}"
@@ -162,7 +173,74 @@ def make_train_config(file_values: dict, overrides: dict) -> TrainConfig:
     values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
     if isinstance(values.get("units"), str):
         values["units"] = parse_units(values["units"])
+    if isinstance(values.get("features"), str):
+        values["features"] = tuple(g.strip() for g in values["features"].split(","))
+    if isinstance(values.get("mirror"), str):
+        values["mirror"] = mirror_table(values["mirror"])
     return TrainConfig(**values)
+
+
+def check_features(features: object) -> tuple[str, ...]:
+    """Feature group names (which ones a cache has is checked against it)."""
+    if isinstance(features, str):
+        features = (features,)
+    if (
+        not isinstance(features, list | tuple)
+        or not features
+        or not all(isinstance(g, str) and g for g in features)
+    ):
+        raise ConfigError(
+            f"setting features = {features!r}: give group names, e.g. pose,trajectory"
+        )
+    if len(set(features)) < len(features):
+        raise ConfigError(f"setting features = {list(features)!r}: a group named twice")
+    return tuple(features)
+
+
+def mirror_table(text: str) -> dict[str, str]:
+    """`--mirror`: pairs `swipe_left=swipe_right,thumbs_up=thumbs_up` (each pair both ways),
+    or a file of them (.csv: two columns a row; .json/.toml/.yaml: a table)."""
+    path = Path(text)
+    if path.suffix.lower() in (".csv", ".json", ".toml", ".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"--mirror {text}: the file does not exist")
+        body = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".csv":
+            pairs = [line.split(",") for line in body.splitlines() if line.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ConfigError(f"--mirror {text}: each line holds two labels, a,b")
+            return {a.strip(): b.strip() for a, b in pairs}
+        loaded = (
+            json.loads(body) if path.suffix == ".json"
+            else tomllib.loads(body) if path.suffix == ".toml"
+            else yaml.safe_load(body)
+        )  # fmt: skip
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--mirror {text}: expected a table of label = mirrored label")
+        return loaded
+    pairs = [item.split("=") for item in text.split(",") if item.strip()]
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise ConfigError(
+            f"--mirror {text!r}: give label=mirrored_label pairs, e.g. "
+            "swipe_left=swipe_right,thumbs_up=thumbs_up, or a file of them"
+        )
+    return {a.strip(): b.strip() for a, b in pairs}
+
+
+def check_mirror(table: object) -> dict[str, str]:
+    """A label -> mirrored label table, made symmetric (a=b says b=a); a contradiction is
+    refused. Which labels it must cover is checked against the cache."""
+    if not isinstance(table, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in table.items()
+    ):
+        raise ConfigError(f"setting mirror = {table!r}: a table of label = mirrored label")
+    both = dict(table)
+    for label, mirrored in table.items():
+        if both.setdefault(mirrored, label) != label:
+            raise ConfigError(
+                f"setting mirror: {label} mirrors to {mirrored}, but {mirrored} to {both[mirrored]}"
+            )
+    return dict(sorted(both.items()))
 
 
 def parse_units(text: str) -> tuple[int, ...]:

@@ -33,7 +33,7 @@ from gesture_cache.cache.reader import Cache
 from gesture_cache.common.errors import RunError
 from gesture_cache.common.files import LOCK, acquire_lock, inside
 from gesture_cache.common.interrupts import acted_on
-from gesture_cache.data.statistics import pca_projection, training_standardisation
+from gesture_cache.data.statistics import pca_projection, selection, training_standardisation
 from gesture_cache.data.windows import SPLITS
 from gesture_cache.train.callbacks import read_history, training_callbacks
 from gesture_cache.train.config import TrainConfig, reduce_components
@@ -222,8 +222,16 @@ def fit_and_evaluate(
     # (a second copy of every feature, measured), and it runs a pipeline that starts from a
     # Python generator serially, without prefetching.
     keras.utils.set_random_seed(config.seed)
+    standardisation = None
+    if config.normalize and not fitted:
+        train_samples = prepared.samples.take(rows["train"])
+        standardisation = training_standardisation(prepared.cache, train_samples)
+    mean = standardisation[0] if standardisation else None
+    augmentation = prepared.augmentation(config, mean)
     datasets = {
-        name: prepared.dataset(rows[name], config.batch_size, name == "train", config.seed)
+        name: prepared.dataset(
+            rows[name], config.batch_size, name == "train", config.seed, augmentation
+        )
         for name in SPLITS
         if len(rows[name])
     }
@@ -234,7 +242,7 @@ def fit_and_evaluate(
         ):
             datasets["val"] = datasets["val"].cache()
         with strategy.scope():
-            model = compiled_classifier(prepared, rows["train"], config)
+            model = compiled_classifier(prepared, rows["train"], config, standardisation)
         log.info(
             "%s: %s trainable parameters; %s samples; %d replica(s)",
             config.preset,
@@ -375,18 +383,31 @@ def start_run_folder(
 
 
 def compiled_classifier(
-    prepared: TrainingData, train_rows: np.ndarray, config: TrainConfig
+    prepared: TrainingData,
+    train_rows: np.ndarray,
+    config: TrainConfig,
+    standardisation: tuple[np.ndarray, np.ndarray] | None,
 ) -> keras.Model:
-    """The configured classifier, standardising with statistics of the training clips only."""
+    """The configured classifier, standardising with statistics of the training clips only
+    (`standardisation`: their mean and variance). With two feature groups or more, each
+    group weighs the same: its columns' variances are multiplied by its number of columns,
+    so 126 values of a hand's shape do not drown its 12 of motion."""
     mean = variance = None
     train_samples = prepared.samples.take(train_rows)
     cache = prepared.cache
-    if config.normalize:
-        mean, variance = training_standardisation(cache, train_samples)
-    projection = None
-    components = reduce_components(config.reduce)
+    if standardisation is not None:
+        mean, variance = standardisation[0], standardisation[1].copy()
+        if prepared.groups and len(prepared.groups) > 1:
+            for columns in prepared.groups.values():
+                variance[columns] *= len(columns)
+    projection = None  # a fixed linear layer after the standardisation
+    components, columns = reduce_components(config.reduce), prepared.columns
     if components:
-        projection = pca_projection(cache, train_samples, mean, variance, components, config.seed)
+        projection = pca_projection(
+            cache, train_samples, mean, variance, components, config.seed, columns
+        )
+    elif columns is not None:  # --features: the chosen groups' values, the others left out
+        projection = (selection(cache.feature_dim, columns), np.zeros(len(columns), np.float32))
     model = build_classifier(
         config.preset,
         len(prepared.classes),

@@ -18,7 +18,7 @@ PRESETS = {
     "reference": {"units": (1024, 256, 64), "cell": "lstm", "dense": 32, "dropout": 0.0},
     # The default: trains in seconds on a CPU.
     "compact": {"units": (64,), "cell": "lstm", "dense": 32, "dropout": 0.3},
-    # Hand landmarks (128 values a hand a frame, windows of frames): the landmarks -> LSTM
+    # Hand landmarks (140 values a hand a frame, windows of frames): the landmarks -> LSTM
     # recipe of public MediaPipe code, 2 x 128 then 2 x 64 cells (0.57 M parameters at 256 values).
     "landmarks": {"units": (128, 64), "cell": "lstm", "dense": 64, "dropout": 0.3},
 }

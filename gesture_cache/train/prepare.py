@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from gesture_cache.backbones.base import spec_backbone
 from gesture_cache.cache.manifest import feature_dim, read_manifest
 from gesture_cache.cache.reader import Cache
 from gesture_cache.cache.verify import PROCESS_MB, load_verified_cache
 from gesture_cache.common.errors import ConfigError, RunError
-from gesture_cache.data.pipeline import window_dataset
+from gesture_cache.data.pipeline import Augmentation, GroupDropout, Mirror, window_dataset
 from gesture_cache.data.samples import Samples, cache_samples, sample_clips
 from gesture_cache.data.splits import official_split, official_splits, split_samples
 from gesture_cache.data.statistics import check_components
@@ -42,8 +43,14 @@ class TrainingData:
     y: np.ndarray  # class index of each sample
     window: Window
     features: np.ndarray | None  # the whole cache's features, or None when streamed
+    columns: np.ndarray | None = None  # the feature groups chosen (`--features`), or all
+    groups: dict[str, np.ndarray] | None = None  # the chosen groups' columns, when grouped
+    mirror: Mirror | None = None  # left <-> right augmentation of training windows
 
-    def dataset(self, rows: np.ndarray, batch_size: int, shuffle: bool, seed: int):
+    def dataset(
+        self, rows: np.ndarray, batch_size: int, shuffle: bool, seed: int,
+        augmentation: Augmentation | None = None,
+    ):  # fmt: skip
         return window_dataset(
             self.cache,
             self.features,
@@ -53,7 +60,20 @@ class TrainingData:
             batch_size,
             shuffle,
             seed,
+            augmentation if shuffle else None,
         )
+
+    def augmentation(self, config: TrainConfig, mean: np.ndarray | None) -> Augmentation:
+        """The training windows' augmentation: the mirror, and `--group-dropout` filling a
+        dropped group with the training `mean` (zero without standardisation)."""
+        dropout = None
+        if config.group_dropout:
+            groups = np.zeros((len(self.groups), self.cache.feature_dim), np.float32)
+            for row, columns in enumerate(self.groups.values()):
+                groups[row, columns] = 1.0
+            fill = np.zeros(self.cache.feature_dim, np.float32) if mean is None else mean
+            dropout = GroupDropout(groups, np.asarray(fill, np.float32), config.group_dropout)
+        return Augmentation(self.mirror, dropout)
 
 
 def resolve(config: TrainConfig) -> TrainConfig:
@@ -103,7 +123,69 @@ def training_data(
             log.info("a schema-1 cache: windows are its %d stored clips", cache.fixed_clips)
             window = Window(cache.fixed_clips)
     y = np.searchsorted(classes, samples.labels).astype(np.int32)
-    return TrainingData(cache, samples, classes, y, window, cache.features)
+    columns, groups, mirror = feature_choice(cache, config, classes)
+    return TrainingData(cache, samples, classes, y, window, cache.features, columns, groups, mirror)
+
+
+def feature_choice(
+    cache: Cache, config: TrainConfig, classes: list[str]
+) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None, Mirror | None]:
+    """`--features` as the columns they keep, the chosen groups' columns, and `--mirror` as
+    the augmentation, from the feature layout the cache's backbone offers; each refused in
+    one line for features that offer none (C3D's, I3D's), as is `--group-dropout` with
+    fewer than two groups chosen."""
+    spec = cache.manifest["extractor"]
+    layout = spec_backbone(spec).feature_layout(spec)
+    asked = [
+        flag
+        for flag, value in (("--features", config.features), ("--mirror", config.mirror),
+                            ("--group-dropout", config.group_dropout))
+        if value
+    ]  # fmt: skip
+    if layout is None:
+        if asked:
+            raise ConfigError(
+                f"{asked[0]}: the cache's {spec['model']} features are one block, with no "
+                "groups to choose and no mirror image; it applies to hand landmarks "
+                "(--backbone hands)"
+            )
+        return None, None, None
+    columns, chosen = None, tuple(layout.groups)
+    if config.features is not None:
+        unknown = [g for g in config.features if g not in layout.groups]
+        if unknown:
+            raise ConfigError(
+                f"--features {','.join(config.features)}: the cache ({layout.name}) has no "
+                f"group {unknown[0]!r}; it has {', '.join(layout.groups)}"
+            )
+        columns, chosen = layout.columns(config.features), config.features
+    if config.group_dropout and len(chosen) < 2:
+        raise ConfigError(
+            f"--group-dropout {config.group_dropout}: it drops one feature group of several, "
+            f"and the training uses one ({chosen[0]}, of {layout.name})"
+        )
+    groups = {name: layout.groups[name] for name in chosen}
+    return columns, groups, mirror_of(layout, config, classes)
+
+
+def mirror_of(layout, config: TrainConfig, classes: list[str]) -> Mirror | None:
+    """The augmentation `--mirror` asks for: every class (but the background, its own
+    mirror) must say which class its mirror image is."""
+    if config.mirror is None:
+        return None
+    if layout.mirror is None:
+        raise ConfigError(f"--mirror: the cache's features ({layout.name}) have no mirror image")
+    table = {config.background_label: config.background_label, **config.mirror}
+    missing = [c for c in classes if c not in table]
+    if missing:
+        raise ConfigError(
+            f"--mirror names no mirror image for {', '.join(missing)}: give each class's "
+            "(a pose that looks the same mirrored maps to itself, e.g. thumbs_up=thumbs_up)"
+        )
+    strangers = sorted({table[c] for c in classes} - set(classes))
+    if strangers:
+        raise ConfigError(f"--mirror maps a class to {strangers[0]!r}, which the cache has not")
+    return Mirror(layout.mirror, np.array([classes.index(table[c]) for c in classes]))
 
 
 def cache_freed(function):
@@ -156,7 +238,9 @@ def check_reduce(prepared: TrainingData, split: np.ndarray, config: TrainConfig)
     if components:
         train_samples = prepared.samples.take(np.flatnonzero(split == "train"))
         clips = len(sample_clips(train_samples, prepared.cache.clip_valid))
-        check_components(components, clips, prepared.cache.feature_dim)
+        chosen = prepared.columns
+        width = prepared.cache.feature_dim if chosen is None else len(chosen)
+        check_components(components, clips, width)
 
 
 def check_trainable(prepared: TrainingData, cache_path: str | Path, config: TrainConfig) -> None:

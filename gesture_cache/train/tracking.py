@@ -73,6 +73,8 @@ def settings_of(run_config: dict) -> dict[str, str | int | float | bool]:
         key = name if name in run_config["hparams"] else f"window_{name}"
         if isinstance(value, list | tuple):
             value = ",".join(map(str, value))
+        elif isinstance(value, dict):  # --mirror's table
+            value = ",".join(f"{k}={v}" for k, v in value.items())
         flat[key] = "none" if value is None else value
     return flat
 

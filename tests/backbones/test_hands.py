@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from gesture_cache.backbones.hands import models as hand_models
-from gesture_cache.backbones.hands.backbone import SLOT, Hands
+from gesture_cache.backbones.hands.backbone import Hands
+from gesture_cache.backbones.hands.features import slot_size
 from gesture_cache.backbones.hands.models import load_hand_models
 from gesture_cache.backbones.hands.options import Options
 from gesture_cache.backbones.hands.palm import ANCHORS
@@ -30,6 +31,7 @@ from tests.helpers import FIXTURES, HANDS
 DATA = FIXTURES / "hands"
 
 
+SLOT = slot_size(2)  # the values of a hand slot, as extracted by default (layout 2)
 needs_hands = pytest.mark.skipif(not HANDS.is_dir(), reason="../shared/fixtures/hands absent")
 
 
@@ -97,7 +99,7 @@ def test_a_hand_is_found_on_every_frame_of_the_recording(models):
 
 
 @needs_hands
-def test_features_do_not_depend_on_where_the_hand_is_or_how_large(models):
+def test_pose_values_do_not_depend_on_where_the_hand_is_or_how_large(models):
     photo = cv2.imread(str(HANDS / "nocurl.jpg"))
     hands = Hands(Options("full", max_hands=1))
     features = next(hands.stream([photo]))
@@ -110,7 +112,11 @@ def test_features_do_not_depend_on_where_the_hand_is_or_how_large(models):
     relative = features[2:65]
     assert np.abs(relative[:3]).max() == 0  # the wrist is the origin
     assert np.abs(relative - moved[2:65]).max() < 0.1 * np.abs(relative).max()
-    assert np.abs(features[65:] - moved[65:]).max() < 0.01  # metres
+    assert np.abs(features[65:128] - moved[65:128]).max() < 0.01  # metres
+    wrist, size = slice(128, 130), 132  # the trajectory values see the move and the zoom
+    assert np.abs(features[wrist] - moved[wrist]).max() > 0.05
+    in_pixels = moved[size] * canvas.shape[0] / (features[size] * photo.shape[0])
+    assert in_pixels == pytest.approx(1.4, rel=0.1)  # sizes are in frame heights
 
 
 def test_no_hand_is_zeros_and_odd_frames_are_fine(models):

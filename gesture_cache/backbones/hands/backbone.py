@@ -1,18 +1,9 @@
-"""MediaPipe hand landmarks as a backbone: one feature vector a frame (a "clip" is one frame).
-
-Each of `max_hands` slots holds 128 values (README "Hand landmark features"):
-
-    [0]        presence: 1 when a hand is in the slot, else the slot is all zeros
-    [1]        the probability that it is the person's right hand
-    [2:65]     the 21 landmarks (x, y, z) in pixels, minus the wrist's, divided by the
-               wrist -> middle-finger-base distance: where the hand is and how large it is
-               in the frame drop out, its shape and turn stay
-    [65:128]   the 21 world landmarks (metres, origin at the hand's centre)
-
-With two slots, a right hand goes to slot 0 and a left one to slot 1 (when both hands claim
-one side, the surer keeps it), so a gesture made with either hand lands in the same values
-every time. The models run where each recording is decoded (`stream`), since tracking
-follows a recording frame by frame; `forward` only gathers the frame vectors.
+"""MediaPipe hand landmarks as a backbone: one feature vector a frame (a "clip" is one frame),
+`max_hands` slots of `features.slot_size(layout)` values each (the layout, value by value, is
+in `features`). With two slots, a right hand goes to slot 0 and a left one to slot 1 (when
+both hands claim one side, the surer keeps it). The models run where each recording is
+decoded (`stream`), since tracking follows a recording frame by frame, and the motion values
+compare each frame with the one before; `forward` only gathers the frame vectors.
 """
 
 from __future__ import annotations
@@ -21,6 +12,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from gesture_cache.backbones.hands.features import frame_vector, hand_place, slot_size
 from gesture_cache.backbones.hands.models import TASK_FILES, HandModels, load_hand_models
 from gesture_cache.backbones.hands.options import Options
 from gesture_cache.backbones.hands.tracker import Hand, HandTracker, Models
@@ -28,7 +20,6 @@ from gesture_cache.backbones.keras_backends import CPU_BATCH_CLIPS
 from gesture_cache.common.errors import ConfigError
 from gesture_cache.video.decode import Preprocessing
 
-SLOT = 128  # values per hand slot
 PREPROCESSING = Preprocessing(
     name="mediapipe", resize=None, interpolation="bilinear", crop=None, scale=1 / 255,
     mean_bgr=None,
@@ -50,9 +41,10 @@ class Hands:
         self.options = options
         self.max_hands, self.mirrored = options.max_hands, options.mirrored
         self.static = options.hands_static
+        self.layout = options.hands_layout
         self.files = models or load_hand_models(options.hands_model)
         self.models = Models(self.files)
-        self.feature_dim = SLOT * self.max_hands
+        self.feature_dim = slot_size(self.layout) * self.max_hands
         self.clip_shape = (1, self.feature_dim)
 
     def fingerprint_fields(self) -> dict:
@@ -64,6 +56,8 @@ class Hands:
             "mirrored": self.mirrored,
             "static": self.static,
             "precision": "float32",
+            # layout 1's caches (gesture_cache 0.1) named none, and keep their fingerprint
+            **({"layout": self.layout} if self.layout != 1 else {}),
         }
 
     def tracker(self) -> HandTracker:
@@ -72,18 +66,20 @@ class Hands:
     def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """One recording's BGR frames -> its per-frame feature vectors (feature_dim,)."""
         track = self.tracker()
+        before = [None] * self.max_hands
         for frame in frames:
-            yield self.vector(track(frame), frame.shape[1], frame.shape[0])
+            hands = track(frame)
+            height, width = frame.shape[:2]
+            slots = slot_order(hands, self.max_hands)
+            if self.layout == 2:
+                slots = kept_slots(hands, slots, before, width, height)
+            vector, before = frame_vector(
+                hands, slots, width, height, self.max_hands, self.layout, before
+            )
+            yield vector
 
     def forward(self, clips: np.ndarray) -> np.ndarray:
         return np.asarray(clips, np.float32).reshape(len(clips), self.feature_dim)
-
-    def vector(self, hands: list[Hand], width: int, height: int) -> np.ndarray:
-        slots = np.zeros((self.max_hands, SLOT), np.float32)
-        for slot, hand in zip(slot_order(hands, self.max_hands), hands):
-            if slot is not None:
-                slots[slot] = hand_values(hand, width, height)
-        return slots.ravel()
 
     def model_files(self) -> dict[str, bytes]:
         """What a bundle carries to run it: the two models, named as in a .task."""
@@ -109,13 +105,31 @@ def slot_order(hands: list[Hand], max_hands: int) -> list[int | None]:
     return slots
 
 
-def hand_values(hand: Hand, width: int, height: int) -> np.ndarray:
-    pixels = hand.landmarks * np.array([width, height, width], np.float32)
-    relative = pixels - pixels[0]
-    palm = float(np.linalg.norm(relative[9, :2])) or 1.0
-    return np.concatenate(
-        [[1.0, hand.right], (relative / palm).ravel(), hand.world.ravel()]
-    ).astype(np.float32)
+def kept_slots(
+    hands: list[Hand], slots: list[int | None], before: list, width: int, height: int
+) -> list[int | None]:
+    """Layout 2: a hand that was in a slot in the previous frame (its palm within a third of
+    the frame's height of where it was) stays in that slot. MediaPipe's handedness wavers
+    from frame to frame on a hand seen edge-on or from the back, and a hand that jumped
+    slots mid-gesture would break its own trajectory; a new hand goes where `slot_order`
+    puts it, unless a kept hand holds that slot."""
+    kept: list[int | None] = [None] * len(hands)
+    for i, hand in enumerate(hands):
+        palm = hand_place(hand.landmarks, width, height).palm
+        near = [
+            (float(np.linalg.norm(palm - place.palm)), slot)
+            for slot, place in enumerate(before)
+            if place is not None and slot not in kept
+        ]
+        if near and min(near)[0] < 1 / 3:
+            kept[i] = min(near)[1]
+    taken = {slot for slot in kept if slot is not None}
+    free = [slot for slot in range(len(before)) if slot not in taken]
+    for i, slot in enumerate(slots):
+        if kept[i] is None and free:
+            kept[i] = slot if slot in free else free[0]
+            free.remove(kept[i])
+    return kept
 
 
 def from_options(
@@ -136,7 +150,9 @@ def from_bundle(spec: dict, files: dict[str, bytes], source: str) -> Hands:
 
 
 def recorded_options(spec: dict, hands_model: str = "full") -> Options:
-    return Options(hands_model, spec["max_hands"], spec["mirrored"], spec["static"])
+    return Options(
+        hands_model, spec["max_hands"], spec["mirrored"], spec["static"], spec.get("layout", 1)
+    )
 
 
 def from_spec(
