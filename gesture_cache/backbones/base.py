@@ -210,6 +210,13 @@ def spec_backbone(spec: dict) -> Registered:
     )
 
 
+def feature_layout_of(spec: dict) -> FeatureLayout | None:
+    """The feature layout of a cache's extractor spec; None for one block, and for a
+    backbone this installation does not have (training needs only its features)."""
+    found = [b for b in BACKBONES.values() if b.model == spec.get("model")]
+    return found[0].feature_layout(spec) if found else None
+
+
 def finds_own_weights(spec: dict) -> bool:
     """Whether the backbone of a cache's extractor spec finds and checks its weights itself
     (no --weights needed to run it again)."""

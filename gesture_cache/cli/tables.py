@@ -70,13 +70,9 @@ def weights_text(weights: dict, files: dict) -> str:
 def feature_groups(extractor: dict) -> list[str]:
     """What training may choose of the features (`--features`, `--mirror`), when the
     backbone offers groups: its layout's name and groups."""
-    from gesture_cache.backbones.base import spec_backbone
-    from gesture_cache.common.errors import ConfigError
+    from gesture_cache.backbones.base import feature_layout_of
 
-    try:
-        layout = spec_backbone(extractor).feature_layout(extractor)
-    except ConfigError:  # a backbone this installation does not have
-        return []
+    layout = feature_layout_of(extractor)
     if layout is None:
         return []
     mirror = "; --mirror" if layout.mirror is not None else ""

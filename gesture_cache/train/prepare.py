@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from gesture_cache.backbones.base import spec_backbone
+from gesture_cache.backbones.base import feature_layout_of
 from gesture_cache.cache.manifest import feature_dim, read_manifest
 from gesture_cache.cache.reader import Cache
 from gesture_cache.cache.verify import PROCESS_MB, load_verified_cache
@@ -135,7 +135,7 @@ def feature_choice(
     one line for features that offer none (C3D's, I3D's), as is `--group-dropout` with
     fewer than two groups chosen."""
     spec = cache.manifest["extractor"]
-    layout = spec_backbone(spec).feature_layout(spec)
+    layout = feature_layout_of(spec)
     asked = [
         flag
         for flag, value in (("--features", config.features), ("--mirror", config.mirror),
