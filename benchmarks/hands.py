@@ -75,26 +75,14 @@ def c3d_clips_per_second(clips: int) -> float:
 def live_real_time_factor(folder: Path, frames: list) -> dict:
     """A hands run trained on the recording, then live detection of a 640x480 video of it
     played as a 30 fps camera delivers it."""
-    from gesture_cache.cli.main import main
     from gesture_cache.deploy.settings import DetectSettings
     from gesture_cache.detect.detector import load_detector
     from gesture_cache.detect.live import detect_live
     from gesture_cache.extract.extractor import extractor_from_spec
     from gesture_cache.train.run_folder import read_run_config
+    from tests.helpers import make_hands_run
 
-    sys.path.insert(0, str(ROOT))
-    from tests.backbones.test_hands import SEGMENTS
-
-    for i, frame in enumerate(frames_of(GIF)):
-        part = folder / ("first" if i < 25 else "second")
-        part.mkdir(exist_ok=True)
-        cv2.imwrite(str(part / f"{i % 25:03d}.png"), frame)
-    (folder / "meta.csv").write_text(SEGMENTS)
-    quiet = ["--max-hands", "1", "--mirrored"]
-    assert main(["extract", str(folder / "meta.csv"), "--out", str(folder / "cache"),
-                 "--backbone", "hands", *quiet]) == 0  # fmt: skip
-    assert main(["train", str(folder / "cache"), "--out", str(folder / "run"), "--background",
-                 "--window-clips", "4", "--window-step", "1", "--epochs", "30"]) == 0  # fmt: skip
+    make_hands_run(folder, epochs=30)
     video = folder / "camera.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (640, 480))
     for frame in frames:

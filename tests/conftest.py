@@ -17,7 +17,13 @@ from gesture_cache.extract.extraction import build_cache
 from gesture_cache.sources import synth
 from gesture_cache.train.config import TrainConfig
 from gesture_cache.train.fit import train
-from tests.helpers import VIDEOS, save_keras2_weights, write_continuous_cache
+from tests.helpers import (
+    HANDS,
+    VIDEOS,
+    make_hands_run,
+    save_keras2_weights,
+    write_continuous_cache,
+)
 from tests.postgres import postgres_bin, postgres_server
 from tests.toy_backbone import extract_config as toy_config
 from tests.toy_backbone import register as register_toy_backbone
@@ -197,3 +203,12 @@ def many_shards(tmp_path, small_cache):
     extractor = read_manifest(small_cache)["extractor"]
     ids = [f"r{i:02d}" for i in range(40)]
     return write_continuous_cache(tmp_path / "cache", extractor, ids, clips=8, shard_size=1)
+
+
+@pytest.fixture(scope="session")
+def hands_run(tmp_path_factory):
+    """A hands detector trained on the real recording's first 25 frames, tested on the other
+    18 (`helpers.make_hands_run`; skips without ../shared)."""
+    if not HANDS.is_dir():
+        pytest.skip("../shared/fixtures/hands absent")
+    return make_hands_run(tmp_path_factory.mktemp("hands_run"))

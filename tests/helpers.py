@@ -397,3 +397,37 @@ def assert_same_cache(ray_cache: Path, local_cache: Path, failures: int = 2) -> 
     assert segments(mine) == segments(theirs)
     reasons = lambda p: {r["recording_id"]: r["reason"] for r in read_failures(p).values()}  # noqa: E731
     assert reasons(ray_cache) == reasons(local_cache) and len(reasons(ray_cache)) == failures
+
+
+# The real recording's gestures, its first 25 frames for training and the other 18 for
+# testing (the `hands_run` fixture).
+HANDS_SEGMENTS = """file_path,action,start_frame,end_frame,split
+first,victory,3,8,train
+first,victory,8,13,train
+first,thumbs_up,14,19,train
+first,thumbs_up,19,24,train
+second,victory,0,5,test
+second,victory,5,11,test
+second,thumbs_up,12,15,test
+second,thumbs_up,15,18,test
+"""
+
+
+def make_hands_run(folder: Path, epochs: int = 60) -> Path:
+    """The real recording cut in two (as lossless PNG frames), hand landmarks extracted (one
+    hand: the emoji in the corner shows the gesture's name and must not be learnt) and a
+    detector trained on the first 25 frames; `folder`, holding meta.csv, cache and run."""
+    from gesture_cache.cli.main import main
+    from tests.fixtures.hands.make_reference import frames_of
+
+    for i, frame in enumerate(frames_of(HANDS / "fingers-lq.gif")):
+        part = folder / ("first" if i < 25 else "second")
+        part.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(part / f"{i % 25:03d}.png"), frame)
+    (folder / "meta.csv").write_text(HANDS_SEGMENTS)
+    assert main(["extract", str(folder / "meta.csv"), "--out", str(folder / "cache"),
+                 "--backbone", "hands", "--max-hands", "1", "--mirrored"]) == 0  # fmt: skip
+    assert main(["train", str(folder / "cache"), "--out", str(folder / "run"), "--background",
+                 "--window-clips", "4", "--window-step", "1", "--epochs", str(epochs),
+                 "--patience", str(epochs)]) == 0  # fmt: skip
+    return folder

@@ -27,6 +27,7 @@ LAYERS = (
     "train",
     "deploy",
     "detect",
+    "serve",
     "cli",
 )
 MAX_LINES = 450
@@ -112,7 +113,7 @@ def test_readers_of_a_trained_run_import_neither_training_nor_the_command_line()
         f"gesture_cache.train.{name}"
         for name in ("fit", "prepare", "callbacks", "metrics", "plots", "tune")
     }
-    readers = [m for m in graph if layer(m) in ("deploy", "detect")]
+    readers = [m for m in graph if layer(m) in ("deploy", "detect", "serve")]
     readers += ["gesture_cache.train.run_folder", "gesture_cache.train.runs"]
     for reader in readers:
         reached = reachable(graph, reader)

@@ -10,6 +10,7 @@ from gesture_cache import __version__
 from gesture_cache.backbones.base import BACKBONES, default_of, files_given_again, flag
 from gesture_cache.backbones.keras_backends import BACKENDS
 from gesture_cache.cache.shard import COMPRESSIONS
+from gesture_cache.deploy.settings import DetectSettings
 from gesture_cache.extract.config import DTYPES, ENGINES, PADS, SAMPLINGS, ExtractConfig
 
 
@@ -311,3 +312,16 @@ def add_tracking_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write no TensorBoard events (default: RUN/tensorboard; tensorboard --logdir DIR)",
     )
+
+
+def add_detect_settings(p: argparse.ArgumentParser) -> None:
+    """How windows become events (`DetectSettings`): detect's and serve's."""
+    d = DetectSettings()
+    p.add_argument("--smoothing", type=int, default=d.smoothing, help="windows averaged")
+    p.add_argument("--on", type=finite_float, default=d.on, help="probability that fires a gesture")
+    p.add_argument("--off", type=finite_float, default=d.off, help="probability that ends it")
+    p.add_argument("--min-gap", type=int, default=d.min_gap, help="frames between two events")
+
+
+def detect_settings(args: argparse.Namespace) -> DetectSettings:
+    return DetectSettings(args.smoothing, args.on, args.off, args.min_gap)

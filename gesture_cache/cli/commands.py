@@ -8,9 +8,8 @@ import sys
 from dataclasses import fields
 
 from gesture_cache.backbones.keras_backends import use_training_backend
-from gesture_cache.cli.arguments import recorded_files
+from gesture_cache.cli.arguments import detect_settings, recorded_files
 from gesture_cache.common.errors import GestureCacheError
-from gesture_cache.deploy.settings import DetectSettings
 from gesture_cache.train.config import (
     TrainConfig,
     config_run,
@@ -284,7 +283,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from gesture_cache.detect.detection import detect_sources
     from gesture_cache.detect.events import Event
 
-    settings = DetectSettings(args.smoothing, args.on, args.off, args.min_gap)
+    settings = detect_settings(args)
 
     def announce(event: Event, latency: float) -> None:
         print(
@@ -312,6 +311,21 @@ def cmd_detect(args: argparse.Namespace) -> int:
         backend=args.backend,
     )
     print(detection_table(result))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from gesture_cache.serve.app import serve
+    except ImportError as error:
+        raise GestureCacheError(
+            f"serve needs its web server ({error.name} is missing): "
+            "pip install 'gesture_cache[serve]'"
+        ) from None
+    serve(
+        args.run, args.host, args.port, detect_settings(args), runtime=args.runtime,
+        weights=args.weights, random_weights=args.random_weights, files=recorded_files(args),
+    )  # fmt: skip
     return 0
 
 

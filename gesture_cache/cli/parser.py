@@ -8,6 +8,7 @@ from gesture_cache.cli.arguments import (
     PrintVersions,
     add_backend_argument,
     add_compression,
+    add_detect_settings,
     add_extract_arguments,
     add_meta_arguments,
     add_options_of,
@@ -37,12 +38,12 @@ from gesture_cache.cli.commands import (
     cmd_push,
     cmd_repair,
     cmd_runs,
+    cmd_serve,
     cmd_synth,
     cmd_train,
     cmd_tune,
     cmd_verify,
 )
-from gesture_cache.deploy.settings import DetectSettings
 
 
 class Parser(argparse.ArgumentParser):
@@ -220,7 +221,7 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--group-dropout",
-        type=float,
+        type=finite_float,
         metavar="P",
         help="each training window, with probability P, has one of its feature groups "
         "(drawn at random) set to the training mean, so no group is leaned on alone "
@@ -377,12 +378,19 @@ def add_run_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--render", action="store_true", help="write each recording with its labels")
     add_runtime_argument(p)
     add_backend_argument(p)
-    d = DetectSettings()
-    p.add_argument("--smoothing", type=int, default=d.smoothing, help="windows averaged")
-    p.add_argument("--on", type=finite_float, default=d.on, help="probability that fires a gesture")
-    p.add_argument("--off", type=finite_float, default=d.off, help="probability that ends it")
-    p.add_argument("--min-gap", type=int, default=d.min_gap, help="frames between two events")
+    add_detect_settings(p)
     p.set_defaults(handler=cmd_detect)
+
+    p = commands.add_parser(
+        "serve", help="a web page that recognises gestures from the webcam, live, and in files"
+    )
+    p.add_argument("run", help="a trained run folder or an exported bundle (no TensorFlow)")
+    p.add_argument("--host", default="127.0.0.1", help="127.0.0.1: this machine only (default)")
+    p.add_argument("--port", type=int, default=8000)
+    add_recorded_files(p)
+    add_runtime_argument(p)
+    add_detect_settings(p)
+    p.set_defaults(handler=cmd_serve)
 
     p = commands.add_parser(
         "evaluate-detection", help="score the events.csv detect wrote against a segments CSV"

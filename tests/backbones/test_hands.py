@@ -255,37 +255,6 @@ def test_a_truncated_gif_is_one_line_without_opencvs_own_log(tmp_path):
     )
 
 
-SEGMENTS = """file_path,action,start_frame,end_frame,split
-first,victory,3,8,train
-first,victory,8,13,train
-first,thumbs_up,14,19,train
-first,thumbs_up,19,24,train
-second,victory,0,5,test
-second,victory,5,11,test
-second,thumbs_up,12,15,test
-second,thumbs_up,15,18,test
-"""
-
-
-@pytest.fixture(scope="module")
-def hands_run(tmp_path_factory):
-    """The real recording cut in two (as lossless PNG frames): a classifier trained on the
-    first 25 frames, tested on the other 18."""
-    folder = tmp_path_factory.mktemp("hands_run")
-    for i, frame in enumerate(frames_of(HANDS / "fingers-lq.gif")):
-        part = folder / ("first" if i < 25 else "second")
-        part.mkdir(exist_ok=True)
-        cv2.imwrite(str(part / f"{i % 25:03d}.png"), frame)
-    (folder / "meta.csv").write_text(SEGMENTS)
-    # one hand: the emoji in the corner shows the gesture's name and must not be learnt
-    assert main(["extract", str(folder / "meta.csv"), "--out", str(folder / "cache"),
-                 "--backbone", "hands", "--max-hands", "1", "--mirrored"]) == 0  # fmt: skip
-    assert main(["train", str(folder / "cache"), "--out", str(folder / "run"), "--background",
-                 "--window-clips", "4", "--window-step", "1", "--epochs", "60",
-                 "--patience", "60"]) == 0  # fmt: skip
-    return folder
-
-
 @needs_hands
 @pytest.mark.slow
 def test_trained_on_part_of_a_real_recording_it_recognises_the_rest(hands_run, capsys):

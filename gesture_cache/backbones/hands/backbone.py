@@ -42,6 +42,7 @@ class Hands:
         self.max_hands, self.mirrored = options.max_hands, options.mirrored
         self.static = options.hands_static
         self.layout = options.hands_layout
+        self.last_hands: list[Hand] = []
         self.files = models or load_hand_models(options.hands_model)
         self.models = Models(self.files)
         self.feature_dim = slot_size(self.layout) * self.max_hands
@@ -69,6 +70,7 @@ class Hands:
         before = [None] * self.max_hands
         for frame in frames:
             hands = track(frame)
+            self.last_hands = hands  # what `serve` draws over the frame just yielded
             height, width = frame.shape[:2]
             slots = slot_order(hands, self.max_hands)
             if self.layout == 2:

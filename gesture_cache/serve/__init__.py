@@ -1,0 +1,1 @@
+"""`gesture-cache serve`: the live web page (app), one detection session a browser (session)."""
