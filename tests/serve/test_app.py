@@ -7,6 +7,9 @@ and uploaded files are detected."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -26,6 +29,7 @@ from gesture_cache.common.errors import RunError  # noqa: E402
 from gesture_cache.deploy.settings import DetectSettings  # noqa: E402
 from gesture_cache.serve.app import make_app  # noqa: E402
 from gesture_cache.serve.session import MAX_FRAME_BYTES  # noqa: E402
+from tests.helpers import WITH_TOY  # noqa: E402
 from tests.postgres import free_port  # noqa: E402
 
 
@@ -159,3 +163,36 @@ def test_an_uploaded_video_is_detected_as_detect_would(server, detect_demo):
 def test_a_run_that_cannot_detect_is_refused_before_serving(toy_demo):
     with pytest.raises(RunError, match="without a background class"):
         make_app(toy_demo.run, DetectSettings(), random_weights=0)
+
+
+def test_ctrl_c_stops_the_server_cleanly(detect_demo):
+    """`gesture-cache serve` as a user runs it: it says where it serves (loopback), serves
+    the page, and Ctrl-C ends it with status 0."""
+    port = free_port()
+    command = [sys.executable, "-c", WITH_TOY, "serve", str(detect_demo.run),
+               "--random-weights", "0", "--port", str(port)]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a shell's background job inherits Ctrl-C ignored: start from what a terminal gives
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        said = process.stdout.readline()
+        assert f"on http://127.0.0.1:{port} (this machine only" in said, process.stderr.read()
+        assert b"/static/app.js" in fetched(f"http://127.0.0.1:{port}/")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0, process.stderr.read()[-2000:]
+    finally:
+        process.kill()
+
+
+def fetched(url: str, seconds: float = 60) -> bytes:
+    """The page, once the server that announced it listens."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as page:
+                return page.read()
+        except urllib.error.URLError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.2)
