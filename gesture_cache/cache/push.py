@@ -44,7 +44,10 @@ log = logging.getLogger(__name__)
 GENERATIONS = "generations"  # one object for each manifest a push wrote
 
 
-CLAIM_PAUSE = 2.0  # seconds a claimed manifest number may take to arrive
+# How long a claimed manifest number may take to arrive before its push is taken for dead:
+# a loaded machine took over 2 s between one push's claim and its manifest (a test saw both
+# pushes of a race succeed with a 2 s pause).
+CLAIM_WAIT = 60.0
 
 
 def push(
@@ -58,6 +61,9 @@ def push(
     manifest = read_manifest(cache)
     remote = open_remote(url, options)
     there = manifest_there(remote, force)
+    # the manifest this push's checks were made against: its number is taken now, so a push
+    # that lands while this one sends its shards is seen when this one claims the next
+    base = generation(remote, there)
     if there and there["fingerprint"] != manifest["fingerprint"] and not force:
         raise CacheError(
             f"{remote.url} holds another cache (fingerprint {there['fingerprint'][:12]}..., "
@@ -93,7 +99,7 @@ def push(
 
     total = sum(shard_path(cache, s["file"]).stat().st_size for s in manifest["shards"])
     for_each_shard(send, manifest["shards"], workers, total, "push", done)
-    claimed = claim_generation(remote, generation(remote, there, present))
+    claimed = claim_generation(remote, base)
     if (cache / FAILURES).is_file():  # only by the push that may write the manifest
         put_bytes(remote, FAILURES, (cache / FAILURES).read_bytes())
     shards = [{**shard, "file": remote_name(shard)} for shard in manifest["shards"]]
@@ -176,7 +182,7 @@ def pushed_whole(remote: Remote, name: str, sha256: str, size: int, present: dic
     )
 
 
-def generation(remote: Remote, there: dict | None, present: dict) -> int:
+def generation(remote: Remote, there: dict | None) -> int:
     """The number of the manifest there (or, when it could not be read, the last claimed)."""
     if there is not None:
         return there.get("generation", 0)
@@ -194,7 +200,8 @@ def claim_generation(remote: Remote, current: int) -> int:
     """The number of the manifest this push may write, claimed by creating
     `generations/NUMBER` exclusively (an S3 conditional write; O_EXCL in a folder): of two
     pushes that finish together, one gets it and the other is refused. A number claimed by
-    a push that died before writing its manifest is passed over after a pause."""
+    a push that died before writing its manifest is passed over after CLAIM_WAIT seconds
+    without its manifest."""
     if "file" in remote.fs.protocol:
         remote.fs.makedirs(remote.path(GENERATIONS), exist_ok=True)
     number = current + 1
@@ -206,15 +213,17 @@ def claim_generation(remote: Remote, current: int) -> int:
         except OSError as error:
             if not isinstance(error, FileExistsError) and error.errno != errno.EINVAL:
                 raise remote.failure(error) from None  # (EINVAL: S3's 412)
-        time.sleep(CLAIM_PAUSE)  # its manifest may be on its way
-        try:
-            arrived = (remote.manifest() or {}).get("generation", 0)
-        except CacheError:
-            arrived = 0
-        if arrived >= number:
-            raise CacheError(
-                f"someone else pushed to {remote.url} while this push ran, so this one's "
-                "manifest was not written (every shard sent is kept there); run the same "
-                "command again to push this cache over theirs"
-            )
+        deadline = time.monotonic() + CLAIM_WAIT
+        while time.monotonic() < deadline:  # its manifest may be on its way
+            time.sleep(0.5)
+            try:
+                arrived = (remote.manifest() or {}).get("generation", 0)
+            except CacheError:
+                arrived = 0
+            if arrived >= number:
+                raise CacheError(
+                    f"someone else pushed to {remote.url} while this push ran, so this one's "
+                    "manifest was not written (every shard sent is kept there); run the same "
+                    "command again to push this cache over theirs"
+                )
         number += 1  # claimed by a push that died before its manifest
