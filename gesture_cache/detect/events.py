@@ -103,21 +103,16 @@ class EventTracker:
             "fired": seen,
             "score": score,
         }
-        return Event(
-            self.recording, label, self.active["start"], centre + self.half, seen, score, self.fps
-        )
+        return self._event(self.active)
+
+    def so_far(self) -> list[Event]:
+        """The events until now, the one still going included (its end where it is)."""
+        return self.events + ([self._event(self.active)] if self.active else [])
 
     def _close(self) -> None:
-        a = self.active
-        self.events.append(
-            Event(
-                self.recording,
-                self.classes[a["class"]],
-                a["start"],
-                a["end"],
-                a["fired"],
-                a["score"],
-                self.fps,
-            )
-        )
+        self.events.append(self._event(self.active))
         self.active = None
+
+    def _event(self, a: dict) -> Event:
+        label = self.classes[a["class"]]
+        return Event(self.recording, label, a["start"], a["end"], a["fired"], a["score"], self.fps)

@@ -155,13 +155,7 @@ class LiveSession:
         if probabilities is not None:
             best = int(np.argmax(probabilities))
             label, probability = self.detector.classes[best], float(probabilities[best])
-        events = list(self.tracker.events)
-        if self.tracker.active:
-            active = self.tracker.active
-            events.append(Event(
-                self.name, self.detector.classes[active["class"]], active["start"],
-                active["end"], active["fired"], active["score"], FPS,
-            ))  # fmt: skip
+        events = self.tracker.so_far()
         return {
             "type": "frame",
             "frame": self.index,
