@@ -104,6 +104,7 @@ def read_frames(video, size=(171, 128)) -> np.ndarray:
         frames.append(cv2.resize(frame, size).astype(np.float32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["channels_first_batched", "channels_last"])
 def test_a_random_mean_cube_is_subtracted_before_the_crop(tmp_path, weights_file, layout):
     """c3d-keras ships its cube as (1, 3, 16, 128, 171): subtract it whole, crop afterwards."""

@@ -160,6 +160,7 @@ def test_every_backend_extracts_the_same_features(tmp_path, weights_file):
     assert np.abs(after[str(second.resolve())] - second_expected).max() / second_scale < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("jax" not in OTHER_BACKENDS, reason="JAX is not installed")
 def test_a_reduced_precision_cache_resumes_only_on_its_backend(tmp_path):
     """A bf16 JAX cache (one broken video, so no C3D runs) refuses PyTorch or TensorFlow
@@ -221,6 +222,7 @@ def test_a_keras_backend_variable_is_named_as_the_variable(monkeypatch):
         use_backend("mxnet")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_a_float32_network_turns_tf32_off_on_its_framework(backend):
     """What makes GPU float32 features agree with the CPU's: each framework's TF32 switch,

@@ -233,6 +233,7 @@ def read_only(folder: Path):
         folder.chmod(stat.S_IRWXU)
 
 
+@pytest.mark.slow
 def test_an_endpoint_that_never_answers_fails_naming_it(tmp_path, capsys, monkeypatch):
     silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, answers nothing
     endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"

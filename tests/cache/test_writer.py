@@ -81,6 +81,7 @@ def test_files_that_are_not_ours_stop_the_writer_and_are_kept(copy):
     assert (copy / "part-00007.h5").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_inside_a_manifest_write_leaves_no_video_twice(tmp_path, monkeypatch):
     """Ctrl-C lands after the new manifest is on disk but before the writer knows it."""
     csv = one_video_csv(tmp_path, n=3)
@@ -105,6 +106,7 @@ def test_ctrl_c_inside_a_manifest_write_leaves_no_video_twice(tmp_path, monkeypa
     assert verify_cache(out).problems == []
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_is_a_message_not_a_crash(tmp_path):
     """RLIMIT_FSIZE makes every write past the limit fail (EFBIG), like a full disk."""
     csv = one_video_csv(tmp_path, n=2)

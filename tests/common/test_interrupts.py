@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from gesture_cache.common import interrupts
 from gesture_cache.common.interrupts import caused_by_interrupt, handled, watching
 from tests.helpers import ROOT
@@ -101,11 +103,13 @@ def test_a_ctrl_c_swallowed_by_a_del_is_raised_again_without_exception_ignored()
     assert "Exception ignored" not in in_a_fresh_interpreter(swallowed_then_raised_again)
 
 
+@pytest.mark.slow
 def test_without_watching_python_loses_it():
     """What the module is for: the same Ctrl-C with Python's own handler is gone."""
     assert "Exception ignored" in in_a_fresh_interpreter(swallowed_for_good)
 
 
+@pytest.mark.slow
 def test_a_handled_ctrl_c_is_not_raised_again():
     in_a_fresh_interpreter(handled_once)
 

@@ -30,6 +30,7 @@ def exported(detector, tmp_path_factory):
     return out, manifest
 
 
+@pytest.mark.slow
 def test_every_installed_format_passes_its_parity_bound(exported):
     out, manifest = exported
     found = {(a["role"], a["format"]) for a in manifest["artifacts"]}
@@ -49,6 +50,7 @@ def test_every_installed_format_passes_its_parity_bound(exported):
     open_bundle(out)  # every sha256 matches
 
 
+@pytest.mark.slow
 def test_the_onnx_head_has_exactly_features_and_mask_and_litert_no_flex_op(exported):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -59,6 +61,7 @@ def test_the_onnx_head_has_exactly_features_and_mask_and_litert_no_flex_op(expor
     assert operators and not [op for op in operators if "flex" in op.lower()], operators
 
 
+@pytest.mark.slow
 def test_predict_and_detect_from_the_bundle_without_tensorflow(detector, exported, tmp_path):
     out, _ = exported
     video = write_video(tmp_path / "session.avi", 120)
@@ -90,6 +93,7 @@ def predict_label(run: Path, video: Path) -> str:
     return predict_videos(run, [video], random_weights=0)[0]["label"]
 
 
+@pytest.mark.slow
 def test_detection_from_a_cache_gives_the_runs_events(detector, exported, tmp_path):
     out, _ = exported
     sources = [*detector.unseen]
@@ -106,6 +110,7 @@ def test_detection_from_a_cache_gives_the_runs_events(detector, exported, tmp_pa
     )
 
 
+@pytest.mark.slow
 def test_quantized_heads_agree_on_the_top_class(detector, tmp_path):
     manifest = export_run(
         detector.run, tmp_path / "q", ["onnx", "litert"], "int8", random_weights=0
@@ -190,6 +195,7 @@ def test_a_bundle_manifest_is_checked_before_anything_is_loaded(
     assert message in err and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_a_bundle_manifest_that_is_not_json_is_named(exported, tmp_path, capsys):
     copy = edited_bundle(exported, tmp_path, lambda m: None)
     (copy / "manifest.json").write_text('{"format": "gesture-cache-bundle", ')
@@ -213,6 +219,7 @@ def test_a_bundle_is_never_written_inside_the_cache_it_reads(detector, tmp_path)
     assert not (detector.cache / "bundle").exists()
 
 
+@pytest.mark.slow
 def test_frames_of_another_layout_are_refused(exported):
     out, _ = exported
     backbone = BundleBackbone(open_bundle(out), "onnxruntime")
@@ -263,6 +270,7 @@ def test_a_missing_runtime_is_named(monkeypatch):
         parse_formats("tensorrt")
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_export_leaves_nothing(detector, tmp_path):
     """A file-size limit below the backbone's size: the export fails with a message and
     leaves neither the bundle, its staging folder, nor the parent folders it created."""
@@ -290,6 +298,7 @@ def test_an_incomplete_run_is_refused_by_name(tmp_path):
         export_run(tmp_path / "run", tmp_path / "b", random_weights=0)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_export_leaves_nothing(detector, tmp_path):
     import signal
     import time

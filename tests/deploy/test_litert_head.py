@@ -22,6 +22,7 @@ def windows(count: int = 24, steps: int = 8, dim: int = 32):
     return features, masks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_presets_litert_head_keeps_its_parity(preset, tmp_path):
     features, masks = windows()

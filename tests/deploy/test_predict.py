@@ -30,6 +30,7 @@ def new_videos(tmp_path_factory):
     return csv, root / "cache"
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_runs_test_metrics(toy_demo, capsys):
     metrics = evaluate_run(toy_demo.run)
     saved = json.loads((toy_demo.run / "metrics.json").read_text())
@@ -51,6 +52,7 @@ def test_evaluate_on_another_cache_with_the_same_extractor(
     assert "another extractor" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predict_matches_the_cached_features(toy_demo, new_videos):
     """Each video's probabilities from the file equal the classifier's on its cached features."""
     csv, cache_path = new_videos
@@ -82,6 +84,7 @@ def test_predict_refuses_a_mean_cube_the_cache_did_not_use(detector, new_videos,
         )
 
 
+@pytest.mark.slow
 def test_predict_refuses_other_weights_unless_allowed(toy_demo, new_videos, weights_file, capsys):
     csv, _ = new_videos
     video = str(next(csv.parent.glob("*/*.avi")))
@@ -106,6 +109,7 @@ def test_predict_refuses_other_weights_unless_allowed(toy_demo, new_videos, weig
     assert json.loads(capsys.readouterr().out)[0]["video"] == video
 
 
+@pytest.mark.slow
 def test_predict_reports_a_bad_video_and_goes_on(toy_demo, new_videos, tmp_path, capsys):
     csv, _ = new_videos
     good = str(next(csv.parent.glob("*/*.avi")))

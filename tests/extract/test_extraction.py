@@ -74,6 +74,7 @@ def awkward(tmp_path_factory) -> tuple[Path, dict[str, str | None]]:
     return write_csv(root / "meta.csv", rows), expected
 
 
+@pytest.mark.slow
 def test_every_awkward_row_is_cached_or_recorded(tmp_path, awkward):
     csv, expected = awkward
     out = tmp_path / "cache"
@@ -99,6 +100,7 @@ def test_every_awkward_row_is_cached_or_recorded(tmp_path, awkward):
     assert cache.clip_start[offset : offset + count].tolist() == [0, 64, 128, 192, 256, 284]
 
 
+@pytest.mark.slow
 def test_rerun_resumes_and_skips_done_and_failed(tmp_path, awkward):
     csv, expected = awkward
     out = tmp_path / "cache"
@@ -176,6 +178,7 @@ def test_csv_paths_are_cleaned_and_other_columns_kept(tmp_path):
     assert rooted.path == Path("/data/a/b c.avi")
 
 
+@pytest.mark.slow
 def test_partitions_merge_into_the_whole(tmp_path, synth_csv, small_cache):
     parts = []
     for index in range(2):
@@ -197,6 +200,7 @@ def test_partitions_merge_into_the_whole(tmp_path, synth_csv, small_cache):
         )
 
 
+@pytest.mark.slow
 def test_features_beyond_float16_are_refused_or_kept_as_float32(tmp_path, synth_csv):
     model = build_c3d()
     randomize_weights(model, seed=7)

@@ -64,6 +64,7 @@ def test_the_seed_recipe_and_its_conflicts():
         ExtractConfig(random_weights=0, recipe="blog")
 
 
+@pytest.mark.slow
 def test_the_seed_recipe_from_the_command_line(tmp_path, capsys):
     write_video(tmp_path / "v.avi", 10)
     (tmp_path / "meta.csv").write_text("file_path,action\nv.avi,wave\n")
@@ -93,6 +94,7 @@ def test_mean_cube_must_be_the_one_the_cache_used(tmp_path):
         check_mean_file(Preprocessing.from_record(plain), str(right))
 
 
+@pytest.mark.slow
 def test_frame_shortfall_is_cached_recorded_and_strict_fails_it(tmp_path, shared_videos, capsys):
     csv = tmp_path / "meta.csv"
     csv.write_text("file_path,action\ntree.avi,tree\n")

@@ -77,6 +77,7 @@ def annotated(tmp_path_factory):
     return root, out, summary
 
 
+@pytest.mark.slow
 def test_an_annotated_recording_is_extracted_once_with_its_segments(annotated):
     root, out, summary = annotated
     cache = open_cache(out)
@@ -103,6 +104,7 @@ def test_an_annotated_recording_is_extracted_once_with_its_segments(annotated):
     assert again.cached == 0 and again.skipped == 1 and sum(again.failed.values()) == 0
 
 
+@pytest.mark.slow
 def test_windows_change_without_extraction(annotated, tmp_path, monkeypatch):
     _, out, _ = annotated
 
@@ -125,6 +127,7 @@ def test_windows_change_without_extraction(annotated, tmp_path, monkeypatch):
         assert len(pd.read_csv(run / "split.csv")) == 6
 
 
+@pytest.mark.slow
 def test_background_samples_cover_what_no_segment_does(annotated, tmp_path):
     from gesture_cache.data.samples import cache_samples
 
@@ -169,6 +172,7 @@ def test_overlapping_segments_of_different_labels_are_reported(tmp_path, caplog)
     assert summary.overlaps == 1 and "overlap with different labels" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_schema_1_cache_still_trains_evaluates_and_predicts(tmp_path, capsys):
     labels = ["a", "b"] * 8
     v1 = write_v1_cache(tmp_path / "v1", labels)

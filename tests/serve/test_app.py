@@ -2,7 +2,7 @@
 `websockets` client, an Origin header), with the toy backbone's detector (random weights 0,
 as the demo extracted it): the socket refuses other pages, bad frames get an answer and the
 session goes on, two clients keep their own state, a client that leaves frees its session,
-and uploaded files are detected."""
+and uploaded files are detected. Slow: the toy detection demo is built for them (~30 s)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ from gesture_cache.serve.app import make_app  # noqa: E402
 from gesture_cache.serve.session import MAX_FRAME_BYTES  # noqa: E402
 from tests.helpers import WITH_TOY  # noqa: E402
 from tests.postgres import free_port  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 
 class Server:

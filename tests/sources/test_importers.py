@@ -62,6 +62,7 @@ def jester(tmp_path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_jester_trains_on_its_own_lists(jester, tmp_path, capsys):
     meta = tmp_path / "meta" / "jester.csv"
     assert main(["import", "jester", str(jester), "--out", str(meta)]) == 0
@@ -144,6 +145,7 @@ def ipn(tmp_path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_ipn_hand_background_and_its_test_list(ipn, tmp_path, capsys):
     meta = tmp_path / "ipn.csv"
     assert main(["import", "ipn", str(ipn), "--out", str(meta)]) == 0
@@ -329,6 +331,7 @@ def write_split_csv(folder: Path, rows: list[tuple[str, str, str, str]]) -> Path
         ([("a.avi", "wave", "train", "s1"), ("b.avi", "clap", "test", "s1")], "group 's1'"),
     ],
 )
+@pytest.mark.slow
 def test_a_split_column_that_cannot_be_followed_is_refused(tmp_path, rows, message):
     rows = [*rows, ("c.avi", "wave", "train", "s3"), ("d.avi", "clap", "train", "s4")]
     csv = write_split_csv(tmp_path, rows)
@@ -375,6 +378,7 @@ def leaky_rows() -> list[tuple[str, str, str, str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_identical_files_on_both_sides_of_an_official_split_are_refused(tmp_path):
     cache = write_cache(tmp_path / "cache", leaky_rows())
     with pytest.raises(ConfigError, match="byte-identical") as refused:

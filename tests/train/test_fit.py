@@ -80,6 +80,7 @@ def test_same_cache_config_and_seed_give_the_same_run(toy_demo, tmp_path):
     assert third.metrics["samples"] == 16
 
 
+@pytest.mark.slow
 def test_the_same_recordings_in_another_cache_order_give_the_same_run(small_cache, tmp_path):
     """Recordings are stored in the order they finish extracting (which the decode threads'
     timing decides) or are merged in: a run must depend on what a cache holds, not on that."""
@@ -122,6 +123,7 @@ def test_streaming_from_disk_trains_too(toy_demo, tmp_path, caplog):
     assert result.metrics["accuracy"] >= 0.75
 
 
+@pytest.mark.slow
 def test_a_streamed_run_reads_the_validation_shards_once(toy_demo, tmp_path, monkeypatch):
     """Streamed, validation's windows are kept after the first epoch when they fit in half of
     --memory-limit: later epochs read the shards for training only, and nothing else changes."""
@@ -288,6 +290,7 @@ def test_ctrl_c_leaves_a_usable_run_that_resume_finishes(toy_demo, tmp_path):
     assert val_loss == pytest.approx(history["val_loss"].min(), rel=1e-3)
 
 
+@pytest.mark.slow
 def test_group_column_keeps_a_subject_in_one_split(synth_csv, tmp_path):
     from gesture_cache.extract.config import ExtractConfig
     from gesture_cache.extract.extraction import build_cache

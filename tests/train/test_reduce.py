@@ -32,6 +32,7 @@ def cache(tmp_path_factory, small_cache):
     return write_continuous_cache(tmp_path_factory.mktemp("reduce") / "cache", extractor, ids)
 
 
+@pytest.mark.slow
 def test_the_projection_is_fitted_on_training_clips_and_stored_in_the_model(cache, tmp_path):
     run = tmp_path / "run"
     train(cache, run, TrainConfig(**SMALL, reduce="pca:6"))

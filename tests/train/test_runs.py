@@ -46,6 +46,7 @@ def interrupted(run: Path) -> None:
     (run / "config.json").write_text(json.dumps(config))
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_cache_that_grew(small_cache, tmp_path):
     smaller = smaller_copy(small_cache, tmp_path / "smaller")
     run = tmp_path / "run"
@@ -58,6 +59,7 @@ def test_resume_refuses_a_cache_that_grew(small_cache, tmp_path):
     assert (run / "split.csv").read_text() == split_before and not result.interrupted
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_flags_and_finished_runs(small_cache, tmp_path, capsys):
     run = tmp_path / "run"
     train(small_cache, run, TrainConfig(**TINY))
@@ -69,6 +71,7 @@ def test_resume_refuses_changed_flags_and_finished_runs(small_cache, tmp_path, c
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2"]) == 0  # same value
 
 
+@pytest.mark.slow
 def test_split_from_keeps_the_old_split_and_sends_new_videos_to_training(
     small_cache, tmp_path, caplog
 ):
@@ -86,6 +89,7 @@ def test_split_from_keeps_the_old_split_and_sends_new_videos_to_training(
     assert f"{len(new)} samples it did not have go to training" in caplog.text
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_another_dataset_at_the_runs_cache_path(small_cache, tmp_path):
     path = smaller_copy(small_cache, tmp_path / "cache")
     run = tmp_path / "run"
@@ -211,6 +215,7 @@ def test_resume_refuses_links_planted_in_the_run_folder(small_cache, tmp_path):
     assert victim.read_text() == "precious"
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_training_is_a_message(small_cache, tmp_path):
     import resource
 
@@ -224,6 +229,7 @@ def test_a_full_disk_while_training_is_a_message(small_cache, tmp_path):
     assert "cannot write in" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_runs_lists_every_run_and_survives_half_written_ones(small_cache, tmp_path, capsys):
     train(small_cache, tmp_path / "runs" / "a", TrainConfig(**TINY))
     train(small_cache, tmp_path / "runs" / "b", TrainConfig(**{**TINY, "lr": 0.01}))

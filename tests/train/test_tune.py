@@ -39,6 +39,7 @@ def wait_for_epochs(process: subprocess.Popen, history, epochs: int, timeout: fl
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_tune_runs_trials_and_resumes_the_study(small_cache, tmp_path, capsys):
     study = tune(small_cache, tmp_path, 2, TrainConfig(epochs=2, val_size=0.25))
     assert len(study.trials) == 2
@@ -110,6 +111,7 @@ def test_ctrl_c_stops_the_search_and_fails_the_interrupted_trial(small_cache, tm
     assert states == [optuna.trial.TrialState.FAIL], states  # not COMPLETE, and no next trial
 
 
+@pytest.mark.slow
 def test_a_trial_behind_the_median_is_pruned_and_its_run_marked(small_cache, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = open_study(storage, "gesture-cache")

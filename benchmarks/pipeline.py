@@ -1,0 +1,144 @@
+"""The extraction pipeline against decoding alone, with a backbone that costs nothing.
+
+    python benchmarks/pipeline.py [--quick] [--sizes 320x240,640x480] [--workers N]
+                                  [--recordings 8] [--frames 600] [--codec h264|mp4v]
+
+A GPU runs the network in a fraction of what decoding takes, so what `extract` adds around
+decode and model (batching clips across recordings, the model's thread, HDF5 shard writes
+with gzip) decides whether the pipeline keeps up with the decoders. The `free` backbone
+(benchmarks/free_backbone: C3D's preprocessing and clip size, zeros of C3D's 4096 values)
+takes the network out, so on any machine: pipeline clips/s / decoding-alone clips/s on the
+same workers is that ratio (target 0.9), and the difference per clip is the overhead.
+Recordings are H.264 (ffmpeg's libx264) when ffmpeg is installed, else MPEG-4 (mp4v); clips
+are dense, 16 frames every 8. Each figure is the best of --repeats runs (page cache warm).
+The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))  # free_backbone
+sys.path.insert(0, str(ROOT.parent))
+
+import free_backbone  # noqa: E402
+
+from gesture_cache.extract.config import ExtractConfig  # noqa: E402
+from gesture_cache.extract.extraction import build_cache  # noqa: E402
+from gesture_cache.extract.extractor import extractor_from_config, resolved  # noqa: E402
+from gesture_cache.extract.job import Job  # noqa: E402
+from gesture_cache.extract.local_engine import DecodeWorkers  # noqa: E402
+from gesture_cache.sources.meta import read_meta  # noqa: E402
+
+
+def write_recording(path: Path, frames: int, width: int, height: int, codec: str, seed: int):
+    """A square moving over a noisy background (noise keeps the encoder honest)."""
+    rng = np.random.default_rng(seed)
+    background = rng.integers(0, 120, (height, width, 3), np.uint8)
+    mp4v = path.with_suffix(".mp4v.mp4") if codec == "h264" else path
+    writer = cv2.VideoWriter(str(mp4v), cv2.VideoWriter_fourcc(*"mp4v"), 30, (width, height))
+    for i in range(frames):
+        frame = background.copy()
+        x = int((width - 40) * i / frames)
+        frame[height // 3 : height // 3 + 40, x : x + 40] = 230
+        writer.write(frame)
+    writer.release()
+    if codec == "h264":
+        subprocess.run(
+            ["ffmpeg", "-loglevel", "error", "-y", "-i", str(mp4v), "-c:v", "libx264",
+             "-pix_fmt", "yuv420p", "-preset", "veryfast", str(path)],
+            check=True,
+        )  # fmt: skip
+        mp4v.unlink()
+
+
+def decode_alone(csv: Path, config: ExtractConfig) -> tuple[int, float]:
+    """Clips and seconds of the decode workers with nothing downstream."""
+    extractor = extractor_from_config(config)
+    jobs = [Job(r.recording_id, r.path, [r], None) for r in read_meta(csv)]
+    started = time.perf_counter()
+    workers = DecodeWorkers(jobs, extractor, config.decode_workers, 2 * extractor.batch_clips + 16)
+    clips = sum(1 for item in workers if item[0] == "clip")
+    workers.close()
+    return clips, time.perf_counter() - started
+
+
+def whole_pipeline(csv: Path, config: ExtractConfig, out: Path) -> tuple[int, float, float]:
+    """Clips, seconds from the first decode to the last write, and seconds in the model."""
+    shutil.rmtree(out, ignore_errors=True)
+    summary = build_cache(csv, out, config)
+    return summary.clips, summary.pipeline_seconds, summary.model_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 recordings of 300 frames, 320x240")
+    parser.add_argument("--sizes", default="320x240,640x480", help="WIDTHxHEIGHT, comma-separated")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decode workers")
+    parser.add_argument("--recordings", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=600)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--codec", choices=("h264", "mp4v"), default=None)
+    args = parser.parse_args()
+    codec = args.codec or ("h264" if shutil.which("ffmpeg") else "mp4v")
+    sizes = "320x240" if args.quick else args.sizes
+    recordings, frames = (4, 300) if args.quick else (args.recordings, args.frames)
+    free_backbone.register()
+    config = resolved(ExtractConfig(backbone="free", decode_workers=args.workers))
+    results = {}
+    for size in sizes.split(","):
+        width, height = map(int, size.lower().split("x"))
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = []
+            for i in range(recordings):
+                path = Path(tmp) / f"r{i}.mp4"
+                write_recording(path, frames, width, height, codec, seed=i)
+                rows.append((path, "move"))
+            csv = Path(tmp) / "recordings.csv"
+            pd.DataFrame(rows, columns=["file_path", "action"]).to_csv(csv, index=False)
+            decode_alone(csv, config)  # warm: files in the page cache, OpenCV loaded
+            decode, pipeline, model = [], [], []
+            for _ in range(args.repeats):  # alternated, so both see the same machine
+                clips, seconds = decode_alone(csv, config)
+                decode.append(clips / seconds)
+                clips, seconds, in_model = whole_pipeline(csv, config, Path(tmp) / "cache")
+                pipeline.append(clips / seconds)
+                model.append(in_model / clips)
+        best_decode, best_pipeline = max(decode), max(pipeline)
+        overhead_ms = 1000 * (1 / best_pipeline - 1 / best_decode)
+        results[size] = {
+            "decode_clips_per_s": round(best_decode, 1),
+            "pipeline_clips_per_s": round(best_pipeline, 1),
+            "ratio": round(best_pipeline / best_decode, 3),
+            "overhead_ms_per_clip": round(overhead_ms, 3),
+            "model_ms_per_clip": round(1000 * min(model), 3),
+            "clips": clips,
+        }
+        print(
+            f"{size} {codec}, {args.workers} decode workers, {clips} clips: decoding alone "
+            f"{best_decode:.1f} clips/s, whole pipeline {best_pipeline:.1f} clips/s "
+            f"(ratio {best_pipeline / best_decode:.3f}); overhead outside decoding "
+            f"{overhead_ms:.2f} ms a clip, of which the free model {1000 * min(model):.3f}",
+            flush=True,
+        )
+    print(json.dumps({"by_size": results, "codec": codec, "workers": args.workers,
+                      "recordings": recordings, "frames": frames, "cpus": os.cpu_count(),
+                      "machine": platform.node()}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
