@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from filelock import FileLock
 
 from gesture_cache import open_cache
 from gesture_cache.backbones.c3d.network import build_c3d, randomize_weights
@@ -29,6 +33,23 @@ from tests.toy_backbone import extract_config as toy_config
 from tests.toy_backbone import register as register_toy_backbone
 
 register_toy_backbone()  # for the tests whose subject is not a network (and test_registry's)
+
+
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]
+):
+    """A session fixture's value, built by the first xdist worker that asks and read by the
+    others (pytest-xdist's recipe: a lock in the folder the workers share). For what the tests
+    only read: a demo's cache and run, a trained detector."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
+    value = shared / f"{name}.pickle"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not value.is_file():
+            result = build(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=shared)))
+            value.write_bytes(pickle.dumps(result))
+        return pickle.loads(value.read_bytes())
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +99,9 @@ def toy_demo(tmp_path_factory: pytest.TempPathFactory):
     cache, compact run and metrics, in seconds instead of minutes."""
     from gesture_cache.cli.demo import classification_demo
 
-    return classification_demo(tmp_path_factory.mktemp("toy-demo"), extract=toy_config())
+    return built_once(
+        tmp_path_factory, "toy-demo", lambda out: classification_demo(out, extract=toy_config())
+    )
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +110,9 @@ def detect_demo(tmp_path_factory: pytest.TempPathFactory):
     detector trained with the background class, detection scored on 3 unseen recordings."""
     from gesture_cache.cli.demo import detection_demo
 
-    return detection_demo(tmp_path_factory.mktemp("detect"), extract=toy_config())
+    return built_once(
+        tmp_path_factory, "detect-demo", lambda out: detection_demo(out, extract=toy_config())
+    )
 
 
 @pytest.fixture(scope="session")
@@ -211,4 +236,4 @@ def hands_run(tmp_path_factory):
     18 (`helpers.make_hands_run`; skips without ../shared)."""
     if not HANDS.is_dir():
         pytest.skip("../shared/fixtures/hands absent")
-    return make_hands_run(tmp_path_factory.mktemp("hands_run"))
+    return built_once(tmp_path_factory, "hands-run", make_hands_run)

@@ -28,13 +28,16 @@ TINY = {"epochs": 2, "patience": 2, "units": (4,), "dense": 0}
 
 
 @pytest.mark.slow
-def test_795_frames_give_99_clips_each_c3d_of_its_16_consecutive_frames(tmp_path):
-    video = write_video(tmp_path / "long.avi", 795, 32, 24)
+def test_a_long_recording_gives_a_clip_every_8_frames_each_c3d_of_its_16_frames(tmp_path):
+    """The whole extraction, end to end: clip starts as test_clips counts them for 795 frames
+    (here 131 frames, 16 clips: C3D on a CPU costs ~0.6 s a clip), the last aligned to the
+    last frame, and each clip's features those of its own 16 frames."""
+    video = write_video(tmp_path / "long.avi", 131, 32, 24)
     (tmp_path / "meta.csv").write_text("file_path,action\nlong.avi,wave\n")
     out = tmp_path / "c"
-    build_cache(tmp_path / "meta.csv", out, ExtractConfig(random_weights=0, batch_clips=33))
+    build_cache(tmp_path / "meta.csv", out, ExtractConfig(random_weights=0, batch_clips=5))
     cache = open_cache(out)
-    assert cache.clip_start.tolist() == [*range(0, 777, 8), 779]
+    assert cache.clip_start.tolist() == [*range(0, 113, 8), 115]
     # independently: decode, resize, subtract the mean, crop, plain network to fc7
     capture = cv2.VideoCapture(str(video))
     frames = []
@@ -44,7 +47,7 @@ def test_795_frames_give_99_clips_each_c3d_of_its_16_consecutive_frames(tmp_path
     network = build_c3d()
     randomize_weights(network, 0)
     fc7 = keras.Model(network.inputs, network.get_layer("fc7").output)
-    chosen = [0, 50, 98]
+    chosen = [0, 7, 15]  # the first, one across a batch boundary (5 clips a batch), the last
     starts = cache.clip_start[chosen]
     expected = fc7.predict(np.stack([frames[s : s + 16] for s in starts]), verbose=0)
     np.testing.assert_allclose(
