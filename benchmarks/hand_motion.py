@@ -50,6 +50,7 @@ from gesture_cache.train.prepare import training_data  # noqa: E402
 SETTINGS = {  # name -> (backbone, TrainConfig settings)
     "pose": ("hands", {"features": ("pose",)}),
     "pose+trajectory": ("hands", {"features": ("pose", "trajectory")}),
+    "i3d": ("i3d", {}),
     "trajectory": ("hands", {"features": ("trajectory",)}),
     "pose + mirror": ("hands", {"features": ("pose",), "mirror": MIRRORED}),
     "pose+trajectory + mirror": ("hands", {"features": ("pose", "trajectory"), "mirror": MIRRORED}),
@@ -59,7 +60,6 @@ SETTINGS = {  # name -> (backbone, TrainConfig settings)
         "hands",
         {"mirror": MIRRORED, "group_dropout": 0.5},
     ),  # fmt: skip
-    "i3d": ("i3d", {}),
 }
 WINDOW = {"hands": 16, "i3d": 2}  # frames; I3D: 16-frame clips every 4 frames of 20
 
