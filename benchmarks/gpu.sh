@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# The GPU run, in under 8 minutes, on a Linux machine with an NVIDIA GPU that has PyTorch or
-# JAX (TensorFlow is optional). It installs what the project needs and is missing from
-# benchmarks/wheels/ when that folder exists (a machine without network: fill it beforehand
-# with `pip download -d benchmarks/wheels keras tqdm`), else from PyPI, and runs the project
-# from this checkout without installing it. Then, on each installed backend, it extracts a
-# few hundred synthetic clips at float32 and mixed_bfloat16 for batch sizes 32, 64, 128 and
-# 256 (benchmarks/gpu.py), and prints one JSON line: clips/s of the model alone and of the
-# whole pipeline, their ratio, decode clips/s with all cores and peak GPU memory.
+# The GPU run (each step bounded by a timeout), on a Linux machine with an NVIDIA GPU that
+# has PyTorch or JAX (TensorFlow is optional). It installs what the project needs and is
+# missing from benchmarks/wheels/ when that folder exists (a machine without network: fill it
+# beforehand with `pip download -d benchmarks/wheels keras tqdm`), else from PyPI, and runs
+# the project from this checkout without installing it. Then:
+#   - on each installed backend, benchmarks/gpu.py: a few hundred synthetic clips at float32
+#     and mixed_bfloat16 for batch sizes 32, 64, 128 and 256 (model alone, whole pipeline,
+#     their ratio, decode clips/s with all cores, peak GPU memory);
+#   - benchmarks/gpu_parity.py: float32 features of the GPU against the same machine's CPU;
+#   - benchmarks/pipeline.py: the pipeline with a backbone that costs nothing against
+#     decoding alone on every core, 320x240 and 640x480 H.264 (MPEG-4 without ffmpeg);
+# and prints one JSON line with all of it: {"backends": [...], "parity": {...},
+# "pipeline_free_backbone": {...}, "gpu_decode": ...}.
 #
 #   bash benchmarks/gpu.sh                 # every installed backend
 #   BACKENDS="torch" bash benchmarks/gpu.sh
@@ -49,10 +54,25 @@ for backend in $BACKENDS; do
   KERAS_BACKEND=$backend timeout 330 "$PYTHON" benchmarks/gpu.py "$@" | tee -a "$log" >&2 \
     || echo "{\"backend\": \"$backend\", \"error\": \"failed or over 330 s (see above)\"}" >>"$log"
 done
-# one JSON line: the last line of each backend's run
-"$PYTHON" - "$log" <<'EOF'
+parity=$(mktemp)
+backends_csv=$(echo $BACKENDS | tr ' ' '\n' | grep -v tensorflow | paste -sd, -)
+timeout 300 "$PYTHON" benchmarks/gpu_parity.py --backends "$backends_csv" | tee "$parity" >&2 \
+  || echo '{"error": "gpu_parity.py failed or ran over 300 s (see above)"}' >>"$parity"
+pipeline=$(mktemp)
+timeout 300 "$PYTHON" benchmarks/pipeline.py --repeats 2 | tee "$pipeline" >&2 \
+  || echo '{"error": "pipeline.py failed or ran over 300 s (see above)"}' >>"$pipeline"
+# one JSON line: the last line of each backend's run, the parity and the pipeline figures
+"$PYTHON" - "$log" "$parity" "$pipeline" <<'EOF'
 import json, sys
+def last_json(path):
+    lines = [line for line in open(path) if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {"error": "no figures (see above)"}
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
 finals = [r for r in runs if "results" in r or "error" in r]
-print(json.dumps({"backends": finals}))
+print(json.dumps({
+    "backends": finals,
+    "parity": last_json(sys.argv[2]),
+    "pipeline_free_backbone": last_json(sys.argv[3]),
+    "gpu_decode": "not built: decoding runs on the CPU (OpenCV)",
+}))
 EOF

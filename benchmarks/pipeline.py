@@ -6,7 +6,7 @@
 A GPU runs the network in a fraction of what decoding takes, so what `extract` adds around
 decode and model (batching clips across recordings, the model's thread, HDF5 shard writes
 with gzip) decides whether the pipeline keeps up with the decoders. The `free` backbone
-(benchmarks/free_backbone: C3D's preprocessing and clip size, zeros of C3D's 4096 values)
+(benchmarks/free_backbone: C3D's preprocessing and clip size, 4096 C3D-like values a clip)
 takes the network out, so on any machine: pipeline clips/s / decoding-alone clips/s on the
 same workers is that ratio (target 0.9), and the difference per clip is the overhead.
 Recordings are H.264 (ffmpeg's libx264) when ffmpeg is installed, else MPEG-4 (mp4v); clips

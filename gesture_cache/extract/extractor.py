@@ -6,9 +6,10 @@ fingerprint hashes: the backbone's fields, the layout, and FEATURES_VERSION.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,18 +76,22 @@ class Extractor:
     def frames(self, path: str | Path, fps: float | None = None) -> Frames:
         return Frames(path, self.backbone.preprocessing, fps)
 
-    def clips(self, frames: Frames) -> Iterator[tuple[int, np.ndarray, bool]]:
-        """(start frame, clip, valid) in order; dense layouts stream."""
+    def clips(
+        self, frames: Frames, stack: Callable[[Sequence[np.ndarray]], Any] = np.stack
+    ) -> Iterator[tuple[int, Any, bool]]:
+        """(start frame, clip, valid) in order; dense layouts stream. `stack` makes a clip of
+        its frames (`stream_clips`)."""
         stream = self.backbone.stream(frames)
         layout = self.layout
         if layout.streams:
             for start, clip in stream_clips(
-                stream, layout.clip_stride, layout.pad, layout.clip_len
+                stream, layout.clip_stride, layout.pad, layout.clip_len, stack
             ):
                 yield start, clip, True
             return
         starts, clips, valid = fixed_clips(np.stack(list(stream)), layout)
-        yield from zip(starts.tolist(), clips, valid.tolist())
+        for start, clip, is_valid in zip(starts.tolist(), clips, valid.tolist()):
+            yield start, stack(clip), is_valid
 
     def features(self, path: str | Path, fps: float | None = None) -> ClipFeatures:
         """Every clip of one recording through the backbone, `batch_clips` at a time."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,16 +97,19 @@ def fail(
     )
 
 
-def job_events(job: Job, extractor: Extractor) -> Iterator[tuple]:
+def job_events(
+    job: Job, extractor: Extractor, stack: Callable[[Sequence[np.ndarray]], Any] = np.stack
+) -> Iterator[tuple]:
     """A recording as events: ("clip", start, clip, valid) for each clip, then
-    ("done", Decoded) or ("failed", VideoError). Local threads and Ray tasks both use it.
+    ("done", Decoded) or ("failed", VideoError). Local threads and Ray tasks both use it;
+    `stack` makes each clip of its frames (`stream_clips`).
     The source is hashed before and after decoding: one replaced meanwhile is a failure, so
     a cached sha256 always names the content that was decoded."""
     try:
         frames = extractor.frames(job.path, job.fps)  # checks that the source can be read
         size, mtime = source_stat(job.path)
         sha256 = source_sha256(job.path)
-        for start, clip, valid in extractor.clips(frames):
+        for start, clip, valid in extractor.clips(frames, stack):
             yield ("clip", start, clip, valid)
         if source_stat(job.path) != (size, mtime) or source_sha256(job.path) != sha256:
             raise VideoError("changed_while_reading", f"{job.path}: the file changed while read")

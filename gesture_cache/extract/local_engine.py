@@ -1,8 +1,10 @@
 """The local engine of `extract`: decode workers (threads: OpenCV releases the GIL while it
-decodes and resizes) stream each recording's clips into one bounded queue; the main thread
-runs the backbone on batches drawn from whatever recordings are in flight, and hands a
-recording to the writer once all its clips have features. Memory stays bounded whatever the
-length: frames pass through a ring buffer and at most a queue's worth of clips waits.
+decodes and resizes) stack each clip's frames straight into a slot of the batch the backbone
+will run (`BatchSlots`: a clip's frames are copied once) and tell the main thread through one
+queue; the main thread runs the backbone on each batch once every slot of it is filled,
+whatever recordings they came from, and hands a recording to the writer once all its clips
+have features. Memory stays bounded whatever the length: frames pass through a ring buffer
+and at most `BATCHES` batches of clips wait.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,15 +22,94 @@ from gesture_cache.extract.config import ExtractConfig
 from gesture_cache.extract.extractor import Extractor
 from gesture_cache.extract.job import ExtractSummary, InFlight, Job, fail, job_events, store
 
+BATCHES = 3  # batch arrays: one the backbone runs, the next ones the workers fill
+
+
+class BatchSlots:
+    """Batch arrays the decode workers stack clips into, slot after slot; `stack(frames)`
+    returns the clip's (batch, slot). A batch is ready once all its slots are taken and every
+    clip stacked into it reached the main thread, which runs it and `free`s it (a clip whose
+    stacking failed leaves its slot out). Workers wait for a free batch without holding the
+    lock the main thread asks `ready` under."""
+
+    def __init__(self, batch_clips: int, clip_shape: tuple, dtype: str, stop: threading.Event):
+        self.arrays = [np.empty((batch_clips, *clip_shape), dtype) for _ in range(BATCHES)]
+        self.size, self.stop = batch_clips, stop
+        self.lock = threading.Lock()  # the counts below; never held while waiting
+        self.switching = threading.Lock()  # one worker waits for the next idle batch
+        self.idle: queue.Queue[int] = queue.Queue()
+        for batch in range(BATCHES):
+            self.idle.put(batch)
+        self.batch, self.reserved = self.idle.get(), 0
+        self.stacking = [0] * BATCHES  # slots being filled now
+        self.filled = [0] * BATCHES
+        self.closed = [False] * BATCHES  # every slot reserved
+
+    def stack(self, frames: Sequence[np.ndarray]) -> tuple[int, int]:
+        batch, slot = self._reserve()
+        try:
+            np.stack(frames, out=self.arrays[batch][slot])
+        finally:
+            with self.lock:
+                self.stacking[batch] -= 1
+        with self.lock:
+            self.filled[batch] += 1
+        return batch, slot
+
+    def _reserve(self) -> tuple[int, int]:
+        while True:
+            with self.lock:
+                if self.reserved < self.size:
+                    batch, slot = self.batch, self.reserved
+                    self.reserved += 1
+                    self.stacking[batch] += 1
+                    self.closed[batch] = self.reserved == self.size
+                    return batch, slot
+            with self.switching:
+                with self.lock:
+                    if self.reserved < self.size:
+                        continue  # another worker took the next batch meanwhile
+                batch = self._next_idle()
+                with self.lock:
+                    self.batch, self.reserved = batch, 0
+
+    def _next_idle(self) -> int:
+        while not self.stop.is_set():
+            try:
+                return self.idle.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        raise InterruptedError("the pipeline stopped")
+
+    def ready(self, batch: int, delivered: int) -> bool:
+        """Whether a batch of which `delivered` clips reached the main thread can run."""
+        with self.lock:
+            done = self.closed[batch] and not self.stacking[batch]
+            return done and delivered == self.filled[batch]
+
+    def free(self, batch: int) -> None:
+        with self.lock:
+            self.filled[batch], self.closed[batch] = 0, False
+        self.idle.put(batch)
+
 
 class DecodeWorkers:
     """Threads that stream the jobs' clips into one bounded queue: ("clip", index, start,
-    clip, valid), then ("done", index, Decoded) or ("failed", index, VideoError)."""
+    clip, valid), then ("done", index, Decoded) or ("failed", index, VideoError). `stack`
+    makes a clip of its frames (`stream_clips`); `stop`, set by `close`, ends them."""
 
-    def __init__(self, jobs: list[Job], extractor: Extractor, workers: int, capacity: int):
-        self.jobs, self.extractor = jobs, extractor
+    def __init__(
+        self,
+        jobs: list[Job],
+        extractor: Extractor,
+        workers: int,
+        capacity: int,
+        stack: Callable[[Sequence[np.ndarray]], Any] = np.stack,
+        stop: threading.Event | None = None,
+    ):
+        self.jobs, self.extractor, self.stack = jobs, extractor, stack
         self.items: queue.Queue = queue.Queue(maxsize=capacity)
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
         self._next = iter(range(len(jobs)))
         self._take = threading.Lock()
         self.threads = [
@@ -69,7 +151,7 @@ class DecodeWorkers:
             self._put(("exit",))
 
     def _decode(self, index: int) -> None:
-        for kind, *rest in job_events(self.jobs[index], self.extractor):
+        for kind, *rest in job_events(self.jobs[index], self.extractor, self.stack):
             if not self._put((kind, index, *rest)):
                 return
 
@@ -93,20 +175,28 @@ def extract_locally(
     progress: Callable[[int], None],
 ) -> None:
     in_flight: dict[int, InFlight] = {}
-    batch: list[tuple[int, np.ndarray]] = []
+    waiting: dict[int, list[tuple[int, int]]] = {}  # batch -> (slot, recording) delivered
+    backbone = extractor.backbone
 
-    def run_batch() -> None:
-        started, built = time.perf_counter(), getattr(extractor.backbone, "build_seconds", 0.0)
-        outputs = extractor.backbone.forward(np.stack([clip for _, clip in batch]))
-        building = getattr(extractor.backbone, "build_seconds", 0.0) - built  # the first call
+    def run_batch(batch: int) -> None:
+        delivered = sorted(waiting.pop(batch))
+        started, built = time.perf_counter(), getattr(backbone, "build_seconds", 0.0)
+        clips = slots.arrays[batch][: delivered[-1][0] + 1]
+        outputs = backbone.forward(clips)
+        if np.may_share_memory(outputs, clips):  # a backbone that reshapes its input (hands)
+            outputs = outputs.copy()
+        building = getattr(backbone, "build_seconds", 0.0) - built  # the first call
         summary.model_seconds += time.perf_counter() - started - building
-        for (index, _), output in zip(batch, outputs):
-            in_flight[index].features.append(output)
+        slots.free(batch)
+        for slot, index in delivered:
+            in_flight[index].features.append(outputs[slot])
             in_flight[index].waiting -= 1
-        touched = {index for index, _ in batch}
-        batch.clear()
-        for index in touched:
+        for index in {index for _, index in delivered}:
             finish(index)
+
+    def run_ready() -> None:
+        for batch in [b for b, clips in waiting.items() if slots.ready(b, len(clips))]:
+            run_batch(batch)
 
     def finish(index: int) -> None:
         recording = in_flight[index]
@@ -117,18 +207,20 @@ def extract_locally(
             progress(len(recording.clip_start))
             del in_flight[index]
 
-    workers = DecodeWorkers(jobs, extractor, config.decode_workers, 2 * extractor.batch_clips + 16)
+    stop = threading.Event()
+    slots = BatchSlots(extractor.batch_clips, backbone.clip_shape, backbone.clip_dtype, stop)
+    workers = DecodeWorkers(
+        jobs, extractor, config.decode_workers, 4 * extractor.batch_clips, slots.stack, stop
+    )
     try:
         for kind, index, *rest in workers:
             recording = in_flight.setdefault(index, InFlight(jobs[index]))
             if kind == "clip":
-                start, clip, valid = rest
+                start, (batch, slot), valid = rest
                 recording.clip_start.append(start)
                 recording.clip_valid.append(valid)
                 recording.waiting += 1
-                batch.append((index, clip))
-                if len(batch) >= extractor.batch_clips:
-                    run_batch()
+                waiting.setdefault(batch, []).append((slot, index))
             elif kind == "done":
                 recording.decoded = rest[0]
                 finish(index)
@@ -138,7 +230,8 @@ def extract_locally(
                 fail(writer, summary, recording.job.rows[0], error.reason, str(error))
                 progress(0)
                 finish(index)
-        if batch:
-            run_batch()
+            run_ready()
+        for batch in list(waiting):  # the last batch, not full
+            run_batch(batch)
     finally:
         workers.close()

@@ -15,8 +15,9 @@ They exist to reproduce that pipeline and hold the recording in memory.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -76,9 +77,15 @@ def dense_starts(n_frames: int, stride: int, clip_len: int = CLIP_LEN) -> np.nda
 
 
 def stream_clips(
-    frames: Iterable[np.ndarray], stride: int, pad: str = "edge", clip_len: int = CLIP_LEN
-) -> Iterator[tuple[int, np.ndarray]]:
-    """(start frame, clip (clip_len, ...)) for each dense clip, in order, as frames arrive."""
+    frames: Iterable[np.ndarray],
+    stride: int,
+    pad: str = "edge",
+    clip_len: int = CLIP_LEN,
+    stack: Callable[[Sequence[np.ndarray]], Any] = np.stack,
+) -> Iterator[tuple[int, Any]]:
+    """(start frame, clip (clip_len, ...)) for each dense clip, in order, as frames arrive.
+    `stack` makes a clip of its frames: by default a new array; `extract` stacks them
+    straight into the batch the backbone will run, so a clip's frames are copied once."""
     ring: deque[np.ndarray] = deque(maxlen=clip_len)
     n, last = 0, None
     for frame in frames:
@@ -87,20 +94,19 @@ def stream_clips(
         start = n - clip_len
         if start >= 0 and start % stride == 0:
             last = start
-            yield start, np.stack(ring)
+            yield start, stack(ring)
     if n == 0:
         return
     if n < clip_len:
-        yield 0, pad_clip(np.stack(ring), pad, clip_len)
+        yield 0, stack(padded(list(ring), pad, clip_len))
     elif last != n - clip_len:
-        yield n - clip_len, np.stack(ring)
+        yield n - clip_len, stack(ring)
 
 
-def pad_clip(frames: np.ndarray, pad: str, clip_len: int = CLIP_LEN) -> np.ndarray:
-    """A clip of fewer than clip_len frames, padded at the end (edge frames, or black)."""
-    missing = clip_len - len(frames)
-    filler = np.zeros_like(frames[-1:]) if pad == "zero" else frames[-1:]
-    return np.concatenate([frames, np.repeat(filler, missing, axis=0)])
+def padded(frames: list[np.ndarray], pad: str, clip_len: int = CLIP_LEN) -> list[np.ndarray]:
+    """The frames of a clip shorter than clip_len, padded at the end (edge frames, or black)."""
+    filler = np.zeros_like(frames[-1]) if pad == "zero" else frames[-1]
+    return frames + [filler] * (clip_len - len(frames))
 
 
 def fixed_clips(frames: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

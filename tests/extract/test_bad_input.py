@@ -69,8 +69,8 @@ def test_a_file_replaced_while_decoded_is_a_failure(tmp_path, monkeypatch):
 
     real_clips = Extractor.clips
 
-    def clips_then_replace(self, frames):
-        yield from real_clips(self, frames)
+    def clips_then_replace(self, frames, stack):
+        yield from real_clips(self, frames, stack)
         with open(frames.path, "ab") as f:
             f.write(b"appended while decoding")
 
