@@ -43,8 +43,12 @@ test: venv lint
 test-fast: venv
 	$(PYTEST) -m "not slow"
 
+# The whole suite with coverage, then one line a subpackage (what RESULTS.md compares).
 coverage: venv
 	$(PYTEST) --cov=gesture_cache --cov-report=term:skip-covered
+	@for package in gesture_cache/*/; do \
+	  printf "%-24s" "$$package"; $(BIN)/coverage report --include="$$package*" | tail -1; \
+	done
 
 lint: venv
 	$(BIN)/ruff check .
