@@ -4,8 +4,11 @@
                                                [--precisions float32,mixed_bfloat16]
 
 For every (precision, batch size): C3D alone on clips held in memory, the whole extraction
-pipeline from video files (decode workers on every core, batching, shard writes) and the
-peak accelerator memory; once per run, decoding alone with every core. Keras picks its
+pipeline from video files (decode workers on every core, batching, shard writes), the peak
+accelerator memory and, at the largest batch size on a CUDA GPU with PyTorch, the same C3D
+written directly in PyTorch at its best for that precision (benchmarks/c3d_direct.py:
+float32 with TF32 off; bf16 with channels_last_3d and torch.compile), so ours over direct is
+measured in one run; once per run, decoding alone with every core. Keras picks its
 backend once per process, so `gpu.sh` runs this once per backend. Each figure is printed as
 it comes; the last line is JSON.
 """
@@ -63,7 +66,28 @@ def decode_rate(csv: Path, extractor, workers: int) -> float:
     return clips / (time.perf_counter() - started)
 
 
-def measure(csv: Path, clips: np.ndarray, config: ExtractConfig, out: Path) -> dict:
+def direct_rate(network, config: ExtractConfig) -> float | None:
+    """Clips/s of C3D written directly in PyTorch at this precision and batch (CUDA only)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    from c3d_direct import clips_per_second, direct_c3d  # beside this script
+
+    bf16 = config.precision != "float32"
+    model = direct_c3d(network)
+    return clips_per_second(model, config.batch_clips, "cuda", bf16=bf16, compiled=bf16)[
+        "clips_per_s"
+    ]
+
+
+def measure(
+    csv: Path, clips: np.ndarray, config: ExtractConfig, out: Path, reference: bool
+) -> dict:
     extractor = extractor_from_config(config)
     forward, batch = extractor.backbone.forward, config.batch_clips
     reset_peak_memory(config.backend)
@@ -78,6 +102,7 @@ def measure(csv: Path, clips: np.ndarray, config: ExtractConfig, out: Path) -> d
     model_rate = rounds * batch / (time.perf_counter() - started)
     summary = build_cache(csv, out, config)
     pipeline_rate = summary.clips / max(summary.seconds - summary.setup_seconds, 1e-9)
+    direct = direct_rate(extractor.backbone.network("float32"), config) if reference else None
     return {
         "backend": config.backend,
         "precision": config.precision,
@@ -85,6 +110,8 @@ def measure(csv: Path, clips: np.ndarray, config: ExtractConfig, out: Path) -> d
         "model_clips_per_s": round(model_rate, 1),
         "pipeline_clips_per_s": round(pipeline_rate, 1),
         "ratio": round(pipeline_rate / model_rate, 3),
+        "direct_pytorch_clips_per_s": direct,
+        "model_over_direct": round(model_rate / direct, 3) if direct else None,
         "pipeline_clips": summary.clips,
         "compile_seconds": round(compile_seconds, 1),
         "peak_gpu_memory_mb": peak_memory_mb(config.backend),
@@ -116,7 +143,8 @@ def main() -> None:
                     ExtractConfig(**{**vars(base), "precision": precision, "batch_clips": batch})
                 )
                 out = Path(tmp) / f"cache-{precision}-{batch}"
-                result = measure(csv, clips, config, out)
+                largest = batch == max(map(int, args.batch_sizes.split(",")))
+                result = measure(csv, clips, config, out, reference=largest)
                 results.append(result)
                 print(json.dumps(result), flush=True)
     accelerator = keras_backends.accelerator_memory(backend)
