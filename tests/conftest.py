@@ -75,9 +75,10 @@ def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_cache(tmp_path_factory: pytest.TempPathFactory, synth_csv: Path) -> Path:
-    """8 synthetic videos, two or three clips each (stride 32), random weights: ~8 s of C3D."""
+    """8 synthetic videos, two or three clips each (stride 32), random weights: ~8 s of C3D.
+    One decode worker, so the recordings reach the shards in the CSV's order every time."""
     out = tmp_path_factory.mktemp("cache") / "cache"
-    config = ExtractConfig(random_weights=0, clip_stride=32, shard_size=3)
+    config = ExtractConfig(random_weights=0, clip_stride=32, shard_size=3, decode_workers=1)
     summary = build_cache(synth_csv, out, config)
     assert summary.cached == 8
     return out

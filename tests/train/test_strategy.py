@@ -70,8 +70,11 @@ def test_an_uneven_first_batch_is_refused(small_cache):
     check_even_first_batches(in_memory, split, 2, two)  # [2, 1]: the first is even
     check_even_first_batches(in_memory, split, 4, SimpleNamespace(num_replicas_in_sync=1))
     streamed = training_data(small_cache, resolve(TrainConfig(memory_limit_mb=0)))
-    split = np.where(np.arange(len(streamed.samples)) < 6, "train", "test")
-    assert np.unique(streamed.samples.shard[:6], return_counts=True)[1].tolist() == [3, 3]
+    # two shards of 3 recordings (which recordings share a shard depends on the order the
+    # decode workers finish them)
+    shards, counts = np.unique(streamed.samples.shard, return_counts=True)
+    split = np.where(np.isin(streamed.samples.shard, shards[counts == 3][:2]), "train", "test")
+    assert (split == "train").sum() == 6
     with pytest.raises(ConfigError, match="first train batch of 3"):  # batches stay in a shard
         check_even_first_batches(streamed, split, 8, two)
 
