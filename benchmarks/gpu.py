@@ -78,7 +78,7 @@ def direct_rate(network, config: ExtractConfig) -> float | None:
         return None
     from c3d_direct import clips_per_second, direct_c3d  # beside this script
 
-    bf16 = config.precision != "float32"
+    bf16 = config.backbone_options.precision != "float32"
     model = direct_c3d(network)
     return clips_per_second(model, config.batch_clips, "cuda", bf16=bf16, compiled=bf16)[
         "clips_per_s"
@@ -105,7 +105,7 @@ def measure(
     direct = direct_rate(extractor.backbone.network("float32"), config) if reference else None
     return {
         "backend": config.backend,
-        "precision": config.precision,
+        "precision": config.backbone_options.precision,
         "batch_clips": batch,
         "model_clips_per_s": round(model_rate, 1),
         "pipeline_clips_per_s": round(pipeline_rate, 1),
@@ -127,11 +127,11 @@ def main() -> None:
     args = parser.parse_args()
     backend = keras_backends.use_backend(args.backend)
     cores = os.cpu_count() or 1
-    base = ExtractConfig(random_weights=0, decode_workers=cores, dtype="float16")
+    base = {"random_weights": 0, "decode_workers": cores, "dtype": "float16"}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         csv = synth.make_dataset(Path(tmp) / "videos", per_class=max(1, args.videos // 4), seed=0)
-        probe = extractor_from_config(resolved(base))
+        probe = extractor_from_config(resolved(ExtractConfig(**base)))
         clips = np.stack(
             [clip for row in read_meta(csv) for _, clip, _ in probe.clips(probe.frames(row.path))]
         )
@@ -140,7 +140,7 @@ def main() -> None:
         for precision in args.precisions.split(","):
             for batch in map(int, args.batch_sizes.split(",")):
                 config = resolved(
-                    ExtractConfig(**{**vars(base), "precision": precision, "batch_clips": batch})
+                    ExtractConfig(**base, options={"precision": precision}, batch_clips=batch)
                 )
                 out = Path(tmp) / f"cache-{precision}-{batch}"
                 largest = batch == max(map(int, args.batch_sizes.split(",")))
