@@ -47,13 +47,14 @@ class BatchSlots:
 
     def stack(self, frames: Sequence[np.ndarray]) -> tuple[int, int]:
         batch, slot = self._reserve()
+        filled = False
         try:
             np.stack(frames, out=self.arrays[batch][slot])
+            filled = True
         finally:
-            with self.lock:
+            with self.lock:  # both at once: `ready` never sees the slot done but not counted
                 self.stacking[batch] -= 1
-        with self.lock:
-            self.filled[batch] += 1
+                self.filled[batch] += filled
         return batch, slot
 
     def _reserve(self) -> tuple[int, int]:
