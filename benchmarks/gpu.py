@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from decode import clips_per_second  # beside this script
 
 from gesture_cache.backbones import keras_backends
 from gesture_cache.extract.config import ExtractConfig
 from gesture_cache.extract.extraction import build_cache
 from gesture_cache.extract.extractor import extractor_from_config, resolved
 from gesture_cache.extract.job import Job
-from gesture_cache.extract.local_engine import DecodeWorkers
 from gesture_cache.sources import synth
 from gesture_cache.sources.meta import read_meta
 
@@ -55,15 +55,6 @@ def peak_memory_mb(backend: str) -> float | None:
         stats = jax.devices()[0].memory_stats() or {}
         return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
     return None
-
-
-def decode_rate(csv: Path, extractor, workers: int) -> float:
-    jobs = [Job(r.recording_id, r.path, [r], None) for r in read_meta(csv)]
-    started = time.perf_counter()
-    pipeline = DecodeWorkers(jobs, extractor, workers, capacity=512)
-    clips = sum(1 for item in pipeline if item[0] == "clip")
-    pipeline.close()
-    return clips / (time.perf_counter() - started)
 
 
 def direct_rate(network, config: ExtractConfig) -> float | None:
@@ -135,7 +126,8 @@ def main() -> None:
         clips = np.stack(
             [clip for row in read_meta(csv) for _, clip, _ in probe.clips(probe.frames(row.path))]
         )
-        decode = decode_rate(csv, probe, cores)
+        jobs = [Job(r.recording_id, r.path, [r], None) for r in read_meta(csv)]
+        decode = clips_per_second(jobs, probe, cores)
         print(f"{backend}: {len(clips)} clips; decoding alone on {cores} workers: {decode:.0f}/s")
         for precision in args.precisions.split(","):
             for batch in map(int, args.batch_sizes.split(",")):

@@ -24,11 +24,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent
@@ -36,45 +33,25 @@ sys.path.insert(0, str(ROOT))  # free_backbone
 sys.path.insert(0, str(ROOT.parent))
 
 import free_backbone  # noqa: E402
+from decode import clips_per_second, write_recording  # noqa: E402
 
 from gesture_cache.extract.config import ExtractConfig  # noqa: E402
 from gesture_cache.extract.extraction import build_cache  # noqa: E402
 from gesture_cache.extract.extractor import extractor_from_config, resolved  # noqa: E402
 from gesture_cache.extract.job import Job  # noqa: E402
-from gesture_cache.extract.local_engine import DecodeWorkers  # noqa: E402
 from gesture_cache.sources.meta import read_meta  # noqa: E402
 
 
-def write_recording(path: Path, frames: int, width: int, height: int, codec: str, seed: int):
-    """A square moving over a noisy background (noise keeps the encoder honest)."""
-    rng = np.random.default_rng(seed)
-    background = rng.integers(0, 120, (height, width, 3), np.uint8)
-    mp4v = path.with_suffix(".mp4v.mp4") if codec == "h264" else path
-    writer = cv2.VideoWriter(str(mp4v), cv2.VideoWriter_fourcc(*"mp4v"), 30, (width, height))
-    for i in range(frames):
-        frame = background.copy()
-        x = int((width - 40) * i / frames)
-        frame[height // 3 : height // 3 + 40, x : x + 40] = 230
-        writer.write(frame)
-    writer.release()
-    if codec == "h264":
-        subprocess.run(
-            ["ffmpeg", "-loglevel", "error", "-y", "-i", str(mp4v), "-c:v", "libx264",
-             "-pix_fmt", "yuv420p", "-preset", "veryfast", str(path)],
-            check=True,
-        )  # fmt: skip
-        mp4v.unlink()
-
-
-def decode_alone(csv: Path, config: ExtractConfig) -> tuple[int, float]:
-    """Clips and seconds of the decode workers with nothing downstream."""
-    extractor = extractor_from_config(config)
-    jobs = [Job(r.recording_id, r.path, [r], None) for r in read_meta(csv)]
-    started = time.perf_counter()
-    workers = DecodeWorkers(jobs, extractor, config.decode_workers, 2 * extractor.batch_clips + 16)
-    clips = sum(1 for item in workers if item[0] == "clip")
-    workers.close()
-    return clips, time.perf_counter() - started
+def h264_recording(path: Path, frames: int, width: int, height: int, seed: int) -> None:
+    """decode.py's recording (a square moving over a noisy background), re-encoded as H.264."""
+    mpeg4 = path.with_suffix(".mp4v.mp4")
+    write_recording(mpeg4, frames, width, height, seed)
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(mpeg4), "-c:v", "libx264",
+         "-pix_fmt", "yuv420p", "-preset", "veryfast", str(path)],
+        check=True,
+    )  # fmt: skip
+    mpeg4.unlink()
 
 
 def whole_pipeline(csv: Path, config: ExtractConfig, out: Path) -> tuple[int, float, float]:
@@ -99,6 +76,8 @@ def main() -> None:
     recordings, frames = (4, 300) if args.quick else (args.recordings, args.frames)
     free_backbone.register()
     config = resolved(ExtractConfig(backbone="free", decode_workers=args.workers))
+    extractor = extractor_from_config(config)
+    write = h264_recording if codec == "h264" else write_recording
     results = {}
     for size in sizes.split(","):
         width, height = map(int, size.lower().split("x"))
@@ -106,15 +85,15 @@ def main() -> None:
             rows = []
             for i in range(recordings):
                 path = Path(tmp) / f"r{i}.mp4"
-                write_recording(path, frames, width, height, codec, seed=i)
+                write(path, frames, width, height, seed=i)
                 rows.append((path, "move"))
             csv = Path(tmp) / "recordings.csv"
             pd.DataFrame(rows, columns=["file_path", "action"]).to_csv(csv, index=False)
-            decode_alone(csv, config)  # warm: files in the page cache, OpenCV loaded
+            jobs = [Job(r.recording_id, r.path, [r], None) for r in read_meta(csv)]
+            clips_per_second(jobs, extractor, args.workers)  # warm: page cache, OpenCV
             decode, pipeline, model = [], [], []
             for _ in range(args.repeats):  # alternated, so both see the same machine
-                clips, seconds = decode_alone(csv, config)
-                decode.append(clips / seconds)
+                decode.append(clips_per_second(jobs, extractor, args.workers))
                 clips, seconds, in_model = whole_pipeline(csv, config, Path(tmp) / "cache")
                 pipeline.append(clips / seconds)
                 model.append(in_model / clips)
