@@ -2,6 +2,7 @@
 
     python benchmarks/pipeline.py [--quick] [--sizes 320x240,640x480] [--workers N]
                                   [--recordings 8] [--frames 600] [--codec h264|mp4v]
+                                  [--shard-size 256] [--model-ms 0]
 
 A GPU runs the network in a fraction of what decoding takes, so what `extract` adds around
 decode and model (batching clips across recordings, the model's thread, HDF5 shard writes
@@ -9,6 +10,11 @@ with gzip) decides whether the pipeline keeps up with the decoders. The `free` b
 (benchmarks/free_backbone: C3D's preprocessing and clip size, 4096 C3D-like values a clip)
 takes the network out, so on any machine: pipeline clips/s / decoding-alone clips/s on the
 same workers is that ratio (target 0.9), and the difference per clip is the overhead.
+`--model-ms` makes the free backbone a stand-in for a GPU, slower than decoding: each batch
+waits that long a clip with the GIL released, as the model's thread does while a device
+computes. The pipeline then runs at the model's pace only if nothing else (shard writes,
+batching) runs on the model's thread: pipeline clips/s / model clips/s is printed, and the
+time a clip costs the model's thread beyond the model.
 Recordings are H.264 (ffmpeg's libx264) when ffmpeg is installed, else MPEG-4 (mp4v); clips
 are dense, 16 frames every 8. Each figure is the best of --repeats runs (page cache warm).
 The last line is JSON.
@@ -34,6 +40,7 @@ sys.path.insert(0, str(ROOT.parent))
 
 import free_backbone  # noqa: E402
 from decode import clips_per_second, write_recording  # noqa: E402
+from free_backbone.backbone import Free  # noqa: E402
 
 from gesture_cache.extract.config import ExtractConfig  # noqa: E402
 from gesture_cache.extract.extraction import build_cache  # noqa: E402
@@ -70,12 +77,16 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--codec", choices=("h264", "mp4v"), default=None)
+    parser.add_argument("--shard-size", type=int, default=ExtractConfig.shard_size)
+    parser.add_argument("--model-ms", type=float, default=0.0, help="the model's ms a clip")
     args = parser.parse_args()
     codec = args.codec or ("h264" if shutil.which("ffmpeg") else "mp4v")
     sizes = "320x240" if args.quick else args.sizes
     recordings, frames = (4, 300) if args.quick else (args.recordings, args.frames)
     free_backbone.register()
-    config = resolved(ExtractConfig(backbone="free", decode_workers=args.workers))
+    Free.seconds_per_clip = args.model_ms / 1000
+    config = ExtractConfig(backbone="free", decode_workers=args.workers, shard_size=args.shard_size)
+    config = resolved(config)
     extractor = extractor_from_config(config)
     write = h264_recording if codec == "h264" else write_recording
     results = {}
@@ -111,11 +122,26 @@ def main() -> None:
             f"{size} {codec}, {args.workers} decode workers, {clips} clips: decoding alone "
             f"{best_decode:.1f} clips/s, whole pipeline {best_pipeline:.1f} clips/s "
             f"(ratio {best_pipeline / best_decode:.3f}); overhead outside decoding "
-            f"{overhead_ms:.2f} ms a clip, of which the free model {1000 * min(model):.3f}",
+            f"{overhead_ms:.2f} ms a clip, of which the model {1000 * min(model):.3f}",
             flush=True,
         )
+        if args.model_ms:
+            model_pace = 1000 / args.model_ms
+            beyond_ms = 1000 / best_pipeline - args.model_ms
+            results[size] |= {
+                "model_clips_per_s": round(model_pace, 1),
+                "ratio_to_model": round(best_pipeline / model_pace, 3),
+                "beyond_model_ms_per_clip": round(beyond_ms, 3),
+            }
+            print(
+                f"  the model alone {model_pace:.1f} clips/s: pipeline / model "
+                f"{best_pipeline / model_pace:.3f}; each clip costs the model's thread "
+                f"{beyond_ms:.3f} ms beyond the model",
+                flush=True,
+            )
     print(json.dumps({"by_size": results, "codec": codec, "workers": args.workers,
                       "recordings": recordings, "frames": frames, "cpus": os.cpu_count(),
+                      "shard_size": args.shard_size, "model_ms": args.model_ms,
                       "machine": platform.node()}))  # fmt: skip
 
 

@@ -1,8 +1,12 @@
 """The free backbone: C3D's clips in, C3D-like features out at no cost (rows of one block
 made once: non-negative, half of them zero, as fc7 after its ReLU, so the shards' gzip
-works as hard as on real features)."""
+works as hard as on real features). `Free.seconds_per_clip` makes it a stand-in for a GPU:
+each batch then waits that long a clip with the GIL released, as a thread waiting for a
+device does."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -15,6 +19,7 @@ class Free:
     clip_len, clip_dtype, clip_shape = CLIP_LEN, "uint8", (CLIP_LEN, CROP_SIZE, CROP_SIZE, 3)
     feature_dim = 4096
     network_in_stream = False
+    seconds_per_clip = 0.0
 
     def __init__(self, batch_clips: int | None):
         self.preprocessing = make_preprocessing("c3d")
@@ -30,6 +35,8 @@ class Free:
         return iter(frames)
 
     def forward(self, clips: np.ndarray) -> np.ndarray:
+        if self.seconds_per_clip:
+            time.sleep(self.seconds_per_clip * len(clips))
         return self.features[: len(clips)]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,9 +30,9 @@ SHARD_SIZE = 2
 TOY = ["--backbone", "toy", "--random-weights", "0", "--seconds-per-clip", "0.05"]
 
 
-def extract_command(csv: Path, out: Path) -> list[str]:
+def extract_command(csv: Path, out: Path, shard_size: int = SHARD_SIZE) -> list[str]:
     command = [sys.executable, "-c", WITH_TOY, "extract", str(csv), "--out", str(out), *TOY]
-    return command + ["--shard-size", str(SHARD_SIZE), "--batch-clips", "1"]
+    return command + ["--shard-size", str(shard_size), "--batch-clips", "1"]
 
 
 def videos_listed(out: Path) -> int:
@@ -78,6 +79,30 @@ def test_sigkill_at_any_moment_then_rerun(tmp_path, synth_csv):
         np.testing.assert_allclose(
             clips_of(cache, recording_id), clips_of(whole, recording_id), atol=2e-3, rtol=1e-2
         )
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_every_recording_that_finished(tmp_path, synth_csv):
+    """Shards of 100: what finished before the Ctrl-C is still in memory, waiting for the
+    writer (its own thread), and must reach the disk all the same."""
+    out, log = tmp_path / "cache", tmp_path / "stderr.txt"
+    command = extract_command(synth_csv, out, shard_size=100)
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 120
+        while "3/8" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) != 0
+    said = log.read_text()
+    assert "interrupted; finished work is kept" in said
+    reported = max(int(n) for n in re.findall(r"(\d)/8", said))  # tqdm's last count
+    kept = videos_listed(out)
+    assert 3 <= reported <= kept < 8, said[-500:]
+    assert verify_cache(out).problems == []
+    finished = subprocess.run(command, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert f"{8 - kept} cached" in finished.stdout and videos_listed(out) == 8
 
 
 def test_leftovers_of_a_killed_writer_are_adopted_or_cleaned_on_resume(tmp_path, small_cache):

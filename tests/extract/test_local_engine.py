@@ -4,6 +4,7 @@ slots the workers stack clips into hand each batch over whole, once."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import numpy as np
@@ -84,3 +85,33 @@ def test_a_worker_waiting_for_a_free_batch_ends_when_the_pipeline_stops():
     stop.set()
     result = run_with_timeout(lambda: slots.stack(frames_of(9)))
     assert isinstance(result.get("error"), InterruptedError), result
+
+
+def test_the_store_thread_runs_every_task_in_order_off_the_main_thread_before_it_closes():
+    stores = local_engine.StoreThread(capacity=2)
+    ran = []
+
+    def record(value: int) -> None:
+        if value == 4:
+            time.sleep(0.3)  # a shard being written as the extraction ends
+        ran.append((value, threading.current_thread().name))
+
+    for value in range(6):
+        stores.submit(lambda value=value: record(value))
+    stores.close()
+    assert ran == [(value, "store") for value in range(6)]
+
+
+def test_a_failed_store_stops_the_rest_and_is_raised_on_the_main_thread_once():
+    stores = local_engine.StoreThread(capacity=1)
+    ran = []
+
+    def disk_full() -> None:
+        raise OSError("No space left on device")
+
+    stores.submit(disk_full)
+    stores.thread.join(0.5)  # the error is seen by the next submit, or by close
+    with pytest.raises(OSError, match="No space"):
+        stores.submit(lambda: ran.append("after"))
+    stores.close()  # said once: the caller already has it
+    assert ran == []
