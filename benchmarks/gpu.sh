@@ -9,9 +9,11 @@
 #     their ratio, decode clips/s with all cores, peak GPU memory);
 #   - benchmarks/gpu_parity.py: float32 features of the GPU against the same machine's CPU;
 #   - benchmarks/pipeline.py: the pipeline with a backbone that costs nothing against
-#     decoding alone on every core, 320x240 and 640x480 H.264 (MPEG-4 without ffmpeg);
+#     decoding alone on every core, 320x240 and 640x480 H.264 (MPEG-4 without ffmpeg),
+#     decoding with OpenCV, then (where PyNvVideoCodec loads) with NVDEC after
+#     tests/video/test_nvdec.py has compared its frames with OpenCV's;
 # and prints one JSON line with all of it: {"backends": [...], "parity": {...},
-# "pipeline_free_backbone": {...}, "gpu_decode": ...}.
+# "pipeline_free_backbone": {...}, "pipeline_free_backbone_nvdec": {...}}.
 #
 #   bash benchmarks/gpu.sh                 # every installed backend
 #   BACKENDS="torch" bash benchmarks/gpu.sh
@@ -39,6 +41,15 @@ if ((${#missing[@]})); then
   "$PYTHON" -m pip install --quiet "${from[@]}" "${wanted[@]}" >&2
 fi
 
+# optional, when their wheels were carried: NVDEC decoding, and pytest for its tests
+for optional in PyNvVideoCodec pytest; do
+  if ! "$PYTHON" -c "import $optional" 2>/dev/null && [[ -d benchmarks/wheels ]] \
+     && ls benchmarks/wheels | grep -qi "^$optional-"; then
+    "$PYTHON" -m pip install --quiet --no-index --find-links benchmarks/wheels "$optional" >&2 \
+      || echo "$optional could not be installed from benchmarks/wheels" >&2
+  fi
+done
+
 if [[ -z "${BACKENDS:-}" ]]; then
   BACKENDS=""
   for backend in torch jax tensorflow; do
@@ -59,10 +70,21 @@ backends_csv=$(echo $BACKENDS | tr ' ' '\n' | grep -v tensorflow | paste -sd, -)
 timeout 300 "$PYTHON" benchmarks/gpu_parity.py --backends "$backends_csv" | tee "$parity" >&2 \
   || echo '{"error": "gpu_parity.py failed or ran over 300 s (see above)"}' >>"$parity"
 pipeline=$(mktemp)
-timeout 300 "$PYTHON" benchmarks/pipeline.py --repeats 2 | tee "$pipeline" >&2 \
+timeout 300 "$PYTHON" benchmarks/pipeline.py --repeats 2 --decoder opencv | tee "$pipeline" >&2 \
   || echo '{"error": "pipeline.py failed or ran over 300 s (see above)"}' >>"$pipeline"
+# NVDEC (video/nvdec.py) where PyNvVideoCodec loads: its frames against OpenCV's (the tests,
+# when pytest is here), then the same pipeline decoding on the GPU
+nvdec=$(mktemp)
+if "$PYTHON" -c "import PyNvVideoCodec" >/dev/null 2>&1; then
+  "$PYTHON" -m pytest -q -rs tests/video/test_nvdec.py -p no:cacheprovider >&2 \
+    || echo "tests/video/test_nvdec.py failed or pytest is missing (see above)" >&2
+  timeout 300 "$PYTHON" benchmarks/pipeline.py --repeats 2 --decoder nvdec | tee "$nvdec" >&2 \
+    || echo '{"error": "pipeline.py --decoder nvdec failed or ran over 300 s"}' >>"$nvdec"
+else
+  echo '{"error": "PyNvVideoCodec does not load here (not installed, or no driver video)"}' >"$nvdec"
+fi
 # one JSON line: the last line of each backend's run, the parity and the pipeline figures
-"$PYTHON" - "$log" "$parity" "$pipeline" <<'EOF'
+"$PYTHON" - "$log" "$parity" "$pipeline" "$nvdec" <<'EOF'
 import json, sys
 def last_json(path):
     lines = [line for line in open(path) if line.startswith("{")]
@@ -73,6 +95,6 @@ print(json.dumps({
     "backends": finals,
     "parity": last_json(sys.argv[2]),
     "pipeline_free_backbone": last_json(sys.argv[3]),
-    "gpu_decode": "not built: decoding runs on the CPU (OpenCV)",
+    "pipeline_free_backbone_nvdec": last_json(sys.argv[4]),
 }))
 EOF

@@ -3,6 +3,7 @@
     python benchmarks/pipeline.py [--quick] [--sizes 320x240,640x480] [--workers N]
                                   [--recordings 8] [--frames 600] [--codec h264|mp4v]
                                   [--shard-size 256] [--model-ms 0]
+                                  [--decoder auto|opencv|nvdec]
 
 A GPU runs the network in a fraction of what decoding takes, so what `extract` adds around
 decode and model (batching clips across recordings, the model's thread, HDF5 shard writes
@@ -47,6 +48,7 @@ from gesture_cache.extract.extraction import build_cache  # noqa: E402
 from gesture_cache.extract.extractor import extractor_from_config, resolved  # noqa: E402
 from gesture_cache.extract.job import Job  # noqa: E402
 from gesture_cache.sources.meta import read_meta  # noqa: E402
+from gesture_cache.video.nvdec import DECODERS  # noqa: E402
 
 
 def h264_recording(path: Path, frames: int, width: int, height: int, seed: int) -> None:
@@ -79,15 +81,22 @@ def main() -> None:
     parser.add_argument("--codec", choices=("h264", "mp4v"), default=None)
     parser.add_argument("--shard-size", type=int, default=ExtractConfig.shard_size)
     parser.add_argument("--model-ms", type=float, default=0.0, help="the model's ms a clip")
+    parser.add_argument("--decoder", choices=DECODERS, default=ExtractConfig.decoder)
     args = parser.parse_args()
     codec = args.codec or ("h264" if shutil.which("ffmpeg") else "mp4v")
     sizes = "320x240" if args.quick else args.sizes
     recordings, frames = (4, 300) if args.quick else (args.recordings, args.frames)
     free_backbone.register()
     Free.seconds_per_clip = args.model_ms / 1000
-    config = ExtractConfig(backbone="free", decode_workers=args.workers, shard_size=args.shard_size)
+    config = ExtractConfig(
+        backbone="free",
+        decode_workers=args.workers,
+        shard_size=args.shard_size,
+        decoder=args.decoder,
+    )
     config = resolved(config)
     extractor = extractor_from_config(config)
+    print(f"decoding: {extractor.decoding}", flush=True)
     write = h264_recording if codec == "h264" else write_recording
     results = {}
     for size in sizes.split(","):
@@ -142,6 +151,7 @@ def main() -> None:
     print(json.dumps({"by_size": results, "codec": codec, "workers": args.workers,
                       "recordings": recordings, "frames": frames, "cpus": os.cpu_count(),
                       "shard_size": args.shard_size, "model_ms": args.model_ms,
+                      "decoding": extractor.decoding,
                       "machine": platform.node()}))  # fmt: skip
 
 

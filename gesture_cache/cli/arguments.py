@@ -12,6 +12,7 @@ from gesture_cache.backbones.keras_backends import BACKENDS
 from gesture_cache.cache.shard import COMPRESSIONS
 from gesture_cache.deploy.settings import DetectSettings
 from gesture_cache.extract.config import DTYPES, ENGINES, PADS, SAMPLINGS, ExtractConfig
+from gesture_cache.video.nvdec import DECODERS
 
 
 def finite_float(text: str) -> float:
@@ -160,6 +161,14 @@ def add_extract_arguments(p: argparse.ArgumentParser) -> None:
         default=d.decode_workers,
         help="workers decoding recordings while the model runs (default: the "
         f"{d.decode_workers} cores here)",
+    )
+    p.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        default=d.decoder,
+        help="opencv: decode on the CPU; nvdec: on the GPU's video engine (pip install "
+        "'gesture_cache[nvdec]'; OpenCV decodes what it cannot); auto: nvdec where it runs "
+        f"({d.decoder})",
     )
     p.add_argument(
         "--shard-size",

@@ -23,7 +23,10 @@ def extract_summary(summary: ExtractSummary, out: str | Path) -> str:
         f"recorded as failed), {sum(summary.failed.values())} failed, "
         f"{summary.duplicate_rows} duplicate rows",
         f"  {summary.seconds:.1f} s, {clips_per_s:.2f} clips/s",
+        f"  decoding: {summary.decoding}",
     ]
+    if summary.decoded_by_opencv:
+        lines.append(f"  {summary.decoded_by_opencv} recordings NVDEC cannot decode: OpenCV did")
     if summary.network_in_decoding:
         lines.append(
             f"  the network runs in the {summary.decode_workers} decode workers, one recording "

@@ -12,6 +12,7 @@ from pathlib import Path
 from gesture_cache.backbones.base import BackboneOptions, flag, registered
 from gesture_cache.cache.shard import COMPRESSIONS
 from gesture_cache.common.errors import ConfigError
+from gesture_cache.video.nvdec import DECODERS
 
 # The layout every backbone gets unless a recipe says otherwise: dense clips of consecutive
 # frames over the whole recording, short recordings padded with their edge frames.
@@ -43,6 +44,7 @@ class ExtractConfig:
     backend: str | None = None  # None: KERAS_BACKEND, else TensorFlow, JAX, PyTorch (installed)
     batch_clips: int | None = None  # None: decided for the device (keras_backends)
     decode_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    decoder: str = "auto"  # opencv, nvdec (the GPU's video engine), auto: nvdec where it runs
     shard_size: int = 256  # recordings per shard file
     dtype: str = "float16"
     compression: str = "gzip"  # or "none": larger shards, read about 10x faster
@@ -87,7 +89,7 @@ class ExtractConfig:
     def _check(self) -> None:
         choices = {
             "sampling": SAMPLINGS, "pad": PADS, "engine": ENGINES, "dtype": DTYPES,
-            "compression": COMPRESSIONS,
+            "compression": COMPRESSIONS, "decoder": DECODERS,
         }  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -104,6 +106,10 @@ class ExtractConfig:
             raise ConfigError(f"--part-index {self.part_index} is not in 0..{self.num_parts - 1}")
         if self.engine == "local" and (self.ray_address or self.actors is not None):
             raise ConfigError("--address and --actors go with --engine ray")
+        if self.engine == "ray" and self.decoder == "nvdec":
+            raise ConfigError(
+                "--decoder nvdec goes with --engine local: Ray's decode tasks use OpenCV"
+            )
         if self.actors is not None and self.actors < 1:
             raise ConfigError(f"--actors {self.actors}: give at least 1")
         if self.fps is not None and not self.fps > 0:

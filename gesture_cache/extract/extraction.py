@@ -17,11 +17,12 @@ from gesture_cache.backbones.keras_backends import software_versions
 from gesture_cache.cache.manifest import ExtractorRecord
 from gesture_cache.cache.writer import CacheWriter
 from gesture_cache.extract.config import ExtractConfig
-from gesture_cache.extract.extractor import extractor_from_config, resolved
+from gesture_cache.extract.extractor import Extractor, extractor_from_config, resolved
 from gesture_cache.extract.job import ExtractSummary, Job, fail, row_key
 from gesture_cache.extract.local_engine import extract_locally
 from gesture_cache.sources.meta import Row, conflicting_rows, read_meta
 from gesture_cache.video.decode import source_sha256, source_stat
+from gesture_cache.video.nvdec import package_version
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,14 @@ def build_cache(csv_path: str | Path, out: str | Path, config: ExtractConfig) ->
         setup_seconds=time.perf_counter() - started,
         network_in_decoding=extractor.backbone.network_in_stream,
         decode_workers=config.decode_workers,
+        decoding=extractor.decoding,
     )
+    log.info("decoding: %s", extractor.decoding)
     record = ExtractorRecord(
         extractor.spec,
         extractor.feature_dim,
         files=config.files(),
-        software=software_versions(config.backend),
+        software=software_versions(config.backend) | decoder_versions(extractor),
     )
     writer = CacheWriter(
         out,
@@ -79,11 +82,21 @@ def build_cache(csv_path: str | Path, out: str | Path, config: ExtractConfig) ->
                 from gesture_cache.extract.ray_engine import extract_on_ray as engine
             engine(jobs, extractor, writer, config, summary, progress)
         summary.setup_seconds += extractor.backbone_build_seconds
+        if extractor.nvdec is not None:
+            summary.decoded_by_opencv = sum(extractor.nvdec.refused.values())
         summary.recordings_in_cache = writer.manifest["recordings"] + len(writer.pending)
         wanted = {r.recording_id for r in rows}
         summary.failures_recorded = sum(1 for k in writer.failures if k.split("#")[0] in wanted)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def decoder_versions(extractor: Extractor) -> dict[str, str]:
+    """Which decoder the shards' recordings went through (OpenCV's version is recorded with
+    every shard; with NVDEC, PyNvVideoCodec's too)."""
+    if extractor.nvdec is None:
+        return {"decoder": "opencv"}
+    return {"decoder": "nvdec, opencv where it cannot", "pynvvideocodec": package_version()}
 
 
 def rates(summary: ExtractSummary) -> str:

@@ -19,6 +19,7 @@ from gesture_cache.common.errors import ConfigError
 from gesture_cache.extract.config import ExtractConfig
 from gesture_cache.video.clips import Layout, fixed_clips, stream_clips
 from gesture_cache.video.decode import Frames, Probe
+from gesture_cache.video.nvdec import CPU_DECODING, Nvdec, chosen_decoder
 
 # Bump whenever decoding, the clips or a backbone change what features come out for the same
 # settings: it is part of the fingerprint, so an old cache is never resumed with new code.
@@ -40,8 +41,18 @@ class ClipFeatures:
 
 
 class Extractor:
-    def __init__(self, backbone: Backbone, layout: Layout):
+    """`nvdec`: decode video files on the GPU's video engine where it can (video/nvdec.py);
+    `decoding` says in words which decoder runs."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        layout: Layout,
+        nvdec: Nvdec | None = None,
+        decoding: str = CPU_DECODING,
+    ):
         self.backbone, self.layout = backbone, layout
+        self.nvdec, self.decoding = nvdec, decoding
 
     @property
     def spec(self) -> dict:
@@ -74,7 +85,7 @@ class Extractor:
         return getattr(self.backbone, "build_seconds", 0.0)
 
     def frames(self, path: str | Path, fps: float | None = None) -> Frames:
-        return Frames(path, self.backbone.preprocessing, fps)
+        return Frames(path, self.backbone.preprocessing, fps, self.nvdec)
 
     def clips(
         self, frames: Frames, stack: Callable[[Sequence[np.ndarray]], Any] = np.stack
@@ -112,7 +123,13 @@ class Extractor:
 
 
 def extractor_from_config(config: ExtractConfig) -> Extractor:
-    """The extractor of `extract`; `config.backend` must be resolved (see `resolved`)."""
+    """The extractor of `extract`; `config.backend` must be resolved (see `resolved`). The
+    decoder is chosen first: a `--decoder nvdec` that cannot run is refused before the
+    network is built."""
+    if config.engine == "local":
+        nvdec, decoding = chosen_decoder(config.decoder)
+    else:
+        nvdec, decoding = None, f"{CPU_DECODING} (Ray's decode tasks)"
     backbone = (
         registered(config.backbone)
         .module()
@@ -127,7 +144,7 @@ def extractor_from_config(config: ExtractConfig) -> Extractor:
     layout = Layout(
         config.sampling, config.clip_stride, config.frames, config.pad, backbone.clip_len
     )
-    return Extractor(backbone, layout)
+    return Extractor(backbone, layout, nvdec, decoding)
 
 
 def extractor_from_spec(

@@ -43,6 +43,8 @@ class ExtractSummary:
     pipeline_seconds: float = 0.0  # from the first decode to the last write
     network_in_decoding: bool = False  # the backbone's network runs in the decode workers
     decode_workers: int = 0
+    decoding: str = ""  # which decoder, in words
+    decoded_by_opencv: int = 0  # recordings NVDEC could not open
     recordings_in_cache: int = 0
     failures_recorded: int = 0
 

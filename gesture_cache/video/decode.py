@@ -19,6 +19,7 @@ import numpy as np
 
 from gesture_cache.common.errors import GestureCacheError
 from gesture_cache.common.files import file_sha256
+from gesture_cache.video.nvdec import Nvdec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -122,13 +123,18 @@ def short_side_crop(frame: np.ndarray, short_side: int, crop: int) -> np.ndarray
 class Frames:
     """The decoded BGR frames of a video file or a folder of images, one at a time, each
     resized and cropped by `preprocessing` (kept whole when it is None). `probe` is complete
-    once iteration ends; a recording with no decodable frame raises VideoError then."""
+    once iteration ends; a recording with no decodable frame raises VideoError then. With
+    `nvdec`, a video file NVDEC can open is decoded there (video/nvdec.py), else by OpenCV."""
 
     def __init__(
-        self, path: str | Path, preprocessing: Preprocessing | None, fps: float | None = None
+        self,
+        path: str | Path,
+        preprocessing: Preprocessing | None,
+        fps: float | None = None,
+        nvdec: Nvdec | None = None,
     ):
         self.path = Path(path)
-        self.preprocessing = preprocessing
+        self.preprocessing, self.nvdec = preprocessing, nvdec
         _check_source(self.path)
         if self.path.is_dir():
             self.images = folder_images(self.path)
@@ -156,6 +162,12 @@ class Frames:
             )
 
     def _read_video(self) -> Iterator[np.ndarray]:
+        opened = self.nvdec.open(self.path) if self.nvdec is not None else None
+        if opened is not None:
+            self.probe.claimed_frames = max(opened.claimed_frames, 0)
+            self.probe.fps = opened.fps or self.probe.fps
+            yield from opened.frames
+            return
         capture = cv2.VideoCapture(str(self.path))
         if not capture.isOpened():
             raise VideoError("unreadable", f"{self.path}: OpenCV cannot open it as a video")

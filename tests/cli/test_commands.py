@@ -10,6 +10,7 @@ import pandas as pd
 
 from gesture_cache import open_cache
 from gesture_cache.cli.main import main
+from gesture_cache.video.nvdec import nvdec_unavailable
 
 
 def test_synth_writes_videos_and_csv(tmp_path, capsys):
@@ -58,7 +59,12 @@ def test_extract_real_videos_then_info_and_verify(tmp_path, shared_videos, capsy
         ]
     )
     assert code == 0
+    decoder = "opencv" if nvdec_unavailable() else "nvdec, opencv where it cannot"
+    assert f"decoding: {'OpenCV on the CPU' if decoder == 'opencv' else 'NVDEC'}" in (
+        capsys.readouterr().out
+    )
     cache = open_cache(out)
+    assert cache.manifest["shards"][0]["software"]["decoder"] == decoder
     assert sorted(cache.recordings["recording_id"]) == ["Megamind.avi", "tree.avi"]
     n_frames = dict(zip(cache.recordings["recording_id"], cache.recordings["n_frames"]))
     assert n_frames["tree.avi"] == 68  # what decodes, not the 444 the container claims
