@@ -67,10 +67,13 @@ def direct_rate(network, config: ExtractConfig) -> float | None:
 
     if not torch.cuda.is_available():
         return None
-    from c3d_direct import clips_per_second, direct_c3d  # beside this script
+    from c3d_direct import clips_per_second  # beside this script
+
+    from gesture_cache.backbones.c3d.preprocessing import make_preprocessing
+    from gesture_cache.backbones.c3d.torch_network import torch_c3d
 
     bf16 = config.backbone_options.precision != "float32"
-    model = direct_c3d(network)
+    model = torch_c3d(network, "fc7", make_preprocessing("c3d"))
     return clips_per_second(model, config.batch_clips, "cuda", bf16=bf16, compiled=bf16)[
         "clips_per_s"
     ]

@@ -165,6 +165,11 @@ class C3D:
                 f"Keras runs on {loaded} in this process, C3D was set up for {self.backend}"
             )
         network = self.network()
+        if self.backend == "torch":  # written directly: Keras' layout changes cost 1.5x here
+            from gesture_cache.backbones.c3d.torch_network import torch_c3d, torch_forward
+
+            module = torch_c3d(network, self.layer, self.preprocessing, self.mean_cube())
+            return torch_forward(module, self.precision, self.batch_clips)
         model = feature_extractor(network, self.layer, self.preprocessing, self.mean_cube())
         return compiled_call(model, self.backend, self.batch_clips, self._compiled, self.precision)
 
