@@ -209,13 +209,18 @@ def tensorflow_call(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
     return lambda clips: call(clips).numpy().copy()
 
 
+def padded_batch(count: int, batch_clips: int) -> int:
+    """The batch a compiled call runs `count` clips in: `batch_clips` when they are at least
+    half of it, else the next power of two (3 clips in `predict` cost 4, not 256), so at most
+    log2(batch_clips)+1 shapes are ever compiled."""
+    return max(count, batch_clips if 2 * count >= batch_clips else 1 << (count - 1).bit_length())
+
+
 def jax_call(
     model: keras.Model, batch_clips: int, compiled: Callable[[float], None]
 ) -> Callable[[np.ndarray], np.ndarray]:
     """A jitted stateless call. XLA compiles once per batch shape (each compilation's
-    seconds go to `compiled`), so a partial batch is padded: to `batch_clips` when at least
-    half of it, else to the next power of two (a recording of 3 clips in `predict` costs 4,
-    not 16, on a CPU); at most log2(batch)+1 shapes are ever compiled."""
+    seconds go to `compiled`), so a partial batch is padded (`padded_batch`)."""
     import jax
 
     trainable = [v.value for v in model.trainable_variables]
@@ -236,9 +241,7 @@ def jax_call(
 
     def forward(clips: np.ndarray) -> np.ndarray:
         count = len(clips)
-        padded = max(
-            count, batch_clips if 2 * count >= batch_clips else 1 << (count - 1).bit_length()
-        )
+        padded = padded_batch(count, batch_clips)
         if padded > count:
             clips = np.concatenate(
                 [clips, np.zeros((padded - count, *clips.shape[1:]), clips.dtype)]

@@ -253,3 +253,11 @@ def test_a_float32_network_turns_tf32_off_on_its_framework(backend):
     before, after = done.stdout.split("\n")[-3:-1]
     assert after == {"torch": "ieee ieee", "jax": "highest"}[backend], (before, after)
     assert before != after  # the defaults allow TF32: the network's build changed them
+
+
+def test_a_short_batch_is_padded_to_one_of_few_compiled_shapes():
+    counts = (1, 3, 100, 128, 200, 256)
+    padded = {count: keras_backends.padded_batch(count, 256) for count in counts}
+    assert padded == {1: 1, 3: 4, 100: 128, 128: 256, 200: 256, 256: 256}
+    shapes = {keras_backends.padded_batch(count, 256) for count in range(1, 257)}
+    assert len(shapes) == 9  # log2(256) + 1: what JAX and torch.compile ever compile

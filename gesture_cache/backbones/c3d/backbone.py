@@ -116,7 +116,7 @@ class C3D:
         if self._forward is None:
             started = time.perf_counter()
             self._forward = self._build()
-            if self.backend != "jax":  # JAX compiles per batch shape, timed as it does
+            if self.backend == "tensorflow":  # JAX and PyTorch time each shape's compiling
                 self._forward(clips[:1])  # trace it
             self.build_seconds += time.perf_counter() - started
         return self._forward(clips)
@@ -169,7 +169,7 @@ class C3D:
             from gesture_cache.backbones.c3d.torch_network import torch_c3d, torch_forward
 
             module = torch_c3d(network, self.layer, self.preprocessing, self.mean_cube())
-            return torch_forward(module, self.precision, self.batch_clips)
+            return torch_forward(module, self.precision, self.batch_clips, self._compiled)
         model = feature_extractor(network, self.layer, self.preprocessing, self.mean_cube())
         return compiled_call(model, self.backend, self.batch_clips, self._compiled, self.precision)
 

@@ -14,6 +14,7 @@ weights, loaded and checked once; float32 features agree with the Keras model's 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gesture_cache.backbones.keras_backends import exact_float32
+from gesture_cache.backbones.keras_backends import exact_float32, padded_batch
 from gesture_cache.video.decode import Preprocessing
 
 if TYPE_CHECKING:
@@ -105,11 +106,13 @@ def torch_forward(
     module: TorchC3D,
     precision: str,
     batch_clips: int,
+    compiled: Callable[[float], None],
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The module as a batch call, uint8 in, float32 out, at `precision` (bf16 or fp16
-    autocast for the mixed ones). On a CUDA GPU: cuDNN picks its fastest kernels for the
-    batch shape, and the module is compiled for it (`torch.compile`; a shorter batch is
-    padded to it, so it compiles once); where compiling fails, it runs eagerly, said once."""
+    autocast for the mixed ones). On a CUDA GPU: cuDNN picks its fastest kernels for each
+    batch shape, and the module is compiled for it (`torch.compile`, one graph a shape, a
+    short batch padded as on JAX: `padded_batch`); the first call of each shape, compiling
+    included, goes to `compiled`; where compiling fails, it runs eagerly, said once."""
     if precision == "float32":
         exact_float32("torch")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -118,7 +121,8 @@ def torch_forward(
     run: Callable[[torch.Tensor], torch.Tensor] = module
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
-        run = torch.compile(module)
+        run = torch.compile(module, dynamic=False)
+    shapes: set[int] = set()
 
     def call(clips: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(device, autocast, enabled=bool(autocast)):
@@ -128,8 +132,10 @@ def torch_forward(
         nonlocal run
         count = len(clips)
         x = torch.from_numpy(np.ascontiguousarray(clips)).to(device)
-        if device == "cuda" and count < batch_clips:
-            x = torch.cat([x, x[-1:].expand(batch_clips - count, *x.shape[1:])])
+        if device == "cuda":
+            missing = padded_batch(count, batch_clips) - count
+            x = torch.cat([x, x[-1:].expand(missing, *x.shape[1:])])
+        started, first = time.perf_counter(), device == "cuda" and len(x) not in shapes
         try:
             features = call(x)
         except Exception as error:  # noqa: BLE001 - compiling is an optimisation
@@ -138,6 +144,10 @@ def torch_forward(
             log.warning("torch.compile failed (%s): C3D runs eagerly", error)
             run = module
             features = call(x)
-        return features[:count].cpu().numpy()
+        features = features[:count].cpu().numpy()
+        if first:
+            shapes.add(len(x))
+            compiled(time.perf_counter() - started)
+        return features
 
     return forward
