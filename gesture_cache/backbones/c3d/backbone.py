@@ -166,7 +166,8 @@ class C3D:
             )
         network = self.network()
         if self.backend == "torch":  # written directly: Keras' layout changes cost 1.5x here
-            from gesture_cache.backbones.c3d.torch_network import torch_c3d, torch_forward
+            from gesture_cache.backbones.c3d.torch_network import torch_c3d
+            from gesture_cache.backbones.torch_direct import torch_forward
 
             module = torch_c3d(network, self.layer, self.preprocessing, self.mean_cube())
             return torch_forward(module, self.precision, self.batch_clips, self._compiled)

@@ -13,24 +13,16 @@ weights, loaded and checked once; float32 features agree with the Keras model's 
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from gesture_cache.backbones.keras_backends import exact_float32, padded_batch
 from gesture_cache.video.decode import Preprocessing
 
 if TYPE_CHECKING:
     import keras
-
-log = logging.getLogger(__name__)
-
-AUTOCAST = {"float32": None, "mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}
 
 
 class ChannelsLastFlatten(nn.Module):
@@ -100,54 +92,3 @@ def torch_c3d(
             break
     mean = mean_cube if mean_cube is not None else (preprocessing.mean_bgr or (0.0, 0.0, 0.0))
     return TorchC3D(modules, mean, preprocessing.scale).eval()
-
-
-def torch_forward(
-    module: TorchC3D,
-    precision: str,
-    batch_clips: int,
-    compiled: Callable[[float], None],
-) -> Callable[[np.ndarray], np.ndarray]:
-    """The module as a batch call, uint8 in, float32 out, at `precision` (bf16 or fp16
-    autocast for the mixed ones). On a CUDA GPU: cuDNN picks its fastest kernels for each
-    batch shape, and the module is compiled for it (`torch.compile`, one graph a shape, a
-    short batch padded as on JAX: `padded_batch`); the first call of each shape, compiling
-    included, goes to `compiled`; where compiling fails, it runs eagerly, said once."""
-    if precision == "float32":
-        exact_float32("torch")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    module = module.to(device).to(memory_format=torch.channels_last_3d)
-    autocast = AUTOCAST[precision]
-    run: Callable[[torch.Tensor], torch.Tensor] = module
-    if device == "cuda":
-        torch.backends.cudnn.benchmark = True
-        run = torch.compile(module, dynamic=False)
-    shapes: set[int] = set()
-
-    def call(clips: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(device, autocast, enabled=bool(autocast)):
-            return run(clips)
-
-    def forward(clips: np.ndarray) -> np.ndarray:
-        nonlocal run
-        count = len(clips)
-        x = torch.from_numpy(np.ascontiguousarray(clips)).to(device)
-        if device == "cuda":
-            missing = padded_batch(count, batch_clips) - count
-            x = torch.cat([x, x[-1:].expand(missing, *x.shape[1:])])
-        started, first = time.perf_counter(), device == "cuda" and len(x) not in shapes
-        try:
-            features = call(x)
-        except Exception as error:  # noqa: BLE001 - compiling is an optimisation
-            if run is module:
-                raise
-            log.warning("torch.compile failed (%s): C3D runs eagerly", error)
-            run = module
-            features = call(x)
-        features = features[:count].cpu().numpy()
-        if first:
-            shapes.add(len(x))
-            compiled(time.perf_counter() - started)
-        return features
-
-    return forward

@@ -104,10 +104,21 @@ class I3D:
                 raise ConfigError(
                     f"Keras runs on {loaded} in this process, I3D was set up for {self.backend}"
                 )
-            model = feature_model(self.network())
-            self._forward = compiled_call(
-                model, self.backend, self.batch_clips, self._compiled, self.precision
-            )
+            if self.backend == "torch":  # written directly (backbones/torch_direct.py)
+                from gesture_cache.backbones.i3d.torch_network import torch_i3d
+                from gesture_cache.backbones.torch_direct import torch_forward
+
+                self._forward = torch_forward(
+                    torch_i3d(self.network()), self.precision, self.batch_clips, self._compiled
+                )
+            else:
+                self._forward = compiled_call(
+                    feature_model(self.network()),
+                    self.backend,
+                    self.batch_clips,
+                    self._compiled,
+                    self.precision,
+                )
             self.build_seconds += time.perf_counter() - started
         return self._forward(clips)
 
