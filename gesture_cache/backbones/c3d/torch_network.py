@@ -1,14 +1,10 @@
-"""C3D as one PyTorch module, what the torch backend runs.
-
-Keras 3 on PyTorch hands each convolution a channels-first view of its channels-last
-tensor and takes the result back, layer after layer; written directly, with the clip
-permuted once and held `channels_last_3d` (the layout cuDNN's 3D kernels prefer), the
-same network runs 1.5x faster on this CPU (benchmarks/extract.py), and on a GPU it is what
-`torch.compile` and bf16 autocast are made for (issue #37: 3,983 clips/s on an H200, where
-Keras on PyTorch gave 1,699). The module is not a second definition of C3D: `torch_c3d`
-walks the Keras network (network.py: one source for the layers) and copies each layer's
-weights, loaded and checked once; float32 features agree with the Keras model's within
-1e-5 (tests/backbones/test_c3d_torch.py).
+"""C3D as one PyTorch module, what the torch backend runs (backbones/torch_direct.py says
+why and runs it): 1.46x the clips/s of the Keras model on Keras' torch backend on this CPU
+(benchmarks/c3d_direct.py), and on a GPU what `torch.compile` and bf16 autocast are made
+for (issue #37: 3,983 clips/s on an H200, where Keras on PyTorch gave 1,699). The module is
+not a second definition of C3D: `torch_c3d` walks the Keras network (network.py: one
+source for the layers) and copies each layer's weights, loaded and checked once; float32
+features agree with the Keras model's within 1e-5 (tests/backbones/test_c3d_torch.py).
 """
 
 from __future__ import annotations
