@@ -156,4 +156,4 @@ def chosen_decoder(choice: str) -> tuple[Nvdec | None, str]:
         return nvdec, nvdec.describe()
     if choice == "nvdec":
         raise ConfigError(f"--decoder nvdec: {why_not}; use --decoder opencv or auto")
-    return None, f"{CPU_DECODING} ({why_not})"
+    return None, f"{CPU_DECODING}; NVDEC unused: {why_not}"
