@@ -34,7 +34,8 @@ def test_auto_decodes_with_opencv_where_nvdec_cannot_run_and_says_why(without_py
     nvdec, decoding = chosen_decoder("auto")
     assert nvdec is None
     assert decoding == (
-        "OpenCV on the CPU (PyNvVideoCodec is not installed (pip install 'gesture_cache[nvdec]'))"
+        "OpenCV on the CPU; NVDEC unused: PyNvVideoCodec is not installed "
+        "(pip install 'gesture_cache[nvdec]')"
     )
     assert chosen_decoder("opencv") == (None, "OpenCV on the CPU (--decoder opencv)")
 
