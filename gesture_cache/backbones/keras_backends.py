@@ -251,25 +251,6 @@ def jax_call(
     return forward
 
 
-def torch_call(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
-    """Eager PyTorch under inference_mode; on CUDA cudnn.benchmark picks the fastest
-    convolution per batch shape. Keras hands PyTorch channels-first views of its
-    channels-last tensors; storing the kernels channels_last_3d as well changed nothing on
-    this CPU (1.77 vs 1.75 clips/s) and is not done until a GPU measures it."""
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-    def forward(clips: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            features = model(torch.from_numpy(np.ascontiguousarray(clips)).to(device))
-            return features.cpu().numpy().copy()  # a copy, as on TensorFlow
-
-    return forward
-
-
 def compiled_call(
     model: keras.Model,
     backend: str,
@@ -277,13 +258,16 @@ def compiled_call(
     compiled: Callable[[float], None],
     precision: str = "float32",
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """`model` as a batch call on `backend` (the one Keras runs on), uint8 in, float32 out.
-    A float32 model computes in float32 on every device (`exact_float32`)."""
+    """`model` as a batch call on `backend` (the one Keras runs on: TensorFlow or JAX; on
+    PyTorch a backbone runs its own module, `torch_direct`), uint8 in, float32 out. A float32
+    model computes in float32 on every device (`exact_float32`)."""
     if precision == "float32":
         exact_float32(backend)
     if backend == "jax":
         return jax_call(model, batch_clips, compiled)
-    return {"tensorflow": tensorflow_call, "torch": torch_call}[backend](model)
+    if backend == "tensorflow":
+        return tensorflow_call(model)
+    raise ValueError(f"no Keras batch call on {backend}: a backbone runs its own PyTorch module")
 
 
 def exact_float32(backend: str) -> None:
