@@ -21,3 +21,9 @@ class CacheError(GestureCacheError):
 
 class RunError(GestureCacheError):
     """A run folder that cannot be used for what was asked."""
+
+
+def first_line(error: BaseException) -> str:
+    """An error's first line for a one-line message (its class name when it says nothing)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -21,6 +21,7 @@ import keras
 
 from gesture_cache import __version__
 from gesture_cache.cache.remote import credentials, redacted
+from gesture_cache.common.errors import first_line
 from gesture_cache.common.interrupts import acted_on
 from gesture_cache.train.run_folder import save_json
 
@@ -142,7 +143,7 @@ class MlflowRun(keras.callbacks.Callback):
                 run_config["mlflow_run_id"] = started.info.run_id
                 save_json(run_dir, "config.json", run_config)
         except Exception as error:  # noqa: BLE001 - any tracking failure, one line
-            self.fail(f"nothing is tracked in MLflow ({uri}): {first_line(error)}")
+            self.fail(f"nothing is tracked in MLflow ({uri}): {mlflow_error(error)}")
             return
         log.info("MLflow: run %s in %s", mlflow.active_run().info.run_id, uri)
 
@@ -160,7 +161,7 @@ class MlflowRun(keras.callbacks.Callback):
             try:
                 self.mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch)
             except Exception as error:  # noqa: BLE001
-                self.fail(f"MLflow stopped tracking at epoch {epoch + 1}: {first_line(error)}")
+                self.fail(f"MLflow stopped tracking at epoch {epoch + 1}: {mlflow_error(error)}")
 
     def finish(self, metrics: dict, interrupted: bool) -> None:
         """The final scores and the run's files, then the run's end."""
@@ -176,7 +177,7 @@ class MlflowRun(keras.callbacks.Callback):
                     self.mlflow.log_artifact(str(self.run_dir / name))
             self.mlflow.end_run(status="KILLED" if interrupted else "FINISHED")
         except Exception as error:  # noqa: BLE001
-            self.fail(f"MLflow could not take the run's results: {first_line(error)}")
+            self.fail(f"MLflow could not take the run's results: {mlflow_error(error)}")
         self.active = False
 
 
@@ -204,10 +205,10 @@ def cache_dataset(mlflow, run_config: dict):
     )
 
 
-def first_line(error: Exception) -> str:
-    """An error's first line, long enough for the fix MLflow's messages end with."""
-    text = str(error).strip().splitlines()
-    return redacted(text[0][:700]) if text else type(error).__name__
+def mlflow_error(error: Exception) -> str:
+    """An error's first line, long enough for the fix MLflow's messages end with, its
+    credentials redacted."""
+    return redacted(first_line(error)[:700])
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from gesture_cache.train.fit import train
 from gesture_cache.train.model import parameter_count
 from gesture_cache.train.prepare import open_training_cache
 from gesture_cache.train.run_folder import read_run_config, save_json
-from gesture_cache.train.tracking import Tracking, first_line, use_mlflow
+from gesture_cache.train.tracking import Tracking, mlflow_error, use_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def search_run(tracking: Tracking, study: optuna.Study, fingerprint: str) -> str
         study.set_user_attr(MLFLOW_PARENT, run.info.run_id)
         return run.info.run_id
     except Exception as error:  # noqa: BLE001 - tracking never stops a search
-        log.warning("nothing is tracked in MLflow: %s; the search goes on", first_line(error))
+        log.warning("nothing is tracked in MLflow: %s; the search goes on", mlflow_error(error))
         return None
 
 
@@ -212,7 +212,7 @@ def end_search_run(parent: str | None, study: optuna.Study, error: BaseException
             client.set_tag(parent, "best_trial", Path(best.user_attrs["run"]).name)
         client.set_terminated(parent, status)
     except Exception as problem:  # noqa: BLE001 - tracking never stops a search
-        log.warning("MLflow could not close the search's run: %s", first_line(problem))
+        log.warning("MLflow could not close the search's run: %s", mlflow_error(problem))
 
 
 def open_study(url: str, name: str, heartbeat: float = 30.0, attempts: int = 8) -> optuna.Study:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from gesture_cache.common.errors import ConfigError
+from gesture_cache.common.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ def nvdec_unavailable() -> str | None:
     except ImportError:
         return "PyNvVideoCodec is not installed (pip install 'gesture_cache[nvdec]')"
     except Exception as error:  # noqa: BLE001 - its import raises RuntimeError without a driver
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        return f"PyNvVideoCodec finds no NVIDIA driver with video decoding: {first_line}"
+        return f"PyNvVideoCodec finds no NVIDIA driver with video decoding: {first_line(error)}"
     return None
 
 
@@ -123,7 +122,7 @@ class Nvdec:
             yield from frames
 
     def _refused(self, path: Path, error: Exception) -> None:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         with self.lock:
             first = reason not in self.refused
             self.refused[reason] = self.refused.get(reason, 0) + 1

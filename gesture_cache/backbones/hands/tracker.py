@@ -23,7 +23,7 @@ from gesture_cache.backbones.hands.palm import (
     transform_rect,
     warp,
 )
-from gesture_cache.common.errors import ConfigError
+from gesture_cache.common.errors import ConfigError, first_line
 
 LANDMARK_SIZE = 224
 MIN_PRESENCE = 0.5  # min_tracking_confidence
@@ -97,8 +97,9 @@ def interpreter(model: bytes, what: str, source: str, input_shape: tuple, output
         runner = Interpreter(model_content=model, num_threads=1)
         runner.allocate_tensors()
     except (ValueError, RuntimeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{source}: the {what} model does not load ({first})") from None
+        raise ConfigError(
+            f"{source}: the {what} model does not load ({first_line(error)})"
+        ) from None
     inputs = [tuple(d["shape"]) for d in runner.get_input_details()]
     details = sorted(runner.get_output_details(), key=lambda d: d["name"])
     shapes = [tuple(d["shape"]) for d in details]
